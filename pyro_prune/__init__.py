@@ -1,0 +1,33 @@
+"""pyro_prune: Bayesian neural networks in Pyro, for pruning and calibrated prediction.
+
+``bayesianize`` turns a PyTorch network into a Pyro model, ``fit`` trains a guide with the
+(Rényi) ELBO, ``predict``/``evaluate`` give posterior-predictive ensembles and their scores.
+"""
+from __future__ import annotations
+
+from . import layers, likelihoods, metrics
+from .infer import EarlyStopping, History, Prediction, evaluate, fit, predict
+from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
+from .model import BayesianModel, SiteInfo, bayesianize, init_from
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "bayesianize",
+    "BayesianModel",
+    "SiteInfo",
+    "init_from",
+    "Likelihood",
+    "Categorical",
+    "Bernoulli",
+    "Gaussian",
+    "fit",
+    "predict",
+    "evaluate",
+    "History",
+    "Prediction",
+    "EarlyStopping",
+    "layers",
+    "likelihoods",
+    "metrics",
+]

@@ -1,0 +1,573 @@
+r"""Training (``fit``), posterior-predictive ensembles (``predict``) and scores (``evaluate``).
+
+**Objective.** With :math:`\alpha = 1`, ``fit`` maximizes the mean-field ELBO with analytic KL
+terms wherever a KL is registered (``pyro.infer.TraceMeanField_ELBO``; Monte Carlo otherwise):
+
+.. math::
+
+    \mathcal L_1 = \frac{N}{B}\sum_{b} \mathbb E_q[\log p(y_b \mid x_b, w)] - \beta\,\mathrm{KL}(q \,\|\, p).
+
+For any other :math:`\alpha` it maximizes the Rényi variational bound [1] with :math:`K`
+vectorized reparameterized samples (``pyro.infer.RenyiELBO``):
+
+.. math::
+
+    \mathcal L_\alpha = \frac{1}{1-\alpha} \log \frac{1}{K}\sum_{k=1}^K
+    \left[\frac{p(y, w_k \mid x)}{q(w_k)}\right]^{1-\alpha}, \qquad w_k \sim q,
+
+which is the IWAE bound at :math:`\alpha = 0`, tends to the ELBO as :math:`\alpha \to 1`
+and is non-increasing in :math:`\alpha`.  **KL warm-up** multiplies the log densities of every
+latent site (prior and guide) by :math:`\beta`, rising linearly from 0 to 1 over ``kl_warmup``
+epochs (Sønderby et al. 2016; Molchanov et al. 2017).
+
+**Prediction.** ``predict`` draws ``S`` whole networks from the guide with
+``pyro.infer.Predictive(parallel=True)`` and averages: class probabilities
+:math:`\bar p = \frac1S\sum_s \mathrm{softmax}(f_{w_s}(x))`, predictive entropy
+:math:`H[\bar p]`, mutual information :math:`H[\bar p] - \frac1S\sum_s H[p_s]`; for regression
+the mean, the epistemic std (spread of the sampled means) and the aleatoric std.
+
+References
+
+[1] Li, Turner. "Rényi Divergence Variational Inference", NeurIPS 2016.
+[2] Sønderby et al. "Ladder Variational Autoencoders", NeurIPS 2016 (KL warm-up).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import pyro
+import pyro.optim
+import torch
+from pyro.infer import SVI, Predictive, RenyiELBO, TraceMeanField_ELBO
+from pyro.infer.autoguide import AutoGuide
+from pyro.poutine.messenger import Messenger
+from tqdm.auto import tqdm
+
+from . import metrics as _metrics
+from .layers import local_reparameterization
+from .likelihoods import OBS_SITE
+from .model import BayesianModel
+
+__all__ = ["fit", "predict", "evaluate", "History", "Prediction", "EarlyStopping", "kl_term", "as_batches"]
+
+Batches = Union[Iterable[Tuple[torch.Tensor, torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
+
+
+# --------------------------------------------------------------------------------------------------
+# argument checks
+# --------------------------------------------------------------------------------------------------
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return value
+
+
+def _check_float(name: str, value: Any, positive: bool = False, nonneg: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if nonneg and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return value
+
+
+def _unwrap_model(fn: Any, depth: int = 8) -> Any:
+    """The model inside Pyro's handler wrappers (``functools.partial`` objects made by messengers)."""
+    for _ in range(depth):
+        if not isinstance(fn, functools.partial):
+            return fn
+        inner = [a for a in fn.args if callable(a)]
+        if not inner:
+            return fn
+        fn = inner[-1]
+    return fn
+
+
+def _check_guide(model: Any, guide: Any) -> None:
+    if guide is None:
+        return
+    if not callable(guide):
+        raise TypeError(f"guide must be a callable Pyro guide (e.g. an AutoGuide), got {type(guide).__name__}")
+    if isinstance(guide, AutoGuide):
+        inner = _unwrap_model(guide.model)
+        if isinstance(inner, BayesianModel) and inner is not model:
+            raise ValueError("guide was built for another model; build it with this model, e.g. AutoNormal(model)")
+        trace = guide.prototype_trace
+        if trace is not None and isinstance(model, BayesianModel):
+            latent = {n for n, s in trace.iter_stochastic_nodes()}
+            if latent and latent != set(model.sites):
+                raise ValueError(
+                    f"guide was built for another model: its sites {sorted(latent)[:4]}... differ from the model's "
+                    f"{sorted(model.sites)[:4]}..."
+                )
+
+
+def as_batches(data: Batches, name: str = "data") -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
+    """Accept a ``DataLoader`` (or any iterable of ``(x, y)`` batches) or one ``(x, y)`` tuple."""
+    if isinstance(data, tuple) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
+        x, y = data
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{name}: x and y have different lengths ({x.shape[0]} and {y.shape[0]})")
+        return [(x, y)]
+    if torch.is_tensor(data) or not isinstance(data, Iterable):
+        raise TypeError(f"{name} must be a DataLoader / iterable of (x, y) batches or an (x, y) tuple")
+    return data
+
+
+def _unpack(batch: Any, name: str, device: Optional[torch.device]):
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise TypeError(f"{name} must yield (x, y) pairs, got {type(batch).__name__}")
+    x, y = batch
+    if not (torch.is_tensor(x) and torch.is_tensor(y)):
+        raise TypeError(f"{name} must yield tensors, got {type(x).__name__} and {type(y).__name__}")
+    if device is not None:
+        x, y = x.to(device), y.to(device)
+    return x, y
+
+
+def _model_ref(model: Any) -> Optional[torch.Tensor]:
+    if isinstance(model, torch.nn.Module):
+        for b in model.buffers():
+            return b
+        for p in model.parameters():
+            return p
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# effect handlers used by fit
+# --------------------------------------------------------------------------------------------------
+class _LatentScale(Messenger):
+    """Multiply the log density of every latent (non-observed) sample site by ``beta``."""
+
+    def __init__(self, beta: float = 1.0):
+        super().__init__()
+        self.beta = beta
+
+    def _process_message(self, msg: Dict[str, Any]) -> None:
+        if msg["type"] == "sample" and not msg["is_observed"] and self.beta != 1.0:
+            msg["scale"] = self.beta * msg["scale"]
+
+
+class _ObsRecorder(Messenger):
+    """Record the distribution and value of the observed site (for the expected log-likelihood)."""
+
+    def __init__(self):
+        super().__init__()
+        self.site = None
+
+    def _postprocess_message(self, msg: Dict[str, Any]) -> None:
+        if msg["type"] == "sample" and msg["is_observed"] and msg["name"] == OBS_SITE:
+            self.site = (msg["fn"], msg["value"])
+
+    def mean_log_likelihood(self) -> float:
+        if self.site is None:
+            return float("nan")
+        fn, value = self.site
+        with torch.no_grad():
+            return float(fn.log_prob(value).mean())
+
+
+def kl_term(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor) -> float:
+    r""":math:`\mathrm{KL}(q\,\|\,p)` summed over latent sites: analytic where a KL is registered,
+    a one-sample Monte Carlo estimate :math:`\log q(w) - \log p(w)` elsewhere."""
+    from pyro.distributions.kl import kl_divergence
+
+    with torch.no_grad():
+        guide_trace = pyro.poutine.trace(guide).get_trace(x, y)
+        model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+        total = 0.0
+        for name, site in model_trace.nodes.items():
+            if site["type"] != "sample" or site["is_observed"] or name not in guide_trace.nodes:
+                continue
+            g = guide_trace.nodes[name]
+            try:
+                total += float(kl_divergence(g["fn"], site["fn"]).sum())
+            except NotImplementedError:
+                total += float(g["fn"].log_prob(g["value"]).sum() - site["fn"].log_prob(site["value"]).sum())
+        for name, g in guide_trace.nodes.items():  # auxiliary latents of e.g. AutoMultivariateNormal
+            if g["type"] == "sample" and name not in model_trace.nodes and g["infer"].get("is_auxiliary"):
+                total += float(g["fn"].log_prob(g["value"]).sum())
+    return total
+
+
+# --------------------------------------------------------------------------------------------------
+# history and callbacks
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class History:
+    """Per-epoch training records.
+
+    Each record holds ``epoch``, ``loss`` (objective per training example), ``ell`` (mean
+    expected log-likelihood per example), ``kl`` (total KL at the epoch's end), ``beta``,
+    ``seconds`` and, with validation data, ``val_<metric>`` entries.
+    """
+
+    records: List[Dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: str) -> List[float]:
+        """The list of one quantity over epochs, e.g. ``history["loss"]``."""
+        if not self.records or key not in self.records[-1]:
+            raise KeyError(f"no {key!r} in history; have {sorted(self.records[-1]) if self.records else []}")
+        return [r.get(key, float("nan")) for r in self.records]
+
+    @property
+    def last(self) -> Dict[str, float]:
+        return self.records[-1]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"records": list(self.records), "stopped_early": self.stopped_early}
+
+
+class EarlyStopping:
+    """Callback that stops ``fit`` when ``monitor`` has not improved for ``patience`` epochs.
+
+    :param monitor: record key, e.g. ``"val_nll"`` or ``"loss"``.
+    :param patience: epochs without improvement before stopping.
+    :param mode: ``"min"`` or ``"max"``.
+    """
+
+    def __init__(self, monitor: str = "val_nll", patience: int = 5, mode: str = "min"):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.monitor, self.patience, self.mode = monitor, _check_int("patience", patience, 1), mode
+        self.best, self.bad = None, 0
+
+    def __call__(self, epoch: int, record: Dict[str, float], model: Any, guide: Any) -> bool:
+        if self.monitor not in record:
+            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, not in the record ({sorted(record)})")
+        v = record[self.monitor]
+        better = self.best is None or (v < self.best if self.mode == "min" else v > self.best)
+        self.best, self.bad = (v, 0) if better else (self.best, self.bad + 1)
+        return self.bad >= self.patience
+
+
+# --------------------------------------------------------------------------------------------------
+# fit
+# --------------------------------------------------------------------------------------------------
+def _make_elbo(model: Any, alpha: float, num_particles: int):
+    vectorizable = getattr(model, "vectorizable", True)
+    nesting = {"max_plate_nesting": 1} if isinstance(model, BayesianModel) else {}
+    vec = num_particles > 1 and vectorizable
+    if num_particles > 1 and not vectorizable:
+        warnings.warn(
+            "model has layers that cannot take sampled weights with sample dims (e.g. BatchNorm): "
+            "particles are evaluated one by one, not vectorized",
+            stacklevel=3,
+        )
+    if alpha == 1.0:
+        return TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=vec, **nesting)
+    return RenyiELBO(alpha=alpha, num_particles=num_particles, vectorize_particles=vec, **nesting)
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    data: Batches,
+    epochs: int,
+    alpha: float = 1.0,
+    num_particles: int = 1,
+    lr: float = 1e-3,
+    optimizer: Optional[pyro.optim.PyroOptim] = None,
+    kl_warmup: int = 0,
+    val_data: Optional[Batches] = None,
+    callbacks: Sequence[Callable] = (),
+    progress: bool = True,
+    val_samples: int = 20,
+) -> History:
+    r"""Train ``guide`` on ``model`` by stochastic variational inference.
+
+    :param model: a :class:`~pyro_prune.BayesianModel` (or any Pyro model ``model(x, y)``).
+    :param guide: a guide for it: ours or Pyro's ``AutoNormal``, ``AutoDelta``, ``AutoMultivariateNormal``...
+    :param data: a ``DataLoader`` of ``(x, y)`` batches, or one ``(x, y)`` tuple.
+    :param epochs: passes over ``data``.
+    :param alpha: Rényi :math:`\alpha`; ``1.0`` is the mean-field ELBO with analytic KLs.
+    :param num_particles: samples per step (vectorized when the model allows).
+    :param lr: Adam learning rate (ignored when ``optimizer`` is given).
+    :param optimizer: a ``pyro.optim`` optimizer.
+    :param kl_warmup: epochs over which the KL weight :math:`\beta` ramps linearly from 0 to 1
+        (per step); 0 disables warm-up.
+    :param val_data: optional validation batches, scored by :func:`evaluate` after each epoch.
+    :param callbacks: callables ``cb(epoch, record, model, guide)``; returning ``True`` stops training.
+    :param progress: show a tqdm progress bar.
+    :param val_samples: ensemble size for validation scores.
+    :returns: a :class:`History`.
+    """
+    _check_int("epochs", epochs, 1)
+    alpha = _check_float("alpha", alpha)
+    _check_int("num_particles", num_particles, 1)
+    _check_int("kl_warmup", kl_warmup, 0)
+    _check_int("val_samples", val_samples, 1)
+    if optimizer is None:
+        lr = _check_float("lr", lr, positive=True)
+        optimizer = pyro.optim.Adam({"lr": lr})
+    elif not isinstance(optimizer, pyro.optim.PyroOptim):
+        raise TypeError(f"optimizer must be a pyro.optim optimizer (e.g. pyro.optim.Adam), got {optimizer!r}")
+    if not callable(model):
+        raise TypeError(f"model must be callable, got {type(model).__name__}")
+    _check_guide(model, guide)
+    batches = as_batches(data)
+    if val_data is not None:
+        val_data = as_batches(val_data, "val_data")
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"callbacks must be callables, got {cb!r}")
+
+    n_data = getattr(getattr(batches, "dataset", None), "__len__", None)
+    if isinstance(model, BayesianModel) and n_data is not None and n_data() != model.dataset_size:
+        warnings.warn(
+            f"the likelihood's dataset_size ({model.dataset_size}) differs from the data loader's dataset "
+            f"({n_data()} examples): the log-likelihood is scaled by dataset_size",
+            stacklevel=2,
+        )
+    ref = _model_ref(model)
+    device = ref.device if ref is not None else None
+
+    scale = _LatentScale(1.0)
+    recorder = _ObsRecorder()
+    train_model = scale(recorder(model))
+    train_guide = scale(guide)
+    svi = SVI(train_model, train_guide, optimizer, _make_elbo(model, alpha, num_particles))
+    use_lrt = bool(getattr(guide, "uses_local_reparameterization", False))
+    try:
+        steps_per_epoch: Optional[int] = len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        steps_per_epoch = None
+    n_train = model.dataset_size if isinstance(model, BayesianModel) else None
+
+    history = History()
+    step = 0
+    bar = tqdm(range(epochs), disable=not progress, desc="fit", unit="epoch")
+    for epoch in bar:
+        t0 = time.perf_counter()
+        if hasattr(model, "train"):
+            model.train()
+        losses, ells, nb = 0.0, 0.0, 0
+        last = None
+        for batch in batches:
+            x, y = _unpack(batch, "data", device)
+            if kl_warmup:
+                scale.beta = min(1.0, step / (kl_warmup * steps_per_epoch) if steps_per_epoch else epoch / kl_warmup)
+            if use_lrt:
+                with local_reparameterization(guide):
+                    loss = svi.step(x, y)
+            else:
+                loss = svi.step(x, y)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at epoch {epoch}, step {step}; try a smaller lr")
+            losses += loss
+            ells += recorder.mean_log_likelihood()
+            nb += 1
+            step += 1
+            last = (x, y)
+        if nb == 0:
+            raise ValueError("data yielded no batches")
+        n = n_train or (last[0].shape[0] * nb)
+        record: Dict[str, float] = {
+            "epoch": epoch,
+            "loss": losses / nb / n,
+            "ell": ells / nb,
+            "kl": kl_term(model, guide, *last),
+            "beta": scale.beta,
+        }
+        if val_data is not None:
+            scores = evaluate(model, guide, val_data, num_samples=val_samples)
+            record.update({f"val_{k}": v for k, v in scores.items()})
+        record["seconds"] = time.perf_counter() - t0
+        history.records.append(record)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "kl", "val_accuracy", "val_nll", "val_rmse")})
+        stop = False
+        for cb in callbacks:
+            stop = bool(cb(epoch, record, model, guide)) or stop
+        if stop:
+            history.stopped_early = True
+            break
+    bar.close()
+    return history
+
+
+# --------------------------------------------------------------------------------------------------
+# predict and evaluate
+# --------------------------------------------------------------------------------------------------
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    return -(p * p.clamp_min(1e-12).log()).sum(-1)
+
+
+@dataclass
+class Prediction:
+    r"""A posterior-predictive ensemble for inputs ``x`` (``S`` samples, ``B`` inputs).
+
+    :ivar task: ``"classification"`` or ``"regression"``.
+    :ivar outputs: raw network outputs, ``(S, B, …)``.
+    :ivar samples: per-member class probabilities ``(S, B, C)`` (classification) or predictive
+        means ``(S, B[, D])`` (regression).
+    :ivar scales: per-member aleatoric stds ``(S, B[, D])`` (regression only).
+    """
+
+    task: str
+    outputs: torch.Tensor
+    samples: torch.Tensor
+    scales: Optional[torch.Tensor] = None
+
+    @property
+    def num_samples(self) -> int:
+        return self.samples.shape[0]
+
+    # classification --------------------------------------------------------------------------------
+    @property
+    def probs(self) -> torch.Tensor:
+        r"""Ensemble-averaged class probabilities :math:`\bar p`, ``(B, C)``."""
+        self._need("classification", "probs")
+        return self.samples.mean(0)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """Predicted classes ``argmax p̄``, ``(B,)``."""
+        return self.probs.argmax(-1)
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        r"""Predictive entropy :math:`H[\bar p]` (total uncertainty), ``(B,)``."""
+        return _entropy(self.probs)
+
+    @property
+    def mutual_information(self) -> torch.Tensor:
+        r"""Epistemic uncertainty :math:`H[\bar p] - \frac1S \sum_s H[p_s]`, ``(B,)``."""
+        self._need("classification", "mutual_information")
+        return (self.entropy - _entropy(self.samples).mean(0)).clamp_min(0)
+
+    # both -------------------------------------------------------------------------------------------
+    @property
+    def mean(self) -> torch.Tensor:
+        """Class probabilities (classification) or the predictive mean (regression)."""
+        return self.samples.mean(0)
+
+    # regression ------------------------------------------------------------------------------------
+    @property
+    def epistemic_std(self) -> torch.Tensor:
+        """Std of the sampled means (model uncertainty)."""
+        self._need("regression", "epistemic_std")
+        return self.samples.std(0, unbiased=False)
+
+    @property
+    def aleatoric_std(self) -> torch.Tensor:
+        r"""Noise std :math:`\sqrt{\frac1S \sum_s \sigma_s^2}`."""
+        self._need("regression", "aleatoric_std")
+        return self.scales.pow(2).mean(0).sqrt()
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Total predictive std (law of total variance)."""
+        self._need("regression", "std")
+        return (self.epistemic_std.pow(2) + self.aleatoric_std.pow(2)).sqrt()
+
+    def _need(self, task: str, what: str) -> None:
+        if self.task != task:
+            raise AttributeError(f"{what} is defined for {task}, this prediction is {self.task}")
+
+
+def _summarize(model: Any, outputs: torch.Tensor) -> Prediction:
+    lik = getattr(model, "likelihood", None)
+    if lik is None:
+        return Prediction("regression", outputs, outputs, torch.zeros_like(outputs))
+    if lik.task == "classification":
+        return Prediction("classification", outputs, lik.probs(outputs))
+    loc, scale = lik.mean_scale(outputs)
+    if loc.shape[-1] == 1:
+        loc, scale = loc.squeeze(-1), scale.squeeze(-1)
+    return Prediction("regression", outputs, loc, scale)
+
+
+def predict(
+    model: Callable,
+    guide: Optional[Callable],
+    x: torch.Tensor,
+    num_samples: int = 100,
+    parallel: Optional[bool] = None,
+    batch_size: Optional[int] = None,
+) -> Prediction:
+    """Posterior-predictive ensemble of ``num_samples`` networks drawn from ``guide``.
+
+    :param model: the :class:`~pyro_prune.BayesianModel`.
+    :param guide: a trained guide (``None`` draws from the prior).
+    :param x: inputs ``(B, …)``.
+    :param num_samples: ensemble size ``S`` (>= 1).
+    :param parallel: draw all members at once through ``Predictive(parallel=True)``; default: when
+        the model is vectorizable.
+    :param batch_size: split ``x`` into chunks of this many rows (bounds memory).
+    :returns: a :class:`Prediction`.
+    """
+    _check_int("num_samples", num_samples, 1)
+    if not torch.is_tensor(x):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch, got shape {tuple(x.shape)}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf")
+    _check_guide(model, guide)
+    if isinstance(guide, AutoGuide) and guide.prototype_trace is None:
+        raise ValueError("guide is not initialized: fit it first (pp.fit) or call guide(x, y) once")
+    if parallel is None:
+        parallel = bool(getattr(model, "vectorizable", True))
+    ref = _model_ref(model)
+    if ref is not None:
+        x = x.to(ref.device)
+    if batch_size is not None:
+        _check_int("batch_size", batch_size, 1)
+        parts = [predict(model, guide, xb, num_samples, parallel).outputs for xb in x.split(batch_size)]
+        return _summarize(model, torch.cat(parts, 1))
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        pred = Predictive(model, guide=guide, num_samples=num_samples, parallel=parallel, return_sites=("_RETURN",))
+        with torch.no_grad():
+            out = pred(x)["_RETURN"]
+    finally:
+        if was_training:
+            model.train()
+    if out.shape[0] != num_samples:  # a model that ignores the samples (e.g. no latent sites)
+        out = out.expand((num_samples,) + out.shape)
+    return _summarize(model, out)
+
+
+def evaluate(model: Callable, guide: Optional[Callable], data: Batches, num_samples: int = 100) -> Dict[str, float]:
+    """Score the posterior-predictive ensemble on ``data``.
+
+    Classification: ``accuracy``, ``nll``, ``ece`` (15 bins), ``brier`` of the averaged probabilities.
+    Regression: ``rmse`` and the Gaussian ``nll`` of the moment-matched predictive
+    :math:`\\mathcal N(\\bar\\mu, \\sigma^2_{epi} + \\sigma^2_{ale})`.
+
+    :param data: a ``DataLoader`` of ``(x, y)`` batches or one ``(x, y)`` tuple.
+    :returns: a dict of floats.
+    """
+    _check_int("num_samples", num_samples, 1)
+    preds, ys = [], []
+    for batch in as_batches(data):
+        x, y = _unpack(batch, "data", None)
+        preds.append(predict(model, guide, x, num_samples))
+        ys.append(y)
+    if not preds:
+        raise ValueError("data yielded no batches")
+    y = torch.cat(ys).to(preds[0].samples.device)
+    if preds[0].task == "classification":
+        probs = torch.cat([p.probs for p in preds])
+        return _metrics.classification_metrics(probs, y.long())
+    mean = torch.cat([p.mean for p in preds])
+    std = torch.cat([p.std for p in preds])
+    return _metrics.regression_metrics(mean, std, y.to(mean.dtype))

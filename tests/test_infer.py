@@ -1,0 +1,189 @@
+"""fit / predict / evaluate: objectives, warm-up, Pyro guides, digits accuracy, conjugate posterior, errors."""
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn as nn
+from pyro.infer import RenyiELBO, TraceMeanField_ELBO
+from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
+
+import pyro_prune as pp
+from pyro_prune.data import load_digits
+from pyro_prune.infer import _make_elbo
+from tests.helpers import assert_close
+
+
+def small_problem(n=40):
+    x = torch.randn(n, 3)
+    y = (x[:, 0] > 0).long()
+    model = pp.bayesianize(nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)), dist.Normal(0.0, 1.0),
+                           pp.Categorical(n))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=10)
+    return model, loader, x, y
+
+
+def test_alpha_routes_to_mean_field_or_renyi():
+    model, *_ = small_problem()
+    assert isinstance(_make_elbo(model, 1.0, 1), TraceMeanField_ELBO)
+    e = _make_elbo(model, 0.5, 8)
+    assert isinstance(e, RenyiELBO) and e.vectorize_particles and e.num_particles == 8
+
+
+@pytest.mark.parametrize("guide_cls", [AutoNormal, AutoDelta, AutoMultivariateNormal])
+@pytest.mark.parametrize("alpha,particles", [(1.0, 1), (0.5, 4), (0.0, 2)])
+def test_fit_runs_with_pyro_guides(guide_cls, alpha, particles):
+    model, loader, x, y = small_problem()
+    guide = guide_cls(model)
+    if guide_cls is AutoDelta and alpha != 1.0:
+        pytest.skip("AutoDelta has no density ratio for the Rényi bound")  # a point mass: log q is 0
+    h = pp.fit(model, guide, loader, epochs=3, alpha=alpha, num_particles=particles, lr=1e-2, progress=False)
+    assert len(h) == 3
+    for r in h.records:
+        assert set(r) >= {"epoch", "loss", "ell", "kl", "beta", "seconds"}
+        assert math.isfinite(r["loss"]) and math.isfinite(r["ell"]) and r["ell"] <= 0
+    p = pp.predict(model, guide, x, num_samples=10)
+    assert p.probs.shape == (40, 2)
+
+
+def test_fit_is_reproducible_with_seed():
+    out = []
+    for _ in range(2):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(1)
+        model, loader, x, y = small_problem()
+        guide = AutoNormal(model)
+        h = pp.fit(model, guide, loader, epochs=2, progress=False)
+        out.append(h["loss"])
+    assert out[0] == out[1]
+
+
+def test_kl_warmup_ramps_beta_per_step_and_callbacks_stop():
+    model, loader, *_ = small_problem()
+    guide = AutoNormal(model)
+    seen = []
+    h = pp.fit(model, guide, loader, epochs=4, kl_warmup=2, progress=False,
+               callbacks=[lambda e, r, m, g: seen.append(r["beta"])])
+    # 4 batches per epoch, warm-up over 8 steps: beta at the last step of epoch e is min(1, (4e + 3) / 8)
+    assert_close(torch.tensor(seen), torch.tensor([3 / 8, 7 / 8, 1.0, 1.0]))
+    stopper = pp.EarlyStopping(monitor="epoch", patience=1, mode="min")  # never improves after epoch 0
+    h = pp.fit(model, guide, loader, epochs=10, progress=False, callbacks=[stopper])
+    assert h.stopped_early and len(h) == 2
+
+
+def test_kl_term_matches_analytic_normal_kl_for_autonormal():
+    """AutoNormal emits Delta sites, so kl_term is a one-sample Monte Carlo estimate: its mean over 400 draws
+    must match the analytic KL(N(loc, scale) || N(0, 1)) within 4 standard errors."""
+    model, loader, x, y = small_problem()
+    guide = AutoNormal(model, init_scale=0.1)
+    guide(x, y)
+    expected = 0.0
+    for name in model.sites:
+        loc, scale = guide._get_loc_and_scale(name)
+        q = torch.distributions.Normal(loc, scale)
+        expected += torch.distributions.kl_divergence(q, torch.distributions.Normal(0.0, 1.0)).sum().item()
+    draws = torch.tensor([pp.infer.kl_term(model, guide, x, y) for _ in range(400)])
+    se = draws.std() / 20
+    assert abs(draws.mean() - expected) < 4 * se, (draws.mean(), expected, se)
+
+
+def test_conjugate_linear_regression_mean_field_recovers_posterior_mean():
+    """Mean-field VI on Bayesian linear regression: q's means equal the exact posterior mean."""
+    torch.manual_seed(0)
+    n, d, sigma, prior_sd = 50, 2, 0.5, 1.0
+    x = torch.randn(n, d, dtype=torch.float64)
+    w_true = torch.tensor([1.5, -0.7], dtype=torch.float64)
+    y = x @ w_true + sigma * torch.randn(n, dtype=torch.float64)
+    net = nn.Linear(d, 1, bias=False).double()
+    model = pp.bayesianize(nn.Sequential(net), dist.Normal(torch.tensor(0.0, dtype=torch.float64), prior_sd),
+                           pp.Gaussian(n, scale=sigma))
+    guide = AutoNormal(model, init_scale=0.05)
+    opt = pyro.optim.ClippedAdam({"lr": 0.02, "lrd": 0.999})  # decays to lr 1e-3: small SGD noise at the end
+    pp.fit(model, guide, (x, y), epochs=3000, optimizer=opt, num_particles=8, progress=False)
+    precision = x.T @ x / sigma**2 + torch.eye(d, dtype=torch.float64) / prior_sd**2
+    post_mean = torch.linalg.solve(precision, x.T @ y / sigma**2)
+    loc = guide.median()["0.weight"].reshape(-1)
+    # posterior sd is ~0.06: the means must agree to a third of it
+    assert_close(loc, post_mean, rtol=0, atol=0.02, msg="posterior mean")
+    # the mean-field variances are 1 / diag(precision) (Gaussian VI matches the precision's diagonal)
+    _, scale = guide._get_loc_and_scale("0.weight")
+    assert_close(scale.reshape(-1) ** 2, 1 / precision.diagonal(), rtol=0.25, msg="mean-field variance")
+
+
+def test_autonormal_on_digits_reaches_95_percent():
+    torch.manual_seed(0)
+    split = load_digits()
+    train, test = split.loaders(batch_size=64, seed=0)
+    net = nn.Sequential(nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 10))
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(split.dataset_size))
+    guide = AutoNormal(model, init_scale=1e-3)
+    pp.fit(model, guide, train, epochs=25, lr=3e-3, progress=False)
+    scores = pp.evaluate(model, guide, test, num_samples=50)
+    assert scores["accuracy"] >= 0.95, scores
+    assert set(scores) == {"accuracy", "nll", "ece", "brier"}
+
+    # parallel and sequential ensembles agree in distribution (same guide, 200 draws each)
+    x = split.x_test[:20]
+    par = pp.predict(model, guide, x, num_samples=200, parallel=True)
+    seq = pp.predict(model, guide, x, num_samples=200, parallel=False)
+    assert par.samples.shape == seq.samples.shape == (200, 20, 10)
+    assert_close(par.probs, seq.probs, atol=0.05, rtol=0)
+    assert (par.labels == seq.labels).float().mean() >= 0.95
+
+
+def test_prediction_summaries_classification_and_regression():
+    model, loader, x, y = small_problem()
+    guide = AutoNormal(model, init_scale=0.5)
+    with pytest.raises(ValueError, match="not initialized"):
+        pp.predict(model, guide, x, num_samples=3)
+    guide(x, y)
+    p = pp.predict(model, guide, x, num_samples=30)
+    assert_close(p.probs.sum(-1), torch.ones(40), rtol=1e-5)
+    assert (p.mutual_information <= p.entropy + 1e-6).all() and (p.mutual_information >= 0).all()
+    with pytest.raises(AttributeError):
+        p.epistemic_std
+    reg = pp.bayesianize(nn.Sequential(nn.Linear(1, 1)), dist.Normal(0.0, 1.0), pp.Gaussian(10, scale=0.3))
+    pyro.clear_param_store()  # Pyro's param store is global: both guides would name their params "AutoNormal.locs.0.weight"
+    g = AutoNormal(reg, init_scale=0.5)
+    xr = torch.linspace(-1, 1, 10).unsqueeze(-1)
+    g(xr, torch.zeros(10))
+    pr = pp.predict(reg, g, xr, num_samples=50)
+    assert pr.mean.shape == (10,) and pr.std.shape == (10,)
+    assert_close(pr.aleatoric_std, torch.full((10,), 0.3), rtol=1e-5)
+    assert_close(pr.std**2, pr.epistemic_std**2 + 0.09, rtol=1e-5)
+    scores = pp.evaluate(reg, g, (xr, torch.zeros(10)), num_samples=20)
+    assert set(scores) == {"rmse", "nll"}
+    chunked = pp.predict(reg, g, xr, num_samples=5, batch_size=3)
+    assert chunked.samples.shape == (5, 10)
+
+
+def test_bad_arguments_raise():
+    model, loader, x, y = small_problem()
+    guide = AutoNormal(model)
+    guide(x, y)
+    with pytest.raises(ValueError, match="alpha"):
+        pp.fit(model, guide, loader, epochs=1, alpha=float("nan"), progress=False)
+    with pytest.raises(ValueError, match="epochs"):
+        pp.fit(model, guide, loader, epochs=0, progress=False)
+    with pytest.raises(ValueError, match="num_particles"):
+        pp.fit(model, guide, loader, epochs=1, num_particles=0, progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        pp.fit(model, guide, loader, epochs=1, lr=-1.0, progress=False)
+    with pytest.raises(TypeError, match="optimizer"):
+        pp.fit(model, guide, loader, epochs=1, optimizer=torch.optim.Adam, progress=False)
+    with pytest.raises(TypeError, match="data"):
+        pp.fit(model, guide, x, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="num_samples"):
+        pp.predict(model, guide, x, num_samples=0)
+    with pytest.raises(ValueError, match="NaN"):
+        pp.predict(model, guide, torch.full((2, 3), float("nan")))
+    with pytest.raises(ValueError, match="NaN"):
+        pp.fit(model, guide, (torch.full((4, 3), float("nan")), torch.zeros(4).long()), epochs=1, progress=False)
+    other, *_ = small_problem()
+    with pytest.raises(ValueError, match="another model"):
+        pp.fit(other, guide, loader, epochs=1, progress=False)
+    pyro.clear_param_store()
+    with pytest.warns(UserWarning, match="dataset_size"):
+        wrong = pp.bayesianize(nn.Sequential(nn.Linear(3, 2)), dist.Normal(0.0, 1.0), pp.Categorical(1000))
+        pp.fit(wrong, AutoNormal(wrong), loader, epochs=1, progress=False)
