@@ -33,7 +33,9 @@ References
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import math
 import time
 import warnings
@@ -275,6 +277,63 @@ def _make_elbo(model: Any, alpha: float, num_particles: int):
     return RenyiELBO(alpha=alpha, num_particles=num_particles, vectorize_particles=vec, **nesting)
 
 
+def _fused_kl(model: BayesianModel, guide: Any) -> torch.Tensor:
+    return sum(guide.kl(n, model.prior(n)) for n in model.sites)
+
+
+def _can_fuse(model: Any, guide: Any, alpha: float, num_particles: int) -> bool:
+    """Whether the fused mean-field objective applies (same ELBO as ``TraceMeanField_ELBO``, no traces)."""
+    if alpha != 1.0 or num_particles != 1 or not isinstance(model, BayesianModel):
+        return False
+    if not (hasattr(guide, "kl") and hasattr(guide, "fast_params") and guide.uses_local_reparameterization):
+        return False
+    if any(info.kind == "other" for info in model.sites.values()):
+        return False
+    try:
+        with torch.no_grad():
+            _fused_kl(model, guide)
+    except NotImplementedError:  # no registered KL for some site: Monte Carlo through Pyro instead
+        return False
+    return True
+
+
+def _fused_loss(model: BayesianModel, guide: Any, x: torch.Tensor, y: torch.Tensor, beta: float):
+    r"""The mean-field ELBO of a local-reparameterization guide without Pyro traces.
+
+    :math:`-\frac{N}{B}\sum_b \log p(y_b \mid \mu_b + s_b\varepsilon_b) + \beta\,\mathrm{KL}(q\,\|\,p)`,
+    the same estimator ``TraceMeanField_ELBO`` computes on the same model and guide under
+    :func:`~pyro_prune.layers.local_reparameterization`; returns ``(loss, mean log-likelihood)``.
+    """
+    model._check_x(x)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must have one row per row of x: x has shape {tuple(x.shape)}, y {tuple(y.shape)}")
+    with local_reparameterization(guide, sample_weights=False):
+        out = model.net(x)
+    ll = model.likelihood.log_likelihood(out, y)
+    loss = -ll.sum() * (model.dataset_size / x.shape[0])
+    if beta != 0.0:
+        loss = loss + beta * _fused_kl(model, guide)
+    return loss, float(ll.detach().mean())
+
+
+def _epoch_kl(model: Any, guide: Any, batch: Tuple[torch.Tensor, torch.Tensor], fused: bool) -> float:
+    if fused:
+        with torch.no_grad(), pyro.validation_enabled(False):
+            return float(_fused_kl(model, guide))
+    return kl_term(model, guide, *batch)
+
+
+def _fused_optimizer(optimizer: pyro.optim.PyroOptim, params: List[torch.Tensor]):
+    args = getattr(optimizer, "pt_optim_args", None)
+    if isinstance(args, dict):
+        ctor = optimizer.pt_optim_constructor
+        if "foreach" in inspect.signature(ctor).parameters and "foreach" not in args:
+            args = {**args, "foreach": True}  # one multi-tensor update instead of one per parameter
+        torch_opt = ctor(params, **args)
+        return torch_opt.step
+    return lambda: optimizer(params)
+
+
 def fit(
     model: Callable,
     guide: Callable,
@@ -338,12 +397,19 @@ def fit(
     ref = _model_ref(model)
     device = ref.device if ref is not None else None
 
+    if isinstance(guide, AutoGuide) and guide.prototype_trace is None and hasattr(guide, "fast_params"):
+        with torch.no_grad():
+            guide(*_unpack(next(iter(batches)), "data", device))  # create the guide's parameters
+    fused = _can_fuse(model, guide, alpha, num_particles)
     scale = _LatentScale(1.0)
     recorder = _ObsRecorder()
     train_model = scale(recorder(model))
     train_guide = scale(guide)
     svi = SVI(train_model, train_guide, optimizer, _make_elbo(model, alpha, num_particles))
     use_lrt = bool(getattr(guide, "uses_local_reparameterization", False))
+    if fused:
+        params = list({id(p): p for p in [*guide.parameters(), *model.parameters()]}.values())
+        fused_step = _fused_optimizer(optimizer, params)
     try:
         steps_per_epoch: Optional[int] = len(batches)  # type: ignore[arg-type]
     except TypeError:
@@ -353,50 +419,62 @@ def fit(
     history = History()
     step = 0
     bar = tqdm(range(epochs), disable=not progress, desc="fit", unit="epoch")
-    for epoch in bar:
-        t0 = time.perf_counter()
-        if hasattr(model, "train"):
-            model.train()
-        losses, ells, nb = 0.0, 0.0, 0
-        last = None
-        for batch in batches:
-            x, y = _unpack(batch, "data", device)
-            if kl_warmup:
-                scale.beta = min(1.0, step / (kl_warmup * steps_per_epoch) if steps_per_epoch else epoch / kl_warmup)
-            if use_lrt:
-                with local_reparameterization(guide):
+    stack = contextlib.ExitStack()
+    if fused:
+        stack.enter_context(guide.fast_params())
+    with stack:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            if hasattr(model, "train"):
+                model.train()
+            losses, ells, nb = 0.0, 0.0, 0
+            last = None
+            for batch in batches:
+                x, y = _unpack(batch, "data", device)
+                if kl_warmup:
+                    scale.beta = min(1.0, step / (kl_warmup * steps_per_epoch) if steps_per_epoch else epoch / kl_warmup)
+                if fused:
+                    for p in params:
+                        p.grad = None
+                    with pyro.validation_enabled(False):  # inputs are checked by _fused_loss itself
+                        loss_t, ell = _fused_loss(model, guide, x, y, scale.beta)
+                    loss_t.backward()
+                    fused_step()
+                    loss = float(loss_t.detach())
+                elif use_lrt:
+                    with local_reparameterization(guide):
+                        loss = svi.step(x, y)
+                else:
                     loss = svi.step(x, y)
-            else:
-                loss = svi.step(x, y)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at epoch {epoch}, step {step}; try a smaller lr")
-            losses += loss
-            ells += recorder.mean_log_likelihood()
-            nb += 1
-            step += 1
-            last = (x, y)
-        if nb == 0:
-            raise ValueError("data yielded no batches")
-        n = n_train or (last[0].shape[0] * nb)
-        record: Dict[str, float] = {
-            "epoch": epoch,
-            "loss": losses / nb / n,
-            "ell": ells / nb,
-            "kl": kl_term(model, guide, *last),
-            "beta": scale.beta,
-        }
-        if val_data is not None:
-            scores = evaluate(model, guide, val_data, num_samples=val_samples)
-            record.update({f"val_{k}": v for k, v in scores.items()})
-        record["seconds"] = time.perf_counter() - t0
-        history.records.append(record)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "kl", "val_accuracy", "val_nll", "val_rmse")})
-        stop = False
-        for cb in callbacks:
-            stop = bool(cb(epoch, record, model, guide)) or stop
-        if stop:
-            history.stopped_early = True
-            break
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss} at epoch {epoch}, step {step}; try a smaller lr")
+                losses += loss
+                ells += ell if fused else recorder.mean_log_likelihood()
+                nb += 1
+                step += 1
+                last = (x, y)
+            if nb == 0:
+                raise ValueError("data yielded no batches")
+            n = n_train or (last[0].shape[0] * nb)
+            record: Dict[str, float] = {
+                "epoch": epoch,
+                "loss": losses / nb / n,
+                "ell": ells / nb,
+                "kl": _epoch_kl(model, guide, last, fused),
+                "beta": scale.beta,
+            }
+            if val_data is not None:
+                scores = evaluate(model, guide, val_data, num_samples=val_samples)
+                record.update({f"val_{k}": v for k, v in scores.items()})
+            record["seconds"] = time.perf_counter() - t0
+            history.records.append(record)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "kl", "val_accuracy", "val_nll", "val_rmse")})
+            stop = False
+            for cb in callbacks:
+                stop = bool(cb(epoch, record, model, guide)) or stop
+            if stop:
+                history.stopped_early = True
+                break
     bar.close()
     return history
 

@@ -39,6 +39,7 @@ References
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Optional, Sequence, Union
 
@@ -54,6 +55,7 @@ __all__ = [
     "local_reparam_conv",
     "local_reparameterization",
     "local_reparam_source",
+    "local_reparam_samples_weights",
     "LRT_EPS",
 ]
 
@@ -158,6 +160,7 @@ def local_reparam_linear(
     weight_var: torch.Tensor,
     bias: Optional[torch.Tensor] = None,
     sample_shape: torch.Size = torch.Size(),
+    bias_var: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     r"""Sample pre-activations of a linear layer with factorized Gaussian weights.
 
@@ -169,10 +172,11 @@ def local_reparam_linear(
     :param bias: optional bias, ``S_b + (out,)`` (kept out of the variance pass).
     :param sample_shape: leading sample shape the output must carry (vectorized particles),
         so each particle gets independent noise.
+    :param bias_var: optional variance of a Gaussian bias, ``(out,)`` (added to the output variance).
     :returns: ``broadcast(sample_shape, S_x, S_b) + (B, out)``.
     """
     mean = linear(x, weight_loc, bias)
-    var = linear(x * x, weight_var)
+    var = linear(x * x, weight_var, bias_var)
     return mean + (var + LRT_EPS).sqrt() * _noise_like(mean, sample_shape, 2)
 
 
@@ -182,6 +186,7 @@ def local_reparam_conv(
     weight_var: torch.Tensor,
     bias: Optional[torch.Tensor] = None,
     sample_shape: torch.Size = torch.Size(),
+    bias_var: Optional[torch.Tensor] = None,
     *,
     nd: int,
     stride: _Size = 1,
@@ -195,35 +200,39 @@ def local_reparam_conv(
     """
     kw = dict(nd=nd, stride=stride, padding=padding, dilation=dilation, groups=groups)
     mean = conv(x, weight_loc, bias, **kw)
-    var = conv(x * x, weight_var, None, **kw)
+    var = conv(x * x, weight_var, bias_var, **kw)
     return mean + (var + LRT_EPS).sqrt() * _noise_like(mean, sample_shape, nd + 2)
 
 
 class _LocalReparamState:
     source = None
+    sample_weights = True
 
 
-def local_reparameterization(source):
+@contextlib.contextmanager
+def local_reparameterization(source, sample_weights: bool = True):
     """Context manager under which Bayesian layers use the local reparameterization trick.
 
-    ``source`` must have a method ``local_reparam_moments(site) -> (loc, var) | None`` giving
-    the guide's Gaussian mean and variance of a weight site (``None``: sample the weight).
-    :func:`pyro_prune.fit` enters it for guides that support it; prediction never does.
+    :param source: an object with ``local_reparam_moments(site) -> (loc, var) | None`` giving the guide's
+        Gaussian mean and variance of a weight or bias site (``None``: use the sampled value).
+        :func:`pyro_prune.fit` enters it for guides that support it; prediction never does.
+    :param sample_weights: when ``True`` (inside Pyro inference) layers still draw their weight sites, so the
+        ELBO sees them; when ``False`` (the fused objective of :func:`pyro_prune.fit`) layers read moments only
+        and never touch the sample sites.
     """
-    import contextlib
-
-    @contextlib.contextmanager
-    def _ctx():
-        previous = _LocalReparamState.source
-        _LocalReparamState.source = source
-        try:
-            yield source
-        finally:
-            _LocalReparamState.source = previous
-
-    return _ctx()
+    previous = (_LocalReparamState.source, _LocalReparamState.sample_weights)
+    _LocalReparamState.source, _LocalReparamState.sample_weights = source, sample_weights
+    try:
+        yield source
+    finally:
+        _LocalReparamState.source, _LocalReparamState.sample_weights = previous
 
 
 def local_reparam_source():
     """The active local-reparameterization source, or ``None``."""
     return _LocalReparamState.source
+
+
+def local_reparam_samples_weights() -> bool:
+    """Whether layers draw their weight sites under the active local reparameterization."""
+    return _LocalReparamState.sample_weights

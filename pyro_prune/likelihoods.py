@@ -77,6 +77,20 @@ class Likelihood(PyroModule):
         """The distribution the ``obs`` site uses for ``output`` (and the shape of ``y``, when given)."""
         return self.distribution(output)
 
+    def log_likelihood(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-example :math:`\log p(y_b \mid f_b)` (shape ``S + (B,)``), with the same checks as ``forward``."""
+        if y.shape[0] > self.dataset_size:
+            raise ValueError(
+                f"dataset_size ({self.dataset_size}) is smaller than the batch ({y.shape[0]}); "
+                "pass the number of training examples as dataset_size"
+            )
+        self.check_target(y, output)
+        y = self._cast_target(y, output)
+        return self.observation_distribution(output, y).log_prob(y)
+
+    def _cast_target(self, y: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        return y
+
     def _batch_size(self, output: torch.Tensor) -> int:
         return self.distribution(output).batch_shape[-1]
 
@@ -139,6 +153,9 @@ class Bernoulli(Likelihood):
 
     def forward(self, output: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         return super().forward(output, None if y is None else y.to(output.dtype))
+
+    def _cast_target(self, y: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        return y.to(output.dtype)
 
     def probs(self, output: torch.Tensor) -> torch.Tensor:
         """Two-column class probabilities ``[1 - p, p]``."""

@@ -135,11 +135,31 @@ class _BayesianLayer:
             b = b.squeeze(-2)
         return w, b
 
-    def _lrt_moments(self):
+    def _lrt(self, x: torch.Tensor):
+        """Local-reparameterization inputs ``(w_loc, w_var, bias, bias_var, sample_shape)``, or ``None``.
+
+        Inside Pyro inference the weight sites are still drawn (the ELBO needs them; their batch shape
+        gives the particle dimensions); under the fused objective they are not touched at all.
+        """
         source = layers.local_reparam_source()
         if source is None or "weight" not in self._pp_priors:
             return None
-        return source.local_reparam_moments(self._pp_sites["weight"])
+        moments = source.local_reparam_moments(self._pp_sites["weight"])
+        if moments is None:
+            return None
+        if layers.local_reparam_samples_weights():
+            w, b = self._weights(x)
+            return moments[0], moments[1], b, None, w.shape[: w.dim() - self.weight_event_dim]
+        if x.dtype != self._pp_ref.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the model is {self._pp_ref.dtype}; call model.to({x.dtype})")
+        if "bias" in self._pp_priors:
+            bm = source.local_reparam_moments(self._pp_sites["bias"])
+            if bm is None:
+                raise ValueError(f"no posterior moments for {self._pp_sites['bias']!r}")
+            bias, bias_var = bm
+        else:
+            bias, bias_var = self.bias, None  # a point estimate, or no bias
+        return moments[0], moments[1], bias, bias_var, torch.Size()
 
 
 class BayesianLinear(PyroModule[nn.Linear], _BayesianLayer):
@@ -149,11 +169,10 @@ class BayesianLinear(PyroModule[nn.Linear], _BayesianLayer):
     weight_event_dim = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self._weights(x)
-        moments = self._lrt_moments()
-        if moments is not None:
-            return layers.local_reparam_linear(x, moments[0], moments[1], b, sample_shape=w.shape[:-2])
-        return layers.linear(x, w, b)
+        lrt = self._lrt(x)
+        if lrt is not None:
+            return layers.local_reparam_linear(x, lrt[0], lrt[1], lrt[2], sample_shape=lrt[4], bias_var=lrt[3])
+        return layers.linear(x, *self._weights(x))
 
 
 class _BayesianConv(_BayesianLayer):
@@ -170,7 +189,6 @@ class _BayesianConv(_BayesianLayer):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self._weights(x)
         kw = dict(
             nd=self.nd,
             stride=self.stride,
@@ -179,10 +197,10 @@ class _BayesianConv(_BayesianLayer):
             groups=self.groups,
         )
         x = self._pad(x)
-        moments = self._lrt_moments()
-        if moments is not None:
-            return layers.local_reparam_conv(x, moments[0], moments[1], b, sample_shape=w.shape[: -self.nd - 2], **kw)
-        return layers.conv(x, w, b, **kw)
+        lrt = self._lrt(x)
+        if lrt is not None:
+            return layers.local_reparam_conv(x, lrt[0], lrt[1], lrt[2], lrt[4], lrt[3], **kw)
+        return layers.conv(x, *self._weights(x), **kw)
 
 
 class BayesianConv1d(PyroModule[nn.Conv1d], _BayesianConv):
@@ -278,8 +296,12 @@ class BayesianModel(PyroModule):
     :ivar vectorizable: whether every stochastic layer accepts sampled weights with sample dims.
     """
 
-    def __init__(self, net: nn.Module, likelihood: Likelihood, sites: Dict[str, SiteInfo], point_estimates, vec):
+    def __init__(
+        self, net: nn.Module, likelihood: Likelihood, sites: Dict[str, SiteInfo], point_estimates, vec, template, init
+    ):
         super().__init__()
+        self._template = (template,)  # the user's network (a private copy), for exporting plain modules
+        self._initial = init
         self.add_module("net", net)
         # Name sites like the network's own parameters ("0.weight", not "net.0.weight").
         net._pyro_set_supermodule("", self._pyro_context)
@@ -299,6 +321,37 @@ class BayesianModel(PyroModule):
     @property
     def dataset_size(self) -> int:
         return self.likelihood.dataset_size
+
+    def _ref(self) -> torch.Tensor:
+        for b in self.buffers():
+            return b
+        return next(self.parameters())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._ref().dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._ref().device
+
+    def prior(self, name: str) -> dist.Distribution:
+        """The prior distribution of weight site ``name`` (in the model's dtype/device)."""
+        info = self.sites.get(name)
+        if info is None:
+            raise KeyError(f"{name!r} is not a weight site; sites are {list(self.sites)}")
+        module = self.net.get_submodule(info.module) if info.module else self.net
+        if not isinstance(module, _BayesianLayer):
+            raise ValueError(f"site {name!r} belongs to a {type(module).__name__}, whose prior is a PyroSample")
+        return module._pp_prior(info.param)
+
+    def initial_weights(self) -> Dict[str, torch.Tensor]:
+        """The network's weights at ``bayesianize`` time, ``{site: tensor}`` (in the model's dtype/device)."""
+        return {k: v.to(device=self.device, dtype=self.dtype) for k, v in self._initial.items()}
+
+    def template(self) -> nn.Module:
+        """A fresh deep copy of the plain PyTorch network that was bayesianized (its original weights)."""
+        return copy.deepcopy(self._template[0]).to(self.device)
 
     def _check_x(self, x: torch.Tensor) -> None:
         if not torch.is_tensor(x):
@@ -370,6 +423,7 @@ def bayesianize(
         raise ValueError(f"unsupported must be 'raise' or 'point', got {unsupported!r}")
     if any(isinstance(p, nn.parameter.UninitializedParameter) for p in net.parameters()):
         raise ValueError("net has uninitialized (lazy) parameters; run one forward pass before bayesianize")
+    template = copy.deepcopy(net)
     net = copy.deepcopy(net)
     if isinstance(prior, Mapping):
         known = {n for n, _ in net.named_parameters()}
@@ -441,7 +495,9 @@ def bayesianize(
         warnings.warn(f"bayesianize: parameters {names} of {kind} stay point estimates", stacklevel=2)
     if not sites:
         raise ValueError("net has no Linear/Conv1d/Conv2d parameters to make Bayesian (or every prior was None)")
-    return BayesianModel(net, likelihood, sites, point, vectorizable)
+    params = dict(template.named_parameters())
+    init = {name: params[name].detach().clone() for name in sites}
+    return BayesianModel(net, likelihood, sites, point, vectorizable, template, init)
 
 
 def _fans(module: nn.Module):

@@ -1,0 +1,154 @@
+r"""Pruning rules: from a site's :class:`~pyro_prune.guides.Marginal` to a boolean *keep* mask.
+
+For a Gaussian marginal :math:`\mathcal N(\mu, \sigma^2)`,
+:math:`\log q(0) - \log q(\mu) = -\mu^2 / (2\sigma^2)`, so a weight whose posterior puts
+about as much density at zero as at its mean can be removed.  The rules below are all
+thresholds on the same quantity:
+
+* :class:`LogAlpha` keeps :math:`\log\alpha < t` (Molchanov et al. 2017 use :math:`t = 3`);
+* :class:`SNR` keeps :math:`|\mu|/\sigma > t`, identical to ``LogAlpha(-2 log t)`` because
+  :math:`\mathrm{SNR} = e^{-\log\alpha/2}`;
+* :class:`Sparsity` keeps the ``1 - target`` fraction with the highest SNR, globally or per layer,
+  hitting the requested sparsity exactly (ties broken by flat index).
+
+Any callable ``marginal -> bool mask`` is a rule too.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Literal, Union
+
+import torch
+
+from .guides.base import Marginal
+
+__all__ = ["Rule", "LogAlpha", "SNR", "Sparsity", "apply_rule"]
+
+
+def _check_threshold(name: str, t: float, positive: bool = False) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(t).__name__}")
+    t = float(t)
+    if math.isnan(t):
+        raise ValueError(f"{name} must not be NaN")
+    if positive and not t > 0:
+        raise ValueError(f"{name} must be > 0, got {t}")
+    return t
+
+
+class Rule:
+    """Base class: ``rule(marginals) -> {site: keep mask}`` over the sites to prune."""
+
+    def __call__(self, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
+        return {name: self.keep(m) for name, m in marginals.items()}
+
+    def keep(self, marginal: Marginal) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class LogAlpha(Rule):
+    r"""Keep weights with :math:`\log\alpha < \text{threshold}` (default 3: keep probability > ~5 %)."""
+
+    def __init__(self, threshold: float = 3.0):
+        self.threshold = _check_threshold("threshold", threshold)
+
+    def keep(self, marginal: Marginal) -> torch.Tensor:
+        return marginal.get_log_alpha() < self.threshold
+
+    def __repr__(self) -> str:
+        return f"LogAlpha({self.threshold:g})"
+
+
+class SNR(Rule):
+    r"""Keep weights with :math:`|\mu| / \sigma > \text{threshold}` (point estimates, :math:`\sigma = 0`, are kept
+    unless exactly zero).  ``SNR(t)`` equals ``LogAlpha(-2 log t)``."""
+
+    def __init__(self, threshold: float = 1.0):
+        self.threshold = _check_threshold("threshold", threshold, positive=True)
+
+    def keep(self, marginal: Marginal) -> torch.Tensor:
+        if marginal.log_alpha is not None:
+            return marginal.log_alpha < -2 * math.log(self.threshold)
+        return marginal.snr > self.threshold
+
+    def __repr__(self) -> str:
+        return f"SNR({self.threshold:g})"
+
+
+class Sparsity(Rule):
+    """Prune exactly ``round(target · n)`` weights with the lowest SNR (``scope="global"`` over all sites, or
+    ``"layer"``: that fraction of every site).
+
+    :param target: fraction of weights to remove, in ``[0, 1)``.
+    :param scope: ``"global"`` or ``"layer"``.
+    """
+
+    def __init__(self, target: float, scope: Literal["global", "layer"] = "global"):
+        target = _check_threshold("target", target)
+        if not 0 <= target < 1:
+            raise ValueError(f"target sparsity must be in [0, 1), got {target}")
+        if scope not in ("global", "layer"):
+            raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+        self.target, self.scope = target, scope
+
+    @staticmethod
+    def _score(m: Marginal) -> torch.Tensor:
+        # -log alpha is monotone in SNR and finite for point estimates with a guide-defined log alpha
+        if m.log_alpha is not None:
+            return -m.log_alpha.double()
+        return m.snr.double()
+
+    @staticmethod
+    def _keep_top(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
+        keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+        if n_prune > 0:
+            # stable sort: ties broken by flat index, so the result is deterministic
+            order = torch.sort(scores.flatten(), stable=True).indices
+            keep[order[:n_prune]] = False
+        return keep
+
+    def __call__(self, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
+        if self.scope == "layer":
+            out = {}
+            for name, m in marginals.items():
+                s = self._score(m)
+                out[name] = self._keep_top(s, round(self.target * s.numel())).reshape(s.shape)
+            return out
+        scores = [self._score(m) for m in marginals.values()]
+        flat = torch.cat([s.flatten().cpu() for s in scores])
+        keep = self._keep_top(flat, round(self.target * flat.numel()))
+        out, pos = {}, 0
+        for (name, m), s in zip(marginals.items(), scores):
+            out[name] = keep[pos : pos + s.numel()].reshape(s.shape).to(m.loc.device)
+            pos += s.numel()
+        return out
+
+    def __repr__(self) -> str:
+        return f"Sparsity({self.target:g}, scope={self.scope!r})"
+
+
+RuleLike = Union[Rule, Callable[[Marginal], torch.Tensor]]
+
+
+def apply_rule(rule: RuleLike, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
+    """Masks ``{site: bool keep mask}`` from a :class:`Rule` or a callable ``marginal -> mask``.
+
+    :raises TypeError: ``rule`` is neither, or a callable returns a non-tensor.
+    :raises ValueError: a mask does not have the site's shape.
+    """
+    if isinstance(rule, Rule):
+        masks = rule(marginals)
+    elif callable(rule):
+        masks = {}
+        for name, m in marginals.items():
+            mask = rule(m)
+            if not torch.is_tensor(mask):
+                raise TypeError(f"rule returned {type(mask).__name__} for {name!r}; it must return a bool tensor")
+            masks[name] = mask
+    else:
+        raise TypeError(f"rule must be a pyro_prune.rules.Rule or a callable marginal -> mask, got {rule!r}")
+    for name, mask in masks.items():
+        if mask.shape != marginals[name].loc.shape:
+            raise ValueError(f"mask for {name!r} has shape {tuple(mask.shape)}, expected {tuple(marginals[name].loc.shape)}")
+        masks[name] = mask.to(torch.bool)
+    return masks
