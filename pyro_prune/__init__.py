@@ -5,10 +5,12 @@
 """
 from __future__ import annotations
 
-from . import layers, likelihoods, metrics
+from . import data, guides, layers, likelihoods, metrics, rules
+from .guides import AutoSparseVD, Marginal, marginals
 from .infer import EarlyStopping, History, Prediction, evaluate, fit, predict
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from .model import BayesianModel, SiteInfo, bayesianize, init_from
+from .prune import CompressionReport, PruneResult, prune
 
 __version__ = "0.1.0"
 
@@ -27,7 +29,16 @@ __all__ = [
     "History",
     "Prediction",
     "EarlyStopping",
+    "AutoSparseVD",
+    "Marginal",
+    "marginals",
+    "prune",
+    "PruneResult",
+    "CompressionReport",
+    "data",
+    "guides",
     "layers",
     "likelihoods",
     "metrics",
+    "rules",
 ]

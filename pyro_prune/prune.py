@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
+from pyro.distributions import TorchDistribution
 from pyro.poutine.messenger import Messenger
 
 from .guides.base import Marginal, marginals
@@ -134,17 +135,48 @@ class CompressionReport:
     __repr__ = __str__
 
 
+class _MaskedSamples(TorchDistribution):
+    """Draws of ``base`` with pruned entries set to zero (for prediction; ``log_prob`` is the base's)."""
+
+    arg_constraints: Dict = {}
+
+    def __init__(self, base: TorchDistribution, keep: torch.Tensor):
+        self.base, self.keep = base, keep
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.base.support
+
+    @property
+    def has_rsample(self) -> bool:
+        return self.base.has_rsample
+
+    def expand(self, batch_shape, _instance=None):
+        return _MaskedSamples(self.base.expand(batch_shape), self.keep)
+
+    def sample(self, sample_shape=torch.Size()):
+        value = self.base.sample(sample_shape)
+        return value * self.keep.to(value.dtype)
+
+    def rsample(self, sample_shape=torch.Size()):
+        value = self.base.rsample(sample_shape)
+        return value * self.keep.to(value.dtype)
+
+    def log_prob(self, value):
+        return self.base.log_prob(value)
+
+
 class _MaskValues(Messenger):
-    """Multiply the sampled value of each masked site by its keep mask."""
+    """Replace the distribution of each masked latent site by one whose draws are zero where pruned."""
 
     def __init__(self, masks: Dict[str, torch.Tensor]):
         super().__init__()
         self.masks = masks
 
-    def _postprocess_message(self, msg: Dict[str, Any]) -> None:
-        mask = self.masks.get(msg["name"]) if msg["type"] == "sample" else None
-        if mask is not None:
-            msg["value"] = msg["value"] * mask.to(msg["value"].dtype)
+    def _process_message(self, msg: Dict[str, Any]) -> None:
+        if msg["type"] == "sample" and not msg["is_observed"] and msg["name"] in self.masks:
+            msg["fn"] = _MaskedSamples(msg["fn"], self.masks[msg["name"]])
 
 
 class PrunedGuide:
@@ -259,6 +291,12 @@ def prune(
     extra = sorted(set(margs) - set(model.sites))
     if missing or extra:
         raise ValueError(f"guide does not match the model's sites: missing {missing}, unknown {extra}")
+    for name, m in margs.items():
+        if m.loc.shape != model.sites[name].shape:
+            raise ValueError(
+                f"guide does not match the model's sites: {name!r} has shape {tuple(m.loc.shape)} in the guide "
+                f"and {tuple(model.sites[name].shape)} in the model"
+            )
     if sites is None:
         sites = [n for n, info in model.sites.items() if info.param == "weight" and info.kind != "other"]
     else:

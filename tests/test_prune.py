@@ -1,0 +1,164 @@
+"""prune(): rules, masks, exported module, restricted guide, compression report, bad input."""
+import json
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn as nn
+from pyro.infer.autoguide import AutoNormal
+
+import pyro_prune as pp
+from pyro_prune import rules
+from pyro_prune.guides import Marginal
+from tests.helpers import assert_close
+
+
+def trained(guide_cls=pp.AutoSparseVD, n=40):
+    torch.manual_seed(0)
+    x = torch.randn(n, 4)
+    y = (x[:, 0] - x[:, 1] > 0).long()
+    net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(n))
+    guide = guide_cls(model) if guide_cls is pp.AutoSparseVD else guide_cls(model, init_scale=0.1)
+    pp.fit(model, guide, (x, y), epochs=20, lr=1e-2, progress=False)
+    return net, model, guide, x, y
+
+
+def test_log_alpha_and_snr_rules_agree():
+    net, model, guide, x, y = trained()
+    a = pp.prune(model, guide, rules.LogAlpha(3.0)).masks
+    b = pp.prune(model, guide, rules.SNR(math.exp(-1.5))).masks
+    for k in a:
+        assert torch.equal(a[k], b[k])
+    # the same holds for a guide without log alpha of its own (AutoNormal): SNR from loc/scale
+    pyro.clear_param_store()
+    net, model, guide, x, y = trained(AutoNormal)
+    m = pp.marginals(guide)
+    la = {k: rules.LogAlpha(0.5)(dict(k=v))["k"] for k, v in m.items()}
+    snr = {k: rules.SNR(math.exp(-0.25))(dict(k=v))["k"] for k, v in m.items()}
+    for k in la:
+        assert torch.equal(la[k], snr[k])
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("target", [0.0, 0.5, 0.9])
+def test_sparsity_rule_hits_target_exactly(scope, target):
+    net, model, guide, x, y = trained()
+    res = pp.prune(model, guide, rules.Sparsity(target, scope=scope))
+    total = sum(m.numel() for m in res.masks.values())
+    kept = sum(int(m.sum()) for m in res.masks.values())
+    assert total - kept == round(target * total) if scope == "global" else True
+    if scope == "layer":
+        for name, m in res.masks.items():
+            assert m.numel() - int(m.sum()) == round(target * m.numel())
+    assert res.report.kept == kept and res.report.total == total
+    assert set(res.masks) == {"0.weight", "2.weight"}  # weights only, biases kept
+    assert all(res.masks[k].shape == model.sites[k].shape for k in res.masks)
+
+
+def test_sparsity_prunes_lowest_snr_and_is_deterministic():
+    m = Marginal(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.ones(1, 4))
+    keep = rules.Sparsity(0.5)({"w": m})["w"]
+    assert keep.tolist() == [[False, False, True, True]]
+    tie = Marginal(torch.ones(1, 4), torch.ones(1, 4))
+    assert rules.Sparsity(0.5)({"w": tie})["w"].tolist() == [[False, False, True, True]]
+
+
+def test_exported_module_is_plain_and_reproduces_pruned_posterior_mean():
+    net, model, guide, x, y = trained()
+    res = pp.prune(model, guide, rules.Sparsity(0.6))
+    module = res.module
+    assert type(module) is nn.Sequential and not any(isinstance(m, pyro.nn.PyroModule) for m in module.modules())
+    med = guide.median()
+    for name, mask in res.masks.items():
+        w = dict(module.named_parameters())[name]
+        assert (w[~mask] == 0).all()
+        assert torch.equal(w[mask], med[name][mask]), "pruning changed a kept weight"
+    # the restricted guide's median network is the exported module
+    with torch.no_grad():
+        cond = pyro.poutine.condition(model, res.guide.median())
+        assert_close(cond(x), module(x), rtol=1e-5, atol=1e-6)
+    # a state dict round trip without pyro_prune
+    fresh = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    fresh.load_state_dict(module.state_dict())
+    assert_close(fresh(x), module(x))
+    # the user's network is untouched
+    assert not torch.equal(net[0].weight, module[0].weight)
+
+
+def test_pruned_guide_ensemble_has_zero_weights():
+    net, model, guide, x, y = trained()
+    res = pp.prune(model, guide, rules.Sparsity(0.8))
+    samples = pyro.infer.Predictive(model, guide=res.guide, num_samples=5, parallel=True,
+                                    return_sites=["0.weight"])(x)["0.weight"]
+    assert (samples.reshape(5, 16, 4)[:, ~res.masks["0.weight"]] == 0).all()
+    pred = pp.predict(model, res.guide, x, num_samples=20)
+    assert pred.probs.shape == (40, 2)
+    pm = res.guide.marginals()
+    assert (pm["0.weight"].loc[~res.masks["0.weight"]] == 0).all()
+
+
+def test_pruning_zero_score_weights_leaves_predictions_unchanged():
+    net, model, guide, x, y = trained()
+    # zero out some posterior means: pruning exactly those changes nothing
+    with torch.no_grad():
+        guide.locs.__getattr__("0").weight_unconstrained[:, :2] = 0.0
+    zero = pp.prune(model, guide, lambda m: m.loc != 0)
+    none = pp.prune(model, guide, rules.Sparsity(0.0))
+    assert_close(zero.module(x), none.module(x))
+
+
+def test_report_table_json_and_flops():
+    net, model, guide, x, y = trained()
+    res = pp.prune(model, guide, rules.LogAlpha(3.0))
+    r = res.report
+    d = json.loads(r.to_json())
+    assert d["total"]["total"] == 4 * 16 + 16 * 2
+    layer = d["layers"][0]
+    assert layer["dense_flops"] == 2 * 4 * 16 and layer["sparse_flops"] == 2 * layer["kept"]
+    assert layer["dense_bytes"] == 4 * 64
+    assert layer["csr_bytes"] == layer["kept"] * 8 + (16 + 1) * 4
+    text = str(r)
+    assert "total" in text and "0.weight" in text and "LogAlpha(3)" in text
+    assert math.isclose(r.compression, r.total / r.kept)
+
+
+def test_conv_flops_counted_over_positions():
+    net = nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 10, 2))
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(8))
+    guide = pp.AutoSparseVD(model)
+    x, y = torch.randn(8, 1, 10), torch.randint(0, 2, (8,))
+    guide(x, y)
+    res = pp.prune(model, guide, rules.Sparsity(0.5), example_input=x)
+    conv = res.report.layers[0]
+    assert conv.dense_flops == 2 * 12 * 10
+
+
+def test_bad_input_raises():
+    net, model, guide, x, y = trained()
+    with pytest.raises(ValueError, match="NaN"):
+        rules.LogAlpha(float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        rules.SNR(float("nan"))
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        rules.Sparsity(1.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        rules.Sparsity(-0.1)
+    with pytest.raises(ValueError, match="scope"):
+        rules.Sparsity(0.5, scope="net")
+    with pytest.raises(TypeError, match="no marginals"):
+        pp.prune(model, lambda *a: None, rules.LogAlpha())
+    with pytest.raises(TypeError, match="rule"):
+        pp.prune(model, guide, "logalpha")
+    with pytest.raises(ValueError, match="shape"):
+        pp.prune(model, guide, lambda m: torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="sites"):
+        pp.prune(model, guide, rules.LogAlpha(), sites=["nope.weight"])
+    other = pp.bayesianize(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), dist.Normal(0.0, 1.0),
+                           pp.Categorical(40))
+    with pytest.raises(ValueError, match="does not match|modules do not match"):
+        pp.prune(other, guide, rules.LogAlpha())
+    with pytest.raises(TypeError, match="BayesianModel"):
+        pp.prune(net, guide, rules.LogAlpha())
