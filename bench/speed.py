@@ -9,6 +9,7 @@ On the digits MLP 64-300-100-10 of ../shared/TARGETS.md (batch 64, Adam lr 1e-3)
 Measurements are interleaved over ``--rounds`` rounds and the median epoch time is kept.
 Usage: ``python bench/speed.py [--rounds 3] [--epochs 3] [--out bench/results/speed.json]``.
 """
+
 from __future__ import annotations
 
 import argparse

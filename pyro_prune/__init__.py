@@ -3,6 +3,7 @@
 ``bayesianize`` turns a PyTorch network into a Pyro model, ``fit`` trains a guide with the
 (Rényi) ELBO, ``predict``/``evaluate`` give posterior-predictive ensembles and their scores.
 """
+
 from __future__ import annotations
 
 from . import data, guides, layers, likelihoods, metrics, rules

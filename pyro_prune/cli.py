@@ -5,6 +5,7 @@ fine-tuning), bayesianized with a Gaussian prior, its mean-field posterior (``Au
 started at the pre-trained weights) is fitted with the ELBO, and the posterior-predictive
 ensemble is scored on the test split (accuracy, NLL, ECE, Brier) with timings.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,7 +77,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.dataset == "mnist1d":  # flatten the (1, 40) signals for the MLP
         train, test = (
             torch.utils.data.DataLoader(
-                torch.utils.data.TensorDataset(x.reshape(len(x), -1), y), batch_size=64, shuffle=shuffle,
+                torch.utils.data.TensorDataset(x.reshape(len(x), -1), y),
+                batch_size=64,
+                shuffle=shuffle,
                 generator=torch.Generator().manual_seed(args.seed),
             )
             for x, y, shuffle in ((split.x_train, split.y_train, True), (split.x_test, split.y_test, False))

@@ -31,6 +31,7 @@ References
 [1] Li, Turner. "Rényi Divergence Variational Inference", NeurIPS 2016.
 [2] Sønderby et al. "Ladder Variational Autoencoders", NeurIPS 2016 (KL warm-up).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -432,7 +433,9 @@ def fit(
             for batch in batches:
                 x, y = _unpack(batch, "data", device)
                 if kl_warmup:
-                    scale.beta = min(1.0, step / (kl_warmup * steps_per_epoch) if steps_per_epoch else epoch / kl_warmup)
+                    scale.beta = min(
+                        1.0, step / (kl_warmup * steps_per_epoch) if steps_per_epoch else epoch / kl_warmup
+                    )
                 if fused:
                     for p in params:
                         p.grad = None
@@ -468,7 +471,9 @@ def fit(
                 record.update({f"val_{k}": v for k, v in scores.items()})
             record["seconds"] = time.perf_counter() - t0
             history.records.append(record)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "kl", "val_accuracy", "val_nll", "val_rmse")})
+            bar.set_postfix(
+                {k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "kl", "val_accuracy", "val_nll", "val_rmse")}
+            )
             stop = False
             for cb in callbacks:
                 stop = bool(cb(epoch, record, model, guide)) or stop

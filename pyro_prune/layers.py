@@ -16,7 +16,7 @@ weight.  Shapes, with ``S_x``/``S_w`` the leading sample shapes:
 * linear: ``x: S_x + (B, in)``, ``weight: S_w + (out, in)``, ``bias: S_b + (out,)``
   → ``broadcast(S_x, S_w, S_b) + (B, out)``;
 * conv (``nd`` spatial dims): ``x: S_x + (B, C, *spatial)``,
-  ``weight: S_w + (O, C / groups, *kernel)`` → ``S + (B, O, *spatial')``.
+  ``weight: S_w + (n_out, C / groups, *kernel)`` → ``S + (B, n_out, *spatial')``.
 
 The batched convolution is one grouped convolution over the flattened samples.
 
@@ -37,6 +37,7 @@ References
 [1] Kingma, Salimans, Welling. "Variational Dropout and the Local Reparameterization Trick", NeurIPS 2015.
 [2] Molchanov, Ashukha, Vetrov. "Variational Dropout Sparsifies Deep Neural Networks", ICML 2017.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -102,10 +103,10 @@ def conv(
     """``nd``-dimensional convolution with broadcasting over leading sample dimensions.
 
     :param x: inputs, shape ``S_x + (B, C, *spatial)`` with ``len(spatial) == nd``.
-    :param weight: kernels, shape ``S_w + (O, C // groups, *kernel)``.
-    :param bias: optional bias, shape ``S_b + (O,)``.
+    :param weight: kernels, shape ``S_w + (n_out, C // groups, *kernel)``.
+    :param bias: optional bias, shape ``S_b + (n_out,)``.
     :param nd: number of spatial dimensions (1, 2 or 3).
-    :returns: ``broadcast(S_x, S_w, S_b) + (B, O, *spatial_out)``.
+    :returns: ``broadcast(S_x, S_w, S_b) + (B, n_out, *spatial_out)``.
     """
     fn = _CONV_FNS[nd]
     kw = dict(stride=stride, padding=padding, dilation=dilation)
@@ -121,8 +122,8 @@ def conv(
     S = torch.broadcast_shapes(xb, wb, bb)
     n = math.prod(S)
     B = x.shape[len(xb)]
-    O = weight.shape[len(wb)]
-    w = weight.expand(S + weight.shape[len(wb) :]).reshape((n * O,) + weight.shape[len(wb) + 1 :])
+    n_out = weight.shape[len(wb)]
+    w = weight.expand(S + weight.shape[len(wb) :]).reshape((n * n_out,) + weight.shape[len(wb) + 1 :])
     if not xb and groups == 1:
         # Stack the sampled kernels along the output channels: no copy of x needed.
         out = fn(x, w, None, groups=1, **kw)
@@ -132,9 +133,9 @@ def conv(
         xe = xe.reshape((B, n * x.shape[len(xb) + 1]) + x.shape[len(xb) + 2 :])
         out = fn(xe, w, None, groups=n * groups, **kw)
     spatial = out.shape[2:]
-    out = out.reshape((B, n, O) + spatial).transpose(0, 1).reshape(S + (B, O) + spatial)
+    out = out.reshape((B, n, n_out) + spatial).transpose(0, 1).reshape(S + (B, n_out) + spatial)
     if bias is not None:
-        out = out + bias.reshape(bb + (1, O) + (1,) * nd)
+        out = out + bias.reshape(bb + (1, n_out) + (1,) * nd)
     return out
 
 

@@ -11,6 +11,7 @@ log-likelihood by :math:`N / B` and the ELBO is an unbiased estimate of
 Network outputs may carry leading sample dimensions (vectorized particles, parallel
 ``Predictive``); the data plate is always the rightmost batch dimension.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,7 +79,7 @@ class Likelihood(PyroModule):
         return self.distribution(output)
 
     def log_likelihood(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-example :math:`\log p(y_b \mid f_b)` (shape ``S + (B,)``), with the same checks as ``forward``."""
+        r"""Per-example :math:`\log p(y_b \mid f_b)` (shape ``S + (B,)``), with the same checks as ``forward``."""
         if y.shape[0] > self.dataset_size:
             raise ValueError(
                 f"dataset_size ({self.dataset_size}) is smaller than the batch ({y.shape[0]}); "
@@ -119,7 +120,9 @@ class Categorical(Likelihood):
         if output.shape[-2] != y.shape[0]:
             raise ValueError(f"y has {y.shape[0]} rows but the network output has {output.shape[-2]}")
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= output.shape[-1]):
-            raise ValueError(f"y has labels outside [0, {output.shape[-1]}) (the network has {output.shape[-1]} outputs)")
+            raise ValueError(
+                f"y has labels outside [0, {output.shape[-1]}) (the network has {output.shape[-1]} outputs)"
+            )
 
     def probs(self, output: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``softmax(output)``."""

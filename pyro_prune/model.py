@@ -15,6 +15,7 @@ parameters as point estimates (Pyro params), unless a prior callable or dict giv
 prior.  Other modules that hold parameters raise, or become point estimates with
 ``unsupported="point"``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -184,9 +185,9 @@ class _BayesianConv(_BayesianLayer):
         pads = []
         for p in reversed(self.padding):
             pads += [p, p]
-        return torch.nn.functional.pad(x.reshape((-1,) + x.shape[-self.nd - 1 :]), pads, mode=self.padding_mode).reshape(
-            x.shape[: -self.nd] + tuple(s + 2 * p for s, p in zip(x.shape[-self.nd :], self.padding))
-        )
+        return torch.nn.functional.pad(
+            x.reshape((-1,) + x.shape[-self.nd - 1 :]), pads, mode=self.padding_mode
+        ).reshape(x.shape[: -self.nd] + tuple(s + 2 * p for s, p in zip(x.shape[-self.nd :], self.padding)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kw = dict(
@@ -416,7 +417,9 @@ def bayesianize(
     if isinstance(net, BayesianModel):
         raise TypeError("net is already a BayesianModel")
     if not isinstance(likelihood, Likelihood):
-        raise TypeError(f"likelihood must be a pyro_prune Likelihood (Categorical, Bernoulli, Gaussian), got {likelihood!r}")
+        raise TypeError(
+            f"likelihood must be a pyro_prune Likelihood (Categorical, Bernoulli, Gaussian), got {likelihood!r}"
+        )
     if not (isinstance(prior, (torch.distributions.Distribution, Mapping)) or callable(prior)):
         raise TypeError(f"prior must be a Distribution, a callable or a dict, got {type(prior).__name__}")
     if unsupported not in ("raise", "point"):
@@ -470,8 +473,10 @@ def bayesianize(
     for mname, module, own, full in others:
         covered = False
         for pn, p in own:
-            d = None if isinstance(prior, torch.distributions.Distribution) else _resolve_prior(
-                prior, full[pn], module, p, default_bayes=False
+            d = (
+                None
+                if isinstance(prior, torch.distributions.Distribution)
+                else _resolve_prior(prior, full[pn], module, p, default_bayes=False)
             )
             if d is not None:
                 setattr(module, pn, PyroSample(d))
@@ -515,7 +520,9 @@ def _convert_layer(module: nn.Module) -> nn.Module:
         new = cls(module.in_features, module.out_features, bias=module.bias is not None, **kw)
     else:
         if isinstance(module.padding, str) and module.padding_mode != "zeros":
-            raise ValueError(f"conv padding={module.padding!r} with padding_mode={module.padding_mode!r} is not supported")
+            raise ValueError(
+                f"conv padding={module.padding!r} with padding_mode={module.padding_mode!r} is not supported"
+            )
         new = cls(
             module.in_channels,
             module.out_channels,

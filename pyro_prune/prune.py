@@ -12,6 +12,7 @@ gives the pruned ensemble.  The :class:`CompressionReport` counts, per layer and
 * storage: dense bytes vs CSR bytes (values + int32 column indices + int32 row pointers of the
   weight reshaped to ``(out, in·k)``), and the dense size after dropping all-zero rows and columns.
 """
+
 from __future__ import annotations
 
 import json
@@ -323,8 +324,8 @@ def prune(
     layers = []
     for name in sites:
         info = model.sites[name]
-        layers.append(
-            _layer_report(name, info, masks[name], positions.get(info.module, 1), state[name].element_size())
-        )
-    report = CompressionReport(layers, rule=repr(rule) if isinstance(rule, Rule) else getattr(rule, "__name__", "callable"))
+        layers.append(_layer_report(name, info, masks[name], positions.get(info.module, 1), state[name].element_size()))
+    report = CompressionReport(
+        layers, rule=repr(rule) if isinstance(rule, Rule) else getattr(rule, "__name__", "callable")
+    )
     return PruneResult(masks=masks, module=net, guide=PrunedGuide(guide, masks), report=report)

@@ -13,6 +13,7 @@ thresholds on the same quantity:
 
 Any callable ``marginal -> bool mask`` is a rule too.
 """
+
 from __future__ import annotations
 
 import math
@@ -149,6 +150,8 @@ def apply_rule(rule: RuleLike, marginals: Dict[str, Marginal]) -> Dict[str, torc
         raise TypeError(f"rule must be a pyro_prune.rules.Rule or a callable marginal -> mask, got {rule!r}")
     for name, mask in masks.items():
         if mask.shape != marginals[name].loc.shape:
-            raise ValueError(f"mask for {name!r} has shape {tuple(mask.shape)}, expected {tuple(marginals[name].loc.shape)}")
+            raise ValueError(
+                f"mask for {name!r} has shape {tuple(mask.shape)}, expected {tuple(marginals[name].loc.shape)}"
+            )
         masks[name] = mask.to(torch.bool)
     return masks

@@ -1,4 +1,5 @@
 """Shared pytest fixtures: every test starts from a clean Pyro state and a fixed seed."""
+
 import os
 
 import pyro

@@ -1,4 +1,5 @@
 """Guides: the marginals() contract over our guides and Pyro's, AutoSparseVD's parameters, summaries and objective."""
+
 import math
 
 import pyro
@@ -77,8 +78,7 @@ def test_sparse_vd_emits_normal_sites_median_quantiles():
     med = vd.median()
     q = vd.quantiles([0.1587, 0.5, 0.8413])  # mean -+ one std
     assert_close(q["0.weight"][1], med["0.weight"], atol=1e-6)
-    assert_close(q["0.weight"][2] - q["0.weight"][0], torch.full_like(med["0.weight"], 2 * math.exp(-2.0)),
-                 rtol=1e-3)
+    assert_close(q["0.weight"][2] - q["0.weight"][0], torch.full_like(med["0.weight"], 2 * math.exp(-2.0)), rtol=1e-3)
     with pytest.raises(ValueError, match="quantiles"):
         vd.quantiles([0.0, 0.5])
 
@@ -105,16 +105,18 @@ def test_local_reparameterization_matches_weight_sampling_in_the_model():
     """Under local reparameterization the network's outputs have the mean and variance of sampled-weight outputs."""
     torch.manual_seed(0)
     net, model, x, y = problem(n=4, dtype=torch.float64)
-    model = pp.bayesianize(nn.Sequential(nn.Linear(3, 2)).double(), dist.Normal(torch.tensor(0.0).double(), 1.0),
-                           pp.Categorical(4))
+    model = pp.bayesianize(
+        nn.Sequential(nn.Linear(3, 2)).double(), dist.Normal(torch.tensor(0.0).double(), 1.0), pp.Categorical(4)
+    )
     vd = pp.AutoSparseVD(model, init_log_sigma2=-2.0)
     vd(x, y)
     n = 4000
     with torch.no_grad(), local_reparameterization(vd, sample_weights=False):
         lrt = torch.stack([model.net(x) for _ in range(n)])
     with torch.no_grad():
-        sampled = pyro.infer.Predictive(model, guide=vd, num_samples=n, parallel=True,
-                                        return_sites=["_RETURN"])(x)["_RETURN"]
+        sampled = pyro.infer.Predictive(model, guide=vd, num_samples=n, parallel=True, return_sites=["_RETURN"])(x)[
+            "_RETURN"
+        ]
     assert lrt.shape == sampled.shape == (n, 4, 2)
     # standard errors: mean ~ sd/63, variance ~ 2.2 % relative
     assert_close(lrt.mean(0), sampled.mean(0), atol=0.05, rtol=0)

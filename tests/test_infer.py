@@ -1,4 +1,5 @@
 """fit / predict / evaluate: objectives, warm-up, Pyro guides, digits accuracy, conjugate posterior, errors."""
+
 import math
 
 import pyro
@@ -8,9 +9,9 @@ import torch
 import torch.nn as nn
 from pyro.infer import RenyiELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
+from pyro_prune.data import load_digits
 
 import pyro_prune as pp
-from pyro_prune.data import load_digits
 from pyro_prune.infer import _make_elbo
 from tests.helpers import assert_close
 
@@ -18,8 +19,9 @@ from tests.helpers import assert_close
 def small_problem(n=40):
     x = torch.randn(n, 3)
     y = (x[:, 0] > 0).long()
-    model = pp.bayesianize(nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)), dist.Normal(0.0, 1.0),
-                           pp.Categorical(n))
+    model = pp.bayesianize(
+        nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)), dist.Normal(0.0, 1.0), pp.Categorical(n)
+    )
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=10)
     return model, loader, x, y
 
@@ -32,8 +34,15 @@ def test_alpha_routes_to_mean_field_or_renyi():
 
 
 # AutoDelta (MAP) only with the ELBO: a point mass has no density ratio for the Rényi bound.
-GUIDE_CASES = [(AutoNormal, 1.0, 1), (AutoNormal, 0.5, 4), (AutoNormal, 0.0, 2), (AutoDelta, 1.0, 1),
-               (AutoMultivariateNormal, 1.0, 1), (AutoMultivariateNormal, 0.5, 4), (AutoMultivariateNormal, 0.0, 2)]
+GUIDE_CASES = [
+    (AutoNormal, 1.0, 1),
+    (AutoNormal, 0.5, 4),
+    (AutoNormal, 0.0, 2),
+    (AutoDelta, 1.0, 1),
+    (AutoMultivariateNormal, 1.0, 1),
+    (AutoMultivariateNormal, 0.5, 4),
+    (AutoMultivariateNormal, 0.0, 2),
+]
 
 
 @pytest.mark.parametrize("guide_cls,alpha,particles", GUIDE_CASES)
@@ -65,8 +74,15 @@ def test_kl_warmup_ramps_beta_per_step_and_callbacks_stop():
     model, loader, *_ = small_problem()
     guide = AutoNormal(model)
     seen = []
-    h = pp.fit(model, guide, loader, epochs=4, kl_warmup=2, progress=False,
-               callbacks=[lambda e, r, m, g: seen.append(r["beta"])])
+    h = pp.fit(
+        model,
+        guide,
+        loader,
+        epochs=4,
+        kl_warmup=2,
+        progress=False,
+        callbacks=[lambda e, r, m, g: seen.append(r["beta"])],
+    )
     # 4 batches per epoch, warm-up over 8 steps: beta at the last step of epoch e is min(1, (4e + 3) / 8)
     assert_close(torch.tensor(seen), torch.tensor([3 / 8, 7 / 8, 1.0, 1.0]))
     stopper = pp.EarlyStopping(monitor="epoch", patience=1, mode="min")  # never improves after epoch 0
@@ -98,8 +114,9 @@ def test_conjugate_linear_regression_mean_field_recovers_posterior_mean():
     w_true = torch.tensor([1.5, -0.7], dtype=torch.float64)
     y = x @ w_true + sigma * torch.randn(n, dtype=torch.float64)
     net = nn.Linear(d, 1, bias=False).double()
-    model = pp.bayesianize(nn.Sequential(net), dist.Normal(torch.tensor(0.0, dtype=torch.float64), prior_sd),
-                           pp.Gaussian(n, scale=sigma))
+    model = pp.bayesianize(
+        nn.Sequential(net), dist.Normal(torch.tensor(0.0, dtype=torch.float64), prior_sd), pp.Gaussian(n, scale=sigma)
+    )
     guide = AutoNormal(model, init_scale=0.05)
     opt = pyro.optim.ClippedAdam({"lr": 0.02, "lrd": 0.999})  # decays to lr 1e-3: small SGD noise at the end
     pp.fit(model, guide, (x, y), epochs=3000, optimizer=opt, num_particles=8, progress=False)
@@ -143,10 +160,10 @@ def test_prediction_summaries_classification_and_regression():
     p = pp.predict(model, guide, x, num_samples=30)
     assert_close(p.probs.sum(-1), torch.ones(40), rtol=1e-5)
     assert (p.mutual_information <= p.entropy + 1e-6).all() and (p.mutual_information >= 0).all()
-    with pytest.raises(AttributeError):
-        p.epistemic_std
+    with pytest.raises(AttributeError, match="regression"):
+        _ = p.epistemic_std
     reg = pp.bayesianize(nn.Sequential(nn.Linear(1, 1)), dist.Normal(0.0, 1.0), pp.Gaussian(10, scale=0.3))
-    pyro.clear_param_store()  # Pyro's param store is global: both guides would name their params "AutoNormal.locs.0.weight"
+    pyro.clear_param_store()  # the param store is global: both guides name their params "AutoNormal.locs.0.weight"
     g = AutoNormal(reg, init_scale=0.5)
     xr = torch.linspace(-1, 1, 10).unsqueeze(-1)
     g(xr, torch.zeros(10))

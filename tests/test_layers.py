@@ -1,4 +1,5 @@
 """Vectorized layers equal a Python loop over samples; local reparameterization matches MC moments."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -58,10 +59,10 @@ CONV_CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv_matches_loop(nd, kw, bias, x_sampled, dtype):
     S = (3, 1)
-    C, O, k = 4, 6, 3
+    C, n_out, k = 4, 6, 3
     spatial = (9,) * nd
-    w = torch.randn(S + (O, C // kw["groups"]) + (k,) * nd, dtype=dtype)
-    b = torch.randn(S + (O,), dtype=dtype) if bias else None
+    w = torch.randn(S + (n_out, C // kw["groups"]) + (k,) * nd, dtype=dtype)
+    b = torch.randn(S + (n_out,), dtype=dtype) if bias else None
     x = torch.randn((S if x_sampled else ()) + (2, C) + spatial, dtype=dtype)
     out = layers.conv(x, w, b, nd=nd, **kw)
     fn = F.conv1d if nd == 1 else F.conv2d

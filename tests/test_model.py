@@ -1,4 +1,5 @@
 """bayesianize: sites, priors, point estimates, errors, vectorized use with Pyro inference."""
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -84,8 +85,12 @@ def test_prior_callable_dict_and_expanded_prior():
     assert isinstance(sites["fc.weight"]["fn"].base_dist, dist.Laplace)
 
     net = mlp()
-    d = {"0.weight": dist.Normal(0.0, 2.0), "0.bias": None, "2.weight": dist.Normal(torch.zeros(3, 8), 1.0),
-         "2.bias": dist.Normal(0.0, 1.0).expand([3])}
+    d = {
+        "0.weight": dist.Normal(0.0, 2.0),
+        "0.bias": None,
+        "2.weight": dist.Normal(torch.zeros(3, 8), 1.0),
+        "2.bias": dist.Normal(0.0, 1.0).expand([3]),
+    }
     model = pp.bayesianize(net, d, pp.Categorical(10))
     assert list(model.sites) == ["0.weight", "2.weight", "2.bias"]
     sites = sample_sites(model, torch.randn(2, 4))

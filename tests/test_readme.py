@@ -1,4 +1,5 @@
 """The README cannot drift: its Python blocks run, and .ci/run runs its test command verbatim."""
+
 import pathlib
 import re
 

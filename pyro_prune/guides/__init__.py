@@ -1,4 +1,5 @@
 """Posterior families as Pyro ``AutoGuide`` subclasses, and the ``marginals()`` contract."""
+
 from .base import Marginal, marginals
 from .sparse_vd import AutoSparseVD
 

@@ -10,6 +10,7 @@ A guide's marginal at a weight site is summarized by a Gaussian :math:`\mathcal 
 which for a Gaussian marginal is a function of the signal-to-noise ratio
 :math:`\mathrm{SNR} = |\mu|/\sigma = \exp(-\log\alpha / 2)`: pruning rules on either are the same rule.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ from operator import attrgetter
 from typing import Any, Dict, Optional
 
 import torch
-from torch.distributions import constraints
 from pyro.infer.autoguide import AutoContinuous, AutoDelta, AutoNormal
+from torch.distributions import constraints
 
 __all__ = ["Marginal", "marginals", "LOG_ALPHA_EPS"]
 
@@ -81,7 +82,7 @@ def _check_real(guide: Any) -> None:
             raise ValueError(f"site {name!r} has support {site['fn'].support}; marginals() needs real-valued sites")
 
 
-def marginals(guide: Any) -> Dict[str, "Marginal"]:
+def marginals(guide: Any) -> Dict[str, Marginal]:
     """``{site: Marginal}`` of a trained guide.
 
     Our guides implement ``guide.marginals()``; Pyro's ``AutoNormal``, ``AutoDelta`` and the

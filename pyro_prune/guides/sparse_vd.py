@@ -29,6 +29,7 @@ References
 [1] Molchanov, Ashukha, Vetrov. "Variational Dropout Sparsifies Deep Neural Networks", ICML 2017.
 [2] Kingma, Salimans, Welling. "Variational Dropout and the Local Reparameterization Trick", NeurIPS 2015.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,7 @@ __all__ = ["AutoSparseVD"]
 
 
 class _FastParams:
-    def __init__(self, guide: "AutoSparseVD"):
+    def __init__(self, guide: AutoSparseVD):
         self.guide = guide
 
     def __enter__(self):
@@ -92,8 +93,10 @@ class AutoSparseVD(AutoGuide):
         log_alpha_clip: float = 10.0,
         create_plates=None,
     ):
-        if isinstance(init_log_sigma2, bool) or not isinstance(init_log_sigma2, (int, float)) or not math.isfinite(
-            init_log_sigma2
+        if (
+            isinstance(init_log_sigma2, bool)
+            or not isinstance(init_log_sigma2, (int, float))
+            or not math.isfinite(init_log_sigma2)
         ):
             raise ValueError(f"init_log_sigma2 must be a finite number, got {init_log_sigma2!r}")
         if not isinstance(log_alpha_clip, (int, float)) or not (log_alpha_clip > 0 and math.isfinite(log_alpha_clip)):
@@ -139,8 +142,8 @@ class AutoSparseVD(AutoGuide):
             return refs[name]
         return attrgetter(name)(self.locs), attrgetter(name)(self.log_sigma2)
 
-    def fast_params(self) -> "_FastParams":
-        """Context manager for tight training loops: reads :math:`(\theta, \log\sigma^2)` as plain tensors.
+    def fast_params(self) -> _FastParams:
+        """Context manager for tight training loops: reads :math:`(\theta, \\log\\sigma^2)` as plain tensors.
 
         Both parameters are unconstrained, so the tensors are the guide's ``nn.Parameter`` objects themselves
         (the same objects Pyro's param store holds); inside, attribute lookups through ``PyroModule`` are skipped.

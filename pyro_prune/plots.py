@@ -1,0 +1,90 @@
+"""Matplotlib figures: log-α histograms, kept-weight masks, reliability diagrams, predictive bands.
+
+Every function draws on a given ``ax`` (or a new figure) and returns the figure, so it works in
+notebooks and headless scripts alike (use the Agg backend there).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+__all__ = ["log_alpha_histogram", "mask_images", "reliability_diagram", "predictive_band"]
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
+
+
+def log_alpha_histogram(log_alpha: Dict[str, torch.Tensor], threshold: float = 3.0, bins: int = 60, ax=None):
+    """Histogram of :math:`\\log\\alpha` per layer with the pruning threshold as a vertical line.
+
+    :param log_alpha: ``{site: log alpha tensor}``, e.g. ``guide.log_alpha()``.
+    :param threshold: weights right of the line are pruned by ``LogAlpha(threshold)``.
+    """
+    if not log_alpha:
+        raise ValueError("log_alpha is empty")
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.5))
+    for name, la in log_alpha.items():
+        ax.hist(_np(la).ravel(), bins=bins, histtype="step", label=name)
+    ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel(r"$\log\alpha$")
+    ax.set_ylabel("weights")
+    ax.set_yscale("log")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def mask_images(masks: Dict[str, torch.Tensor], titles: Optional[Sequence[str]] = None):
+    """One image per layer of its kept-weight mask (rows: outputs; columns: inputs × kernel)."""
+    if not masks:
+        raise ValueError("masks is empty")
+    fig, axes = plt.subplots(1, len(masks), figsize=(3.2 * len(masks), 3.2), squeeze=False)
+    for i, (ax, (name, m)) in enumerate(zip(axes[0], masks.items())):
+        img = _np(m).reshape(m.shape[0], -1) if m.dim() > 1 else _np(m).reshape(1, -1)
+        ax.imshow(img, cmap="Greys", aspect="auto", interpolation="nearest")
+        kept = img.mean()
+        ax.set_title(titles[i] if titles else f"{name}: {100 * kept:.1f}% kept", fontsize="small")
+        ax.set_xlabel("input")
+        ax.set_ylabel("output")
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(probs: torch.Tensor, y: torch.Tensor, n_bins: int = 15, ax=None):
+    """Accuracy against confidence in equal-width bins, with the diagonal of perfect calibration."""
+    probs, y = _np(probs), _np(y)
+    conf, pred = probs.max(-1), probs.argmax(-1)
+    edges = np.linspace(0, 1, n_bins + 1)
+    centers, accs, counts = [], [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            centers.append(conf[m].mean())
+            accs.append((pred[m] == y[m]).mean())
+            counts.append(m.sum())
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.scatter(centers, accs, s=10 + 200 * np.asarray(counts) / max(1, len(y)))
+    ax.plot(centers, accs, lw=1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    return fig
+
+
+def predictive_band(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, x_train=None, y_train=None, ax=None):
+    """1-D regression: predictive mean with ±2 std band, and the training data."""
+    x, mean, std = _np(x).ravel(), _np(mean).ravel(), _np(std).ravel()
+    order = np.argsort(x)
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.5))
+    ax.fill_between(x[order], (mean - 2 * std)[order], (mean + 2 * std)[order], alpha=0.3, label="±2 std")
+    ax.plot(x[order], mean[order], lw=1.5, label="mean")
+    if x_train is not None:
+        ax.scatter(_np(x_train).ravel(), _np(y_train).ravel(), s=6, c="k", label="train")
+    ax.legend(fontsize="small")
+    return fig
