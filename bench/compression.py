@@ -1,0 +1,270 @@
+"""Compression benchmark: AutoSparseVD + prune beside magnitude pruning and a plain-PyTorch Sparse VD, one process.
+
+Digits MLP 64-300-100-10 of ../shared/TARGETS.md (1437 train / 360 test, Adam lr 1e-3, batch 64):
+
+1. dense baseline: 100 epochs, weight decay 1e-4 (the network every method starts from);
+2. ours: ``AutoSparseVD`` started at the dense weights, improper log-uniform prior, ``fit`` with KL warm-up,
+   then ``prune`` with ``LogAlpha(3)`` (the paper's rule) and with ``Sparsity(0.98)`` (50x, ranking by log alpha);
+   the pruned ensemble (100 samples of the restricted guide) and the pruned posterior-mean network are scored;
+3. magnitude pruning (``torch.nn.utils.prune.global_unstructured`` L1) + 20 epochs fine-tune, at our sparsity and 98 %;
+4. the plain-PyTorch Sparse VD reference of ../shared/bench/peers.py (same recipe as there: 200 epochs, warm-up 50);
+5. speed: an AutoSparseVD ``fit`` epoch / a dense epoch, interleaved, median of rounds.
+
+Optionally (``--mnist1d``) the same pipeline on a small Conv1d network on the mnist1d generator.
+Writes ``bench/results/compression.json`` and prints a table.  ``--quick`` runs a short smoke version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import statistics
+import time
+
+import pyro
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.nn.utils.prune as tprune
+
+import pyro_prune as pp
+from pyro_prune import rules
+
+K1, K2, K3 = 0.63576, 1.87320, 1.48695
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+
+
+def cnn1d():
+    return nn.Sequential(
+        nn.Conv1d(1, 32, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(32, 32, 5, padding=2), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Flatten(), nn.Linear(32 * 10, 100), nn.ReLU(), nn.Linear(100, 10),
+    )  # fmt: skip
+
+
+def train_dense(net, loader, epochs, lr=1e-3, wd=0.0):
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=wd)
+    for _ in range(epochs):
+        for xb, yb in loader:
+            opt.zero_grad()
+            F.cross_entropy(net(xb), yb).backward()
+            opt.step()
+    return net
+
+
+def scores(probs, y):
+    return {k: round(v, 4) for k, v in pp.metrics.classification_metrics(probs, y).items()}
+
+
+def weight_layers(net):
+    return [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
+
+
+def magnitude(dense, loader, x_test, y_test, sparsity, finetune):
+    m = copy.deepcopy(dense)
+    layers = [(layer, "weight") for layer in weight_layers(m)]
+    tprune.global_unstructured(layers, pruning_method=tprune.L1Unstructured, amount=sparsity)
+    with torch.no_grad():
+        before = scores(m(x_test).softmax(-1), y_test)
+    train_dense(m, loader, finetune)
+    with torch.no_grad():
+        after = scores(m(x_test).softmax(-1), y_test)
+    return {"sparsity": round(sparsity, 4), "compression": round(1 / (1 - sparsity), 1), "no_finetune": before,
+            f"finetune{finetune}": after}  # fmt: skip
+
+
+def plain_torch_svd(dense, loader, n, x_test, y_test, epochs, warmup):
+    """The reference of ../shared/bench/peers.py (Molchanov et al.'s LinearSVDO), for Linear layers."""
+
+    class LinearSVDO(nn.Module):
+        def __init__(s, i, o):
+            super().__init__()
+            s.theta = nn.Parameter(torch.empty(o, i))
+            s.bias = nn.Parameter(torch.zeros(o))
+            nn.init.kaiming_uniform_(s.theta, a=math.sqrt(5))
+            s.log_sigma2 = nn.Parameter(torch.full((o, i), -10.0))
+
+        def log_alpha(s):
+            return (s.log_sigma2 - torch.log(s.theta**2 + 1e-8)).clamp(-10, 10)
+
+        def forward(s, x):
+            if s.training:
+                mu = F.linear(x, s.theta, s.bias)
+                var = F.linear(x * x, s.log_sigma2.exp())
+                return mu + var.clamp_min(1e-8).sqrt() * torch.randn_like(mu)
+            return F.linear(x, s.theta * (s.log_alpha() < 3).float(), s.bias)
+
+        def kl(s):
+            la = s.log_alpha()
+            return -(K1 * torch.sigmoid(K2 + K3 * la) - 0.5 * F.softplus(-la) - K1).sum()
+
+    svd = nn.Sequential(LinearSVDO(64, 300), nn.ReLU(), LinearSVDO(300, 100), nn.ReLU(), LinearSVDO(100, 10))
+    svd.load_state_dict({k.replace("weight", "theta"): v for k, v in dense.state_dict().items()}, strict=False)
+    opt = torch.optim.Adam(svd.parameters(), lr=1e-3)
+    t = time.perf_counter()
+    for ep in range(epochs):
+        beta = min(1.0, ep / warmup)
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = F.cross_entropy(svd(xb), yb) * n + beta * sum(m.kl() for m in svd if isinstance(m, LinearSVDO))
+            (loss / n).backward()
+            opt.step()
+    secs = (time.perf_counter() - t) / epochs
+    svd.eval()
+    with torch.no_grad():
+        kept = sum(int((m.log_alpha() < 3).sum()) for m in svd if isinstance(m, LinearSVDO))
+        total = sum(m.theta.numel() for m in svd if isinstance(m, LinearSVDO))
+        out = scores(svd(x_test).softmax(-1), y_test)
+    return {"epochs": epochs, "s_per_epoch": round(secs, 4), "sparsity": round(1 - kept / total, 4),
+            "compression": round(total / kept, 1), **out}  # fmt: skip
+
+
+def ours(dense, split, loader, epochs, warmup, lr, example_input, prior):
+    pyro.clear_param_store()
+    model = pp.bayesianize(dense, prior, pp.Categorical(split.dataset_size))
+    guide = pp.AutoSparseVD(model)
+    t = time.perf_counter()
+    history = pp.fit(model, guide, loader, epochs=epochs, lr=lr, kl_warmup=warmup, progress=False)
+    secs = (time.perf_counter() - t) / epochs
+    out = {"epochs": epochs, "kl_warmup": warmup, "lr": lr, "s_per_epoch": round(secs, 4),
+           "final_loss": round(history.last["loss"], 4)}  # fmt: skip
+    x_test, y_test = split.x_test, split.y_test
+    for label, rule in (("log_alpha_3", rules.LogAlpha(3.0)), ("sparsity_0.98", rules.Sparsity(0.98))):
+        res = pp.prune(model, guide, rule, example_input=example_input)
+        with torch.no_grad():
+            mean_net = scores(res.module(x_test).softmax(-1), y_test)
+        torch.manual_seed(0)
+        ens = pp.predict(model, res.guide, x_test, num_samples=100)
+        out[label] = {
+            "sparsity": round(res.report.sparsity, 4),
+            "compression": round(res.report.compression, 1),
+            "flops_reduction": round(res.report.flops_reduction, 1),
+            "layer_sparsity": [round(layer.sparsity, 4) for layer in res.report.layers],
+            "posterior_mean_net": mean_net,
+            "ensemble100": scores(ens.probs, y_test),
+        }
+        if label == "log_alpha_3":
+            out["report"] = res.report.to_dict()
+            print(res.report)
+    return out, model, guide
+
+
+def speed(split, loader, prior, rounds):
+    times = {"dense": [], "svd": []}
+    for _ in range(rounds):
+        net = mlp()
+        t = time.perf_counter()
+        train_dense(net, loader, 3)
+        times["dense"].append((time.perf_counter() - t) / 3)
+        pyro.clear_param_store()
+        model = pp.bayesianize(net, prior, pp.Categorical(split.dataset_size))
+        guide = pp.AutoSparseVD(model)
+        t = time.perf_counter()
+        pp.fit(model, guide, loader, epochs=3, progress=False)
+        times["svd"].append((time.perf_counter() - t) / 3)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "s_per_epoch": {k: round(v, 4) for k, v in med.items()},
+        "svd_vs_dense": round(med["svd"] / med["dense"], 2),
+    }
+
+
+def run_digits(args, prior):
+    split = pp.data.load_digits()
+    loader, _ = split.loaders(batch_size=64, seed=0)
+    x_test, y_test = split.x_test, split.y_test
+    torch.manual_seed(0)
+    dense = train_dense(mlp(), loader, args.dense_epochs, wd=1e-4)
+    with torch.no_grad():
+        res = {"dense": scores(dense(x_test).softmax(-1), y_test)}
+    res["ours"], model, guide = ours(dense, split, loader, args.epochs, args.warmup, args.lr, None, prior)
+    sp = res["ours"]["log_alpha_3"]["sparsity"]
+    res["magnitude_at_our_sparsity"] = magnitude(dense, loader, x_test, y_test, sp, 20)
+    res["magnitude_at_50x"] = magnitude(dense, loader, x_test, y_test, 0.98, 20)
+    res["plain_torch_svd"] = plain_torch_svd(dense, loader, split.dataset_size, x_test, y_test, args.ref_epochs, 50)
+    res["speed"] = speed(split, loader, prior, args.rounds)
+    if args.figures:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from pyro_prune import plots
+
+        plots.log_alpha_histogram(guide.log_alpha()).savefig(os.path.join(args.figures, "svd_log_alpha.png"), dpi=90)
+        masks = pp.prune(model, guide, rules.LogAlpha(3.0)).masks
+        plots.mask_images(masks).savefig(os.path.join(args.figures, "svd_masks.png"), dpi=90)
+    return res
+
+
+def run_mnist1d(args, prior):
+    split = pp.data.load_mnist1d(num_samples=4000)
+    loader, _ = split.loaders(batch_size=64, seed=0)
+    torch.manual_seed(0)
+    dense = train_dense(cnn1d(), loader, args.dense_epochs // 2, wd=1e-4)
+    with torch.no_grad():
+        res = {"dense": scores(dense(split.x_test).softmax(-1), split.y_test)}
+    res["ours"], *_ = ours(dense, split, loader, args.epochs // 2, args.warmup // 2, args.lr, split.x_test[:1], prior)
+    sp = res["ours"]["log_alpha_3"]["sparsity"]
+    res["magnitude_at_our_sparsity"] = magnitude(dense, loader, split.x_test, split.y_test, sp, 20)
+    return res
+
+
+def table(res):
+    rows = [("digits MLP", "sparsity", "compress", "acc", "nll", "ece")]
+    d = res["digits"]
+    rows.append(("dense", "0", "1x", *(f"{d['dense'][k]:.4f}" for k in ("accuracy", "nll", "ece"))))
+    for label in ("log_alpha_3", "sparsity_0.98"):
+        o = d["ours"][label]
+        for kind in ("posterior_mean_net", "ensemble100"):
+            rows.append((f"ours {label} {kind}", f"{o['sparsity']:.4f}", f"{o['compression']}x",
+                         *(f"{o[kind][k]:.4f}" for k in ("accuracy", "nll", "ece"))))  # fmt: skip
+    for label in ("magnitude_at_our_sparsity", "magnitude_at_50x"):
+        m = d[label]
+        ft = m["finetune20"]
+        rows.append((label + " +ft20", f"{m['sparsity']:.4f}", f"{m['compression']}x",
+                     *(f"{ft[k]:.4f}" for k in ("accuracy", "nll", "ece"))))  # fmt: skip
+    r = d["plain_torch_svd"]
+    rows.append(("plain-torch SVD ref", f"{r['sparsity']:.4f}", f"{r['compression']}x",
+                 *(f"{r[k]:.4f}" for k in ("accuracy", "nll", "ece"))))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    s = d["speed"]
+    print(f"AutoSparseVD epoch / dense epoch: {s['svd_vs_dense']}x  ({s['s_per_epoch']})")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--dense-epochs", type=int, default=100)
+    ap.add_argument("--ref-epochs", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--mnist1d", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="smoke run with few epochs")
+    ap.add_argument("--figures", default=None, help="folder for PNG figures")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "compression.json"))
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.epochs, args.warmup, args.dense_epochs, args.ref_epochs, args.rounds = 4, 2, 4, 4, 1
+    torch.set_num_threads(2)
+    pyro.set_rng_seed(0)
+    prior = pp.distributions.LogUniform()
+    res = {"digits": run_digits(args, prior), "torch": torch.__version__, "pyro": pyro.__version__}
+    if args.mnist1d:
+        res["mnist1d"] = run_mnist1d(args, prior)
+    table(res)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=2)
+    return res
+
+
+if __name__ == "__main__":
+    main()
