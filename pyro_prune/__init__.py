@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from . import data, guides, layers, likelihoods, metrics, rules
+from . import data, distributions, guides, layers, likelihoods, metrics, plots, rules
+from .distributions import HalfCauchyScaleMixture, Horseshoe, ImproperLogUniform, LogUniform, LogUniformScaleMixture
 from .guides import AutoSparseVD, Marginal, marginals
 from .infer import EarlyStopping, History, Prediction, evaluate, fit, predict
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
@@ -36,7 +37,14 @@ __all__ = [
     "prune",
     "PruneResult",
     "CompressionReport",
+    "LogUniform",
+    "ImproperLogUniform",
+    "HalfCauchyScaleMixture",
+    "Horseshoe",
+    "LogUniformScaleMixture",
     "data",
+    "distributions",
+    "plots",
     "guides",
     "layers",
     "likelihoods",

@@ -147,3 +147,18 @@ def test_sparse_vd_trains_with_renyi_vectorized_particles():
     vd = pp.AutoSparseVD(model)
     h = pp.fit(model, vd, (x, y), epochs=3, alpha=0.5, num_particles=4, progress=False)
     assert all(math.isfinite(r["loss"]) for r in h.records)
+
+
+def test_fast_kl_equals_registered_kl_for_log_uniform_prior():
+    x = torch.randn(10, 3)
+    y = (x[:, 0] > 0).long()
+    model = pp.bayesianize(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), pp.LogUniform(),
+                           pp.Categorical(10))  # fmt: skip
+    vd = pp.AutoSparseVD(model, init_log_sigma2=-5.0)
+    vd(x, y)
+    from pyro.distributions.kl import kl_divergence
+
+    for name in model.sites:
+        fast = vd.kl(name, model.prior(name))
+        slow = kl_divergence(vd.site_distribution(name), model.prior(name))
+        assert_close(fast, slow, rtol=1e-5)

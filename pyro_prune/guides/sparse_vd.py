@@ -46,6 +46,7 @@ from pyro.infer.autoguide.initialization import InitMessenger, init_to_median
 from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroModule, PyroParam
 
+from ..distributions import ImproperLogUniform, molchanov_kl
 from ..model import BayesianModel, init_from
 from .base import LOG_ALPHA_EPS, Marginal, _is_real
 
@@ -170,8 +171,8 @@ class AutoSparseVD(AutoGuide):
     def kl(self, name: str, prior: dist.Distribution) -> torch.Tensor:
         r""":math:`\mathrm{KL}(q\,\|\,p)` summed over one site, from the parameter tensors directly.
 
-        Closed form for a Gaussian prior; otherwise the registered KL of ``(Normal, prior)`` (e.g. the
-        Molchanov approximation for the improper log-uniform prior).
+        Closed form for a Gaussian prior, the Molchanov approximation for the improper log-uniform prior
+        (both equal to the registered KLs, tested), otherwise the registered KL of ``(Normal, prior)``.
         """
         loc, log_sigma2 = self._params(name)
         base = prior
@@ -182,6 +183,8 @@ class AutoSparseVD(AutoGuide):
             var0 = base.scale.pow(2)
             kl = base.scale.log() - 0.5 * log_sigma2 + (log_sigma2.exp() + (loc - base.loc).pow(2)) / (2 * var0) - 0.5
             return kl.sum()
+        if type(base) is ImproperLogUniform:
+            return molchanov_kl(log_sigma2 - (loc.pow(2) + LOG_ALPHA_EPS).log()).sum()
         return kl_divergence(self.site_distribution(name), prior).sum()
 
     def local_reparam_moments(self, name: str) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
