@@ -48,6 +48,7 @@ import pyro.optim
 import torch
 from pyro.infer import SVI, Predictive, RenyiELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoGuide
+from pyro.infer.autoguide.initialization import InitMessenger, init_to_sample
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
@@ -618,7 +619,18 @@ def predict(
     if hasattr(model, "eval"):
         model.eval()
     try:
-        pred = Predictive(model, guide=guide, num_samples=num_samples, parallel=parallel, return_sites=("_RETURN",))
+        target = model
+        if guide is not None and isinstance(model, BayesianModel):
+            # Predictive first runs the model alone to count its plates: weight sites then take a feasible
+            # placeholder instead of a prior draw (improper priors have none); the guide's draws replace it.
+            weight_sites = set(model.sites)
+            dtype, device = model.dtype, model.device
+            target = InitMessenger(
+                lambda site: torch.ones(site["fn"].shape(), dtype=dtype, device=device)
+                if site["name"] in weight_sites
+                else init_to_sample(site)
+            )(model)
+        pred = Predictive(target, guide=guide, num_samples=num_samples, parallel=parallel, return_sites=("_RETURN",))
         with torch.no_grad():
             out = pred(x)["_RETURN"]
     finally:
