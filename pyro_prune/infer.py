@@ -299,19 +299,27 @@ def _can_fuse(model: Any, guide: Any, alpha: float, num_particles: int) -> bool:
     return True
 
 
-def _fused_loss(model: BayesianModel, guide: Any, x: torch.Tensor, y: torch.Tensor, beta: float):
+def _fused_loss(model: BayesianModel, guide: Any, x: torch.Tensor, y: torch.Tensor, beta: float, check: bool = True):
     r"""The mean-field ELBO of a local-reparameterization guide without Pyro traces.
 
     :math:`-\frac{N}{B}\sum_b \log p(y_b \mid \mu_b + s_b\varepsilon_b) + \beta\,\mathrm{KL}(q\,\|\,p)`,
     the same estimator ``TraceMeanField_ELBO`` computes on the same model and guide under
     :func:`~pyro_prune.layers.local_reparameterization`; returns ``(loss, mean log-likelihood)``.
+    With ``check=False`` the data checks (finite ``x``, valid labels) are skipped: ``fit`` checks every batch
+    in the first epoch only.
     """
-    model._check_x(x)
-    if y.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have one row per row of x: x has shape {tuple(x.shape)}, y {tuple(y.shape)}")
+    if check:
+        model._check_x(x)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y must have one row per row of x: x has shape {tuple(x.shape)}, y {tuple(y.shape)}")
     with local_reparameterization(guide, sample_weights=False):
         out = model.net(x)
-    ll = model.likelihood.log_likelihood(out, y)
+    if check:
+        ll = model.likelihood.log_likelihood(out, y)
+    else:
+        lik = model.likelihood
+        y = lik._cast_target(y, out)
+        ll = lik.observation_distribution(out, y).log_prob(y)
     loss = -ll.sum() * (model.dataset_size / x.shape[0])
     if beta != 0.0:
         loss = loss + beta * _fused_kl(model, guide)
@@ -441,7 +449,7 @@ def fit(
                     for p in params:
                         p.grad = None
                     with pyro.validation_enabled(False):  # inputs are checked by _fused_loss itself
-                        loss_t, ell = _fused_loss(model, guide, x, y, scale.beta)
+                        loss_t, ell = _fused_loss(model, guide, x, y, scale.beta, check=epoch == 0)
                     loss_t.backward()
                     fused_step()
                     loss = float(loss_t.detach())

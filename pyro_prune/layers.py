@@ -151,6 +151,8 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
 
 def _noise_like(mean: torch.Tensor, sample_shape: torch.Size, trailing: int) -> torch.Tensor:
     """Standard normal noise of shape ``broadcast(sample_shape + (1,) * trailing, mean.shape)``."""
+    if not sample_shape:
+        return torch.randn_like(mean)
     shape = torch.broadcast_shapes(tuple(sample_shape) + (1,) * trailing, mean.shape)
     return torch.randn(shape, dtype=mean.dtype, device=mean.device)
 

@@ -46,7 +46,7 @@ from pyro.infer.autoguide.initialization import InitMessenger, init_to_median
 from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroModule, PyroParam
 
-from ..distributions import ImproperLogUniform, molchanov_kl
+from ..distributions import ImproperLogUniform, molchanov_kl_sum
 from ..model import BayesianModel, init_from
 from .base import LOG_ALPHA_EPS, Marginal, _is_real
 
@@ -184,7 +184,7 @@ class AutoSparseVD(AutoGuide):
             kl = base.scale.log() - 0.5 * log_sigma2 + (log_sigma2.exp() + (loc - base.loc).pow(2)) / (2 * var0) - 0.5
             return kl.sum()
         if type(base) is ImproperLogUniform:
-            return molchanov_kl(log_sigma2 - (loc.pow(2) + LOG_ALPHA_EPS).log()).sum()
+            return molchanov_kl_sum(loc, log_sigma2)
         return kl_divergence(self.site_distribution(name), prior).sum()
 
     def local_reparam_moments(self, name: str) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
