@@ -218,10 +218,12 @@ def run_mnist1d(args, prior):
     split = pp.data.load_mnist1d(num_samples=4000)
     loader, _ = split.loaders(batch_size=64, seed=0)
     torch.manual_seed(0)
-    dense = train_dense(cnn1d(), loader, args.dense_epochs // 2, wd=1e-4)
+    dense = train_dense(cnn1d(), loader, args.mnist1d_dense_epochs, wd=1e-4)
     with torch.no_grad():
         res = {"dense": scores(dense(split.x_test).softmax(-1), split.y_test)}
-    res["ours"], *_ = ours(dense, split, loader, args.epochs // 2, args.warmup // 2, args.lr, split.x_test[:1], prior)
+    res["ours"], *_ = ours(
+        dense, split, loader, args.mnist1d_epochs, args.mnist1d_epochs // 4, args.lr, split.x_test[:1], prior
+    )
     sp = res["ours"]["log_alpha_3"]["sparsity"]
     res["magnitude_at_our_sparsity"] = magnitude(dense, loader, split.x_test, split.y_test, sp, 20)
     return res
@@ -259,13 +261,16 @@ def main(argv=None):
     ap.add_argument("--dense-epochs", type=int, default=100)
     ap.add_argument("--ref-epochs", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--mnist1d", action="store_true")
+    ap.add_argument("--mnist1d", action="store_true", help="also run the Conv1d network on mnist1d")
+    ap.add_argument("--mnist1d-epochs", type=int, default=100)
+    ap.add_argument("--mnist1d-dense-epochs", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="smoke run with few epochs")
     ap.add_argument("--figures", default=None, help="folder for PNG figures")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "compression.json"))
     args = ap.parse_args(argv)
     if args.quick:
         args.epochs, args.warmup, args.dense_epochs, args.ref_epochs, args.rounds = 4, 2, 4, 4, 1
+        args.mnist1d_epochs, args.mnist1d_dense_epochs = 4, 4
     torch.set_num_threads(2)
     pyro.set_rng_seed(0)
     prior = pp.distributions.LogUniform()

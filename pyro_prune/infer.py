@@ -313,7 +313,7 @@ def _fused_loss(model: BayesianModel, guide: Any, x: torch.Tensor, y: torch.Tens
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"y must have one row per row of x: x has shape {tuple(x.shape)}, y {tuple(y.shape)}")
     with local_reparameterization(guide, sample_weights=False):
-        out = model.net(x)
+        out = model.run_net(x)
     if check:
         ll = model.likelihood.log_likelihood(out, y)
     else:
@@ -437,7 +437,7 @@ def fit(
             t0 = time.perf_counter()
             if hasattr(model, "train"):
                 model.train()
-            losses, ells, nb = 0.0, 0.0, 0
+            losses, ells, nb, seen = 0.0, 0.0, 0, 0
             last = None
             for batch in batches:
                 x, y = _unpack(batch, "data", device)
@@ -463,11 +463,12 @@ def fit(
                 losses += loss
                 ells += ell if fused else recorder.mean_log_likelihood()
                 nb += 1
+                seen += x.shape[0]
                 step += 1
                 last = (x, y)
             if nb == 0:
                 raise ValueError("data yielded no batches")
-            n = n_train or (last[0].shape[0] * nb)
+            n = n_train or seen
             record: Dict[str, float] = {
                 "epoch": epoch,
                 "loss": losses / nb / n,
@@ -504,7 +505,7 @@ def _entropy(p: torch.Tensor) -> torch.Tensor:
 class Prediction:
     r"""A posterior-predictive ensemble for inputs ``x`` (``S`` samples, ``B`` inputs).
 
-    :ivar task: ``"classification"`` or ``"regression"``.
+    :ivar task: ``"classification"``, ``"regression"``, or ``"unknown"`` (raw outputs of a model without likelihood).
     :ivar outputs: raw network outputs, ``(S, B, …)``.
     :ivar samples: per-member class probabilities ``(S, B, C)`` (classification) or predictive
         means ``(S, B[, D])`` (regression).
@@ -570,19 +571,41 @@ class Prediction:
 
     def _need(self, task: str, what: str) -> None:
         if self.task != task:
-            raise AttributeError(f"{what} is defined for {task}, this prediction is {self.task}")
+            hint = " (pass likelihood=... to predict to read raw outputs)" if self.task == "unknown" else ""
+            raise AttributeError(f"{what} is defined for {task}, this prediction is {self.task}{hint}")
 
 
-def _summarize(model: Any, outputs: torch.Tensor) -> Prediction:
-    lik = getattr(model, "likelihood", None)
+def _summarize(model: Any, outputs: torch.Tensor, likelihood: Optional[Any] = None) -> Prediction:
+    lik = likelihood if likelihood is not None else getattr(model, "likelihood", None)
+    outputs = outputs.detach()
     if lik is None:
-        return Prediction("regression", outputs, outputs, torch.zeros_like(outputs))
-    if lik.task == "classification":
-        return Prediction("classification", outputs, lik.probs(outputs))
-    loc, scale = lik.mean_scale(outputs)
-    if loc.shape[-1] == 1:
-        loc, scale = loc.squeeze(-1), scale.squeeze(-1)
-    return Prediction("regression", outputs, loc, scale)
+        return Prediction("unknown", outputs, outputs)
+    with torch.no_grad():
+        if lik.task == "classification":
+            return Prediction("classification", outputs, lik.probs(outputs))
+        loc, scale = lik.mean_scale(outputs)
+        if loc.shape[-1] == 1:
+            loc, scale = loc.squeeze(-1), scale.squeeze(-1)
+        return Prediction("regression", outputs, loc.detach(), scale.detach())
+
+
+def _predictive_target(model: Any, guide: Any) -> Any:
+    """The model as ``Predictive`` should run it.
+
+    ``Predictive`` first runs the model alone to count its plates, which would draw the weights from the prior
+    (impossible for improper priors): weight sites get a placeholder there; the guide's draws replace it.
+    """
+    if guide is None or not isinstance(model, BayesianModel):
+        return model
+    weight_sites = set(model.sites)
+    dtype, device = model.dtype, model.device
+    return InitMessenger(
+        lambda site: (
+            torch.ones(site["fn"].shape(), dtype=dtype, device=device)
+            if site["name"] in weight_sites
+            else init_to_sample(site)
+        )
+    )(model)
 
 
 def predict(
@@ -592,16 +615,21 @@ def predict(
     num_samples: int = 100,
     parallel: Optional[bool] = None,
     batch_size: Optional[int] = None,
+    likelihood: Optional[Any] = None,
 ) -> Prediction:
     """Posterior-predictive ensemble of ``num_samples`` networks drawn from ``guide``.
 
-    :param model: the :class:`~pyro_prune.BayesianModel`.
+    :param model: the :class:`~pyro_prune.BayesianModel` (or a hand-written Pyro model ``model(x, y=None)``
+        returning the network output).
     :param guide: a trained guide (``None`` draws from the prior).
     :param x: inputs ``(B, …)``.
     :param num_samples: ensemble size ``S`` (>= 1).
-    :param parallel: draw all members at once through ``Predictive(parallel=True)``; default: when
-        the model is vectorizable.
-    :param batch_size: split ``x`` into chunks of this many rows (bounds memory).
+    :param parallel: draw all members at once through ``Predictive(parallel=True)``; default: for a vectorizable
+        ``BayesianModel``; hand-written models run sequentially (torch's own layers take one weight at a time).
+    :param batch_size: split ``x`` into chunks of this many rows (bounds memory); the same ``S`` networks
+        predict every chunk.
+    :param likelihood: how to read the outputs (e.g. ``pp.Categorical(N)``), for models without a
+        ``likelihood`` attribute; without one, the prediction holds raw outputs (``task="unknown"``).
     :returns: a :class:`Prediction`.
     """
     _check_int("num_samples", num_samples, 1)
@@ -615,41 +643,43 @@ def predict(
     if isinstance(guide, AutoGuide) and guide.prototype_trace is None:
         raise ValueError("guide is not initialized: fit it first (pp.fit) or call guide(x, y) once")
     if parallel is None:
-        parallel = bool(getattr(model, "vectorizable", True))
+        parallel = isinstance(model, BayesianModel) and model.vectorizable
+    if batch_size is not None:
+        _check_int("batch_size", batch_size, 1)
     ref = _model_ref(model)
     if ref is not None:
         x = x.to(ref.device)
-    if batch_size is not None:
-        _check_int("batch_size", batch_size, 1)
-        parts = [predict(model, guide, xb, num_samples, parallel).outputs for xb in x.split(batch_size)]
-        return _summarize(model, torch.cat(parts, 1))
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
-        target = model
-        if guide is not None and isinstance(model, BayesianModel):
-            # Predictive first runs the model alone to count its plates: weight sites then take a feasible
-            # placeholder instead of a prior draw (improper priors have none); the guide's draws replace it.
-            weight_sites = set(model.sites)
-            dtype, device = model.dtype, model.device
-            target = InitMessenger(
-                lambda site: torch.ones(site["fn"].shape(), dtype=dtype, device=device)
-                if site["name"] in weight_sites
-                else init_to_sample(site)
-            )(model)
-        pred = Predictive(target, guide=guide, num_samples=num_samples, parallel=parallel, return_sites=("_RETURN",))
+        target = _predictive_target(model, guide)
         with torch.no_grad():
-            out = pred(x)["_RETURN"]
+            if batch_size is None or batch_size >= x.shape[0]:
+                out = Predictive(target, guide=guide, num_samples=num_samples, parallel=parallel,
+                                 return_sites=("_RETURN",))(x)["_RETURN"]  # fmt: skip
+            else:
+                # draw the S networks once, then run every chunk through the same networks
+                draws = Predictive(guide, num_samples=num_samples, parallel=parallel)(x[:batch_size])
+                draws = {k: v for k, v in draws.items() if k not in ("obs", "data")}
+                run = Predictive(target, posterior_samples=draws, parallel=parallel, return_sites=("_RETURN",))
+                out = torch.cat([run(xb)["_RETURN"] for xb in x.split(batch_size)], 1)
     finally:
         if was_training:
             model.train()
     if out.shape[0] != num_samples:  # a model that ignores the samples (e.g. no latent sites)
         out = out.expand((num_samples,) + out.shape)
-    return _summarize(model, out)
+    return _summarize(model, out, likelihood)
 
 
-def evaluate(model: Callable, guide: Optional[Callable], data: Batches, num_samples: int = 100) -> Dict[str, float]:
+def evaluate(
+    model: Callable,
+    guide: Optional[Callable],
+    data: Batches,
+    num_samples: int = 100,
+    parallel: Optional[bool] = None,
+    likelihood: Optional[Any] = None,
+) -> Dict[str, float]:
     """Score the posterior-predictive ensemble on ``data``.
 
     Classification: ``accuracy``, ``nll``, ``ece`` (15 bins), ``brier`` of the averaged probabilities.
@@ -663,11 +693,13 @@ def evaluate(model: Callable, guide: Optional[Callable], data: Batches, num_samp
     preds, ys = [], []
     for batch in as_batches(data):
         x, y = _unpack(batch, "data", None)
-        preds.append(predict(model, guide, x, num_samples))
+        preds.append(predict(model, guide, x, num_samples, parallel=parallel, likelihood=likelihood))
         ys.append(y)
     if not preds:
         raise ValueError("data yielded no batches")
     y = torch.cat(ys).to(preds[0].samples.device)
+    if preds[0].task == "unknown":
+        raise ValueError("the model has no likelihood to score its outputs with: pass likelihood=pp.Categorical(N) ...")
     if preds[0].task == "classification":
         probs = torch.cat([p.probs for p in preds])
         return _metrics.classification_metrics(probs, y.long())

@@ -63,15 +63,18 @@ class Likelihood(PyroModule):
         :returns: the observed or sampled targets.
         """
         batch = y.shape[0] if y is not None else self._batch_size(output)
-        if batch > self.dataset_size:
-            raise ValueError(
-                f"dataset_size ({self.dataset_size}) is smaller than the batch ({batch}); "
-                "pass the number of training examples as dataset_size"
-            )
+        size = self.dataset_size
         if y is not None:
+            if batch > size:
+                raise ValueError(
+                    f"dataset_size ({size}) is smaller than the batch ({batch}); "
+                    "pass the number of training examples as dataset_size"
+                )
             self.check_target(y, output)
+        else:
+            size = max(size, batch)  # predicting: any number of inputs (the plate's scale is not used)
         fn = self.observation_distribution(output, y)
-        with pyro.plate("data", self.dataset_size, subsample_size=batch, dim=-1):
+        with pyro.plate("data", size, subsample_size=batch, dim=-1):
             return pyro.sample(OBS_SITE, fn, obs=y)
 
     def observation_distribution(self, output: torch.Tensor, y: Optional[torch.Tensor]) -> dist.Distribution:

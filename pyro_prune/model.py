@@ -60,6 +60,57 @@ POINT_ESTIMATE_MODULES = (
 #: Point-estimate modules that cannot take inputs with leading sample dimensions.
 _BATCH_FIRST_MODULES = (nn.modules.batchnorm._NormBase, nn.GroupNorm)
 
+#: Parameter-free modules that expect ``(B, C, ...)`` inputs: under sample dimensions their input is folded to
+#: ``(S·B, C, ...)`` and their output unfolded back to ``S + (B, ...)`` (forward hooks set by ``bayesianize``).
+FOLDED_MODULES = (
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._LPPoolNd,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Upsample,
+    nn.PixelShuffle,
+    nn.PixelUnshuffle,
+    nn.ChannelShuffle,
+    nn.Softmax,
+    nn.LogSoftmax,
+    nn.Softmin,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+)
+
+
+class _SampleDims:
+    """Number of leading sample dimensions of the activations in the current forward pass (0: none)."""
+
+    k = 0
+
+
+def _note_sample_dims(k: int) -> None:
+    if k > _SampleDims.k:
+        _SampleDims.k = k
+
+
+def _fold_pre_hook(module: nn.Module, args):
+    k = _SampleDims.k
+    x = args[0]
+    if k == 0 or not torch.is_tensor(x) or x.dim() <= k + 1:
+        module._pp_folded = None
+        return None
+    module._pp_folded = x.shape[: k + 1]
+    return (x.reshape((-1,) + x.shape[k + 1 :]),) + tuple(args[1:])
+
+
+def _fold_hook(module: nn.Module, args, out):
+    lead = getattr(module, "_pp_folded", None)
+    if lead is None:
+        return None
+    module._pp_folded = None
+    return out.reshape(lead + out.shape[1:])
+
 
 @dataclass(frozen=True)
 class SiteInfo:
@@ -132,8 +183,10 @@ class _BayesianLayer:
         nd = w.dim() - self.weight_event_dim
         if nd > 0 and w.shape[nd - 1] == 1:
             w = w.squeeze(nd - 1)
+            nd -= 1
         if b is not None and b.dim() > 1 and b.shape[-2] == 1:
             b = b.squeeze(-2)
+        _note_sample_dims(nd)
         return w, b
 
     def _lrt(self, x: torch.Tensor):
@@ -149,7 +202,7 @@ class _BayesianLayer:
         if moments is None:
             return None
         if layers.local_reparam_samples_weights():
-            w, b = self._weights(x)
+            w, b = self._weights(x)  # notes the sample dims
             return moments[0], moments[1], b, None, w.shape[: w.dim() - self.weight_event_dim]
         if x.dtype != self._pp_ref.dtype:
             raise TypeError(f"x has dtype {x.dtype} but the model is {self._pp_ref.dtype}; call model.to({x.dtype})")
@@ -362,6 +415,14 @@ class BayesianModel(PyroModule):
         if x.dim() == 0:
             raise ValueError("x must have a batch dimension, got a scalar")
 
+    def run_net(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the network alone (no likelihood), tracking the activations' leading sample dimensions."""
+        _SampleDims.k = 0
+        try:
+            return self.net(x)
+        finally:
+            _SampleDims.k = 0
+
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Run the network and observe ``y`` inside ``pyro.plate("data", N, subsample_size=len(x))``.
 
@@ -376,7 +437,7 @@ class BayesianModel(PyroModule):
             if y.dim() == 0 or y.shape[0] != x.shape[0]:
                 raise ValueError(f"y must have one row per row of x: x has shape {tuple(x.shape)}, y {tuple(y.shape)}")
         try:
-            out = self.net(x)
+            out = self.run_net(x)
         except RuntimeError as e:
             if "shape" in str(e) or "size" in str(e) or "channels" in str(e):
                 raise ValueError(f"x of shape {tuple(x.shape)} does not fit the network: {e}") from e
@@ -469,6 +530,11 @@ def bayesianize(
         _replace_module(net, mname, new)  # plain nn.Module setattr keeps the children's order
         for pn in priors:
             sites[full[pn]] = SiteInfo(full[pn], mname, pn, new.kind, dict(own)[pn].shape, *_fans(module))
+    for module in net.modules():
+        if isinstance(module, FOLDED_MODULES) and (not isinstance(module, (nn.Softmax, nn.LogSoftmax, nn.Softmin))
+                                                   or (module.dim is not None and module.dim >= 0)):  # fmt: skip
+            module.register_forward_pre_hook(_fold_pre_hook)
+            module.register_forward_hook(_fold_hook)
     to_pyro_module_(net)
     for mname, module, own, full in others:
         covered = False

@@ -206,3 +206,48 @@ def test_bad_arguments_raise():
     with pytest.warns(UserWarning, match="dataset_size"):
         wrong = pp.bayesianize(nn.Sequential(nn.Linear(3, 2)), dist.Normal(0.0, 1.0), pp.Categorical(1000))
         pp.fit(wrong, AutoNormal(wrong), loader, epochs=1, progress=False)
+
+
+def test_hand_written_pyro_module_predict_and_evaluate_with_a_likelihood():
+    from pyro.nn import PyroModule, PyroSample
+
+    class Hand(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.fc = PyroModule[nn.Linear](3, 2)
+            self.fc.weight = PyroSample(dist.Normal(0.0, 1.0).expand([2, 3]).to_event(2))
+            self.fc.bias = PyroSample(dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+
+        def forward(self, x, y=None):
+            logits = self.fc(x)
+            with pyro.plate("data", 40, subsample_size=len(x)):
+                pyro.sample("obs", dist.Categorical(logits=logits), obs=y)
+            return logits
+
+    model, loader, x, y = small_problem()
+    pyro.clear_param_store()
+    hand = Hand()
+    guide = AutoNormal(hand)
+    h = pp.fit(hand, guide, loader, epochs=2, progress=False)
+    assert math.isfinite(h["loss"][-1])
+    raw = pp.predict(hand, guide, x, num_samples=4)  # sequential by default for hand-written models
+    assert raw.task == "unknown" and raw.outputs.shape == (4, 40, 2)
+    with pytest.raises(AttributeError, match="likelihood"):
+        _ = raw.probs
+    with pytest.raises(ValueError, match="likelihood"):
+        pp.evaluate(hand, guide, loader, num_samples=4)
+    scores = pp.evaluate(hand, guide, loader, num_samples=4, likelihood=pp.Categorical(40))
+    assert 0 <= scores["accuracy"] <= 1
+
+
+def test_predict_more_inputs_than_dataset_size_and_chunks_share_networks():
+    reg = pp.bayesianize(nn.Sequential(nn.Linear(1, 1)), dist.Normal(0.0, 1.0), pp.Gaussian(5, scale=0.3))
+    g = AutoNormal(reg, init_scale=0.5)
+    g(torch.zeros(5, 1), torch.zeros(5))
+    xr = torch.linspace(-1, 1, 12).unsqueeze(-1)
+    p = pp.predict(reg, g, xr, num_samples=6, batch_size=5)  # 12 inputs > dataset_size 5, three chunks
+    assert p.samples.shape == (6, 12)
+    # each member is one affine network across all chunks: constant slope
+    slopes = p.samples.diff(dim=1) / xr.squeeze(-1).diff()
+    assert_close(slopes, slopes[:, :1].expand_as(slopes), rtol=1e-4, atol=1e-5)
+    assert not p.std.requires_grad

@@ -217,3 +217,33 @@ def test_trace_elbo_with_batchnorm_model_runs_sequentially():
     guide = AutoNormal(model)
     loss = Trace_ELBO().loss(model, guide, torch.randn(6, 4), torch.randint(0, 3, (6,)))
     assert loss == loss
+
+
+class PoolNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
+                                  nn.Conv1d(4, 4, 3, padding=1), nn.ReLU(), nn.AvgPool1d(2), nn.Flatten())  # fmt: skip
+        self.head = nn.Linear(4 * 2, 3)
+
+    def forward(self, x):
+        return self.head(self.body(x)).log_softmax(-1)
+
+
+def test_pooling_and_flatten_fold_sample_dims():
+    """Pooling/Flatten modules take (B, C, L) only: under sample dims their inputs are folded and unfolded."""
+    model = pp.bayesianize(PoolNet(), dist.Normal(0.0, 1.0), pp.Categorical(20))
+    assert model.vectorizable
+    guide = AutoNormal(model)
+    x, y = torch.randn(5, 1, 8), torch.randint(0, 3, (5,))
+    guide(x, y)
+    pyro.set_rng_seed(1)
+    w = Predictive(model, guide=guide, num_samples=4, parallel=True, return_sites=list(model.sites))(x)
+    pyro.set_rng_seed(1)
+    par = Predictive(model, guide=guide, num_samples=4, parallel=True, return_sites=["_RETURN"])(x)["_RETURN"]
+    assert par.shape == (4, 5, 3)
+    for s in range(4):
+        cond = pyro.poutine.condition(model, {k: v[s] for k, v in w.items()})
+        assert_close(cond(x), par[s], rtol=1e-4, atol=1e-5)
+    elbo = RenyiELBO(alpha=0.5, num_particles=3, vectorize_particles=True, max_plate_nesting=1)
+    assert torch.isfinite(torch.tensor(elbo.loss(model, guide, x, y)))

@@ -1,4 +1,5 @@
 """End to end on digits: pre-train, AutoSparseVD with the log-uniform prior, prune, score."""
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
