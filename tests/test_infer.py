@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 from pyro.infer import RenyiELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
-from pyro_prune.data import load_digits
 
 import pyro_prune as pp
+from pyro_prune.data import load_digits
 from pyro_prune.infer import _make_elbo
 from tests.helpers import assert_close
 
