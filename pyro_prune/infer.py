@@ -314,12 +314,7 @@ def _fused_loss(model: BayesianModel, guide: Any, x: torch.Tensor, y: torch.Tens
             raise ValueError(f"y must have one row per row of x: x has shape {tuple(x.shape)}, y {tuple(y.shape)}")
     with local_reparameterization(guide, sample_weights=False):
         out = model.run_net(x)
-    if check:
-        ll = model.likelihood.log_likelihood(out, y)
-    else:
-        lik = model.likelihood
-        y = lik._cast_target(y, out)
-        ll = lik.observation_distribution(out, y).log_prob(y)
+    ll = model.likelihood.log_likelihood(out, y, check=check)
     loss = -ll.sum() * (model.dataset_size / x.shape[0])
     if beta != 0.0:
         loss = loss + beta * _fused_kl(model, guide)
@@ -354,6 +349,7 @@ def fit(
     lr: float = 1e-3,
     optimizer: Optional[pyro.optim.PyroOptim] = None,
     kl_warmup: int = 0,
+    kl_weight: float = 1.0,
     val_data: Optional[Batches] = None,
     callbacks: Sequence[Callable] = (),
     progress: bool = True,
@@ -371,6 +367,8 @@ def fit(
     :param optimizer: a ``pyro.optim`` optimizer.
     :param kl_warmup: epochs over which the KL weight :math:`\beta` ramps linearly from 0 to 1
         (per step); 0 disables warm-up.
+    :param kl_weight: final weight :math:`\beta` of the KL term (1: the ELBO; below 1: a tempered posterior that
+        trades sparsity for data fit).
     :param val_data: optional validation batches, scored by :func:`evaluate` after each epoch.
     :param callbacks: callables ``cb(epoch, record, model, guide)``; returning ``True`` stops training.
     :param progress: show a tqdm progress bar.
@@ -381,6 +379,7 @@ def fit(
     alpha = _check_float("alpha", alpha)
     _check_int("num_particles", num_particles, 1)
     _check_int("kl_warmup", kl_warmup, 0)
+    kl_weight = _check_float("kl_weight", kl_weight, positive=True)
     _check_int("val_samples", val_samples, 1)
     if optimizer is None:
         lr = _check_float("lr", lr, positive=True)
@@ -420,6 +419,21 @@ def fit(
     if fused:
         params = list({id(p): p for p in [*guide.parameters(), *model.parameters()]}.values())
         fused_step = _fused_optimizer(optimizer, params)
+
+    def train_step(x: torch.Tensor, y: torch.Tensor, check: bool) -> Tuple[float, float]:
+        """One optimizer step; returns the loss and the mean log-likelihood of the batch."""
+        if fused:
+            for p in params:
+                p.grad = None
+            with pyro.validation_enabled(False):  # the data are checked by _fused_loss in the first epoch
+                loss_t, ell = _fused_loss(model, guide, x, y, scale.beta, check=check)
+            loss_t.backward()
+            fused_step()
+            return float(loss_t.detach()), ell
+        with local_reparameterization(guide) if use_lrt else contextlib.nullcontext():
+            loss = svi.step(x, y)
+        return loss, recorder.mean_log_likelihood()
+
     try:
         steps_per_epoch: Optional[int] = len(batches)  # type: ignore[arg-type]
     except TypeError:
@@ -441,27 +455,15 @@ def fit(
             last = None
             for batch in batches:
                 x, y = _unpack(batch, "data", device)
+                ramp = 1.0
                 if kl_warmup:
-                    scale.beta = min(
-                        1.0, step / (kl_warmup * steps_per_epoch) if steps_per_epoch else epoch / kl_warmup
-                    )
-                if fused:
-                    for p in params:
-                        p.grad = None
-                    with pyro.validation_enabled(False):  # inputs are checked by _fused_loss itself
-                        loss_t, ell = _fused_loss(model, guide, x, y, scale.beta, check=epoch == 0)
-                    loss_t.backward()
-                    fused_step()
-                    loss = float(loss_t.detach())
-                elif use_lrt:
-                    with local_reparameterization(guide):
-                        loss = svi.step(x, y)
-                else:
-                    loss = svi.step(x, y)
+                    ramp = min(1.0, step / (kl_warmup * steps_per_epoch) if steps_per_epoch else epoch / kl_warmup)
+                scale.beta = kl_weight * ramp
+                loss, ell = train_step(x, y, check=epoch == 0)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss} at epoch {epoch}, step {step}; try a smaller lr")
                 losses += loss
-                ells += ell if fused else recorder.mean_log_likelihood()
+                ells += ell
                 nb += 1
                 seen += x.shape[0]
                 step += 1

@@ -81,14 +81,16 @@ class Likelihood(PyroModule):
         """The distribution the ``obs`` site uses for ``output`` (and the shape of ``y``, when given)."""
         return self.distribution(output)
 
-    def log_likelihood(self, output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        r"""Per-example :math:`\log p(y_b \mid f_b)` (shape ``S + (B,)``), with the same checks as ``forward``."""
-        if y.shape[0] > self.dataset_size:
-            raise ValueError(
-                f"dataset_size ({self.dataset_size}) is smaller than the batch ({y.shape[0]}); "
-                "pass the number of training examples as dataset_size"
-            )
-        self.check_target(y, output)
+    def log_likelihood(self, output: torch.Tensor, y: torch.Tensor, check: bool = True) -> torch.Tensor:
+        r"""Per-example :math:`\log p(y_b \mid f_b)` (shape ``S + (B,)``), with the same checks as ``forward``
+        (``check=False`` skips them, for data already checked)."""
+        if check:
+            if y.shape[0] > self.dataset_size:
+                raise ValueError(
+                    f"dataset_size ({self.dataset_size}) is smaller than the batch ({y.shape[0]}); "
+                    "pass the number of training examples as dataset_size"
+                )
+            self.check_target(y, output)
         y = self._cast_target(y, output)
         return self.observation_distribution(output, y).log_prob(y)
 

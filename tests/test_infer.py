@@ -251,3 +251,14 @@ def test_predict_more_inputs_than_dataset_size_and_chunks_share_networks():
     slopes = p.samples.diff(dim=1) / xr.squeeze(-1).diff()
     assert_close(slopes, slopes[:, :1].expand_as(slopes), rtol=1e-4, atol=1e-5)
     assert not p.std.requires_grad
+
+
+def test_kl_weight_tempers_the_kl_term():
+    model, loader, *_ = small_problem()
+    guide = AutoNormal(model)
+    seen = []
+    pp.fit(model, guide, loader, epochs=3, kl_warmup=1, kl_weight=0.25, progress=False,
+           callbacks=[lambda e, r, m, g: seen.append(r["beta"])])  # fmt: skip
+    assert seen == [0.25 * 3 / 4, 0.25, 0.25]
+    with pytest.raises(ValueError, match="kl_weight"):
+        pp.fit(model, guide, loader, epochs=1, kl_weight=0.0, progress=False)
