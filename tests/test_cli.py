@@ -1,4 +1,5 @@
 """The pyro-prune command on the embedded digits, in a few epochs."""
+
 import json
 
 import pytest
