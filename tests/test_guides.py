@@ -162,3 +162,15 @@ def test_fast_kl_equals_registered_kl_for_log_uniform_prior():
         fast = vd.kl(name, model.prior(name))
         slow = kl_divergence(vd.site_distribution(name), model.prior(name))
         assert_close(fast, slow, rtol=1e-5)
+
+
+def test_sparse_vd_fit_predict_prune_in_float64():
+    net, model, x, y = problem(dtype=torch.float64)
+    model = pp.bayesianize(net, pp.LogUniform(), pp.Categorical(30))
+    vd = pp.AutoSparseVD(model)
+    h = pp.fit(model, vd, (x, y), epochs=3, progress=False)
+    assert math.isfinite(h["loss"][-1])
+    assert vd.median()["0.weight"].dtype == torch.float64
+    res = pp.prune(model, vd, pp.rules.LogAlpha(3.0))
+    assert res.module[0].weight.dtype == torch.float64
+    assert pp.predict(model, res.guide, x, num_samples=4).probs.dtype == torch.float64
