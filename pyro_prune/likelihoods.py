@@ -114,6 +114,13 @@ class Categorical(Likelihood):
     def distribution(self, output: torch.Tensor) -> dist.Distribution:
         return dist.Categorical(logits=output)
 
+    def log_likelihood(self, output: torch.Tensor, y: torch.Tensor, check: bool = True) -> torch.Tensor:
+        if output.dim() == 2:  # one network: the cross-entropy kernel, same value as Categorical(logits).log_prob
+            if check:
+                super().log_likelihood(output, y, check=True)  # the checks
+            return -torch.nn.functional.cross_entropy(output, y, reduction="none")
+        return super().log_likelihood(output, y, check)
+
     def _batch_size(self, output: torch.Tensor) -> int:
         return output.shape[-2]
 

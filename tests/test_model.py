@@ -247,3 +247,14 @@ def test_pooling_and_flatten_fold_sample_dims():
         assert_close(cond(x), par[s], rtol=1e-4, atol=1e-5)
     elbo = RenyiELBO(alpha=0.5, num_particles=3, vectorize_particles=True, max_plate_nesting=1)
     assert torch.isfinite(torch.tensor(elbo.loss(model, guide, x, y)))
+
+
+def test_categorical_log_likelihood_fast_path_equals_distribution():
+    lik = pp.Categorical(10)
+    out, y = torch.randn(6, 4), torch.randint(0, 4, (6,))
+    assert_close(lik.log_likelihood(out, y), dist.Categorical(logits=out).log_prob(y), rtol=1e-6, atol=1e-6)
+    assert_close(lik.log_likelihood(out, y, check=False), dist.Categorical(logits=out).log_prob(y), rtol=1e-6)
+    with pytest.raises(ValueError, match="labels outside"):
+        lik.log_likelihood(out, torch.full((6,), 7))
+    batched = torch.randn(3, 6, 4)
+    assert lik.log_likelihood(batched, y).shape == (3, 6)
