@@ -9,9 +9,10 @@ from __future__ import annotations
 from . import data, distributions, guides, layers, likelihoods, metrics, plots, rules
 from .distributions import HalfCauchyScaleMixture, Horseshoe, ImproperLogUniform, LogUniform, LogUniformScaleMixture
 from .guides import AutoSparseVD, Marginal, marginals
-from .infer import EarlyStopping, History, Prediction, evaluate, fit, predict
+from .infer import EarlyStopping, History, fit
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from .model import BayesianModel, SiteInfo, bayesianize, init_from
+from .prediction import Prediction, evaluate, predict
 from .prune import CompressionReport, PruneResult, prune
 
 __version__ = "0.1.0"

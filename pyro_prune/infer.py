@@ -20,11 +20,7 @@ and is non-increasing in :math:`\alpha`.  **KL warm-up** multiplies the log dens
 latent site (prior and guide) by :math:`\beta`, rising linearly from 0 to 1 over ``kl_warmup``
 epochs (Sønderby et al. 2016; Molchanov et al. 2017).
 
-**Prediction.** ``predict`` draws ``S`` whole networks from the guide with
-``pyro.infer.Predictive(parallel=True)`` and averages: class probabilities
-:math:`\bar p = \frac1S\sum_s \mathrm{softmax}(f_{w_s}(x))`, predictive entropy
-:math:`H[\bar p]`, mutual information :math:`H[\bar p] - \frac1S\sum_s H[p_s]`; for regression
-the mean, the epistemic std (spread of the sampled means) and the aleatoric std.
+``predict`` and ``evaluate`` live in :mod:`pyro_prune.prediction` (re-exported here).
 
 References
 
@@ -35,118 +31,28 @@ References
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import pyro
 import pyro.optim
 import torch
-from pyro.infer import SVI, Predictive, RenyiELBO, TraceMeanField_ELBO
+from pyro.infer import SVI, RenyiELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoGuide
-from pyro.infer.autoguide.initialization import InitMessenger, init_to_sample
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
-from . import metrics as _metrics
+from ._checks import Batches, _check_float, _check_guide, _check_int, _model_ref, _unpack, as_batches
 from .layers import local_reparameterization
 from .likelihoods import OBS_SITE
 from .model import BayesianModel
+from .prediction import Prediction, evaluate, predict
 
 __all__ = ["fit", "predict", "evaluate", "History", "Prediction", "EarlyStopping", "kl_term", "as_batches"]
-
-Batches = Union[Iterable[Tuple[torch.Tensor, torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
-
-
-# --------------------------------------------------------------------------------------------------
-# argument checks
-# --------------------------------------------------------------------------------------------------
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return value
-
-
-def _check_float(name: str, value: Any, positive: bool = False, nonneg: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if nonneg and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
-def _unwrap_model(fn: Any, depth: int = 8) -> Any:
-    """The model inside Pyro's handler wrappers (``functools.partial`` objects made by messengers)."""
-    for _ in range(depth):
-        if not isinstance(fn, functools.partial):
-            return fn
-        inner = [a for a in fn.args if callable(a)]
-        if not inner:
-            return fn
-        fn = inner[-1]
-    return fn
-
-
-def _check_guide(model: Any, guide: Any) -> None:
-    if guide is None:
-        return
-    if not callable(guide):
-        raise TypeError(f"guide must be a callable Pyro guide (e.g. an AutoGuide), got {type(guide).__name__}")
-    if isinstance(guide, AutoGuide):
-        inner = _unwrap_model(guide.model)
-        if isinstance(inner, BayesianModel) and inner is not model:
-            raise ValueError("guide was built for another model; build it with this model, e.g. AutoNormal(model)")
-        trace = guide.prototype_trace
-        if trace is not None and isinstance(model, BayesianModel):
-            latent = {n for n, s in trace.iter_stochastic_nodes()}
-            if latent and latent != set(model.sites):
-                raise ValueError(
-                    f"guide was built for another model: its sites {sorted(latent)[:4]}... differ from the model's "
-                    f"{sorted(model.sites)[:4]}..."
-                )
-
-
-def as_batches(data: Batches, name: str = "data") -> Iterable[Tuple[torch.Tensor, torch.Tensor]]:
-    """Accept a ``DataLoader`` (or any iterable of ``(x, y)`` batches) or one ``(x, y)`` tuple."""
-    if isinstance(data, tuple) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
-        x, y = data
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"{name}: x and y have different lengths ({x.shape[0]} and {y.shape[0]})")
-        return [(x, y)]
-    if torch.is_tensor(data) or not isinstance(data, Iterable):
-        raise TypeError(f"{name} must be a DataLoader / iterable of (x, y) batches or an (x, y) tuple")
-    return data
-
-
-def _unpack(batch: Any, name: str, device: Optional[torch.device]):
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise TypeError(f"{name} must yield (x, y) pairs, got {type(batch).__name__}")
-    x, y = batch
-    if not (torch.is_tensor(x) and torch.is_tensor(y)):
-        raise TypeError(f"{name} must yield tensors, got {type(x).__name__} and {type(y).__name__}")
-    if device is not None:
-        x, y = x.to(device), y.to(device)
-    return x, y
-
-
-def _model_ref(model: Any) -> Optional[torch.Tensor]:
-    if isinstance(model, torch.nn.Module):
-        for b in model.buffers():
-            return b
-        for p in model.parameters():
-            return p
-    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -499,212 +405,3 @@ def fit(
 # --------------------------------------------------------------------------------------------------
 # predict and evaluate
 # --------------------------------------------------------------------------------------------------
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    return -(p * p.clamp_min(1e-12).log()).sum(-1)
-
-
-@dataclass
-class Prediction:
-    r"""A posterior-predictive ensemble for inputs ``x`` (``S`` samples, ``B`` inputs).
-
-    :ivar task: ``"classification"``, ``"regression"``, or ``"unknown"`` (raw outputs of a model without likelihood).
-    :ivar outputs: raw network outputs, ``(S, B, …)``.
-    :ivar samples: per-member class probabilities ``(S, B, C)`` (classification) or predictive
-        means ``(S, B[, D])`` (regression).
-    :ivar scales: per-member aleatoric stds ``(S, B[, D])`` (regression only).
-    """
-
-    task: str
-    outputs: torch.Tensor
-    samples: torch.Tensor
-    scales: Optional[torch.Tensor] = None
-
-    @property
-    def num_samples(self) -> int:
-        return self.samples.shape[0]
-
-    # classification --------------------------------------------------------------------------------
-    @property
-    def probs(self) -> torch.Tensor:
-        r"""Ensemble-averaged class probabilities :math:`\bar p`, ``(B, C)``."""
-        self._need("classification", "probs")
-        return self.samples.mean(0)
-
-    @property
-    def labels(self) -> torch.Tensor:
-        """Predicted classes ``argmax p̄``, ``(B,)``."""
-        return self.probs.argmax(-1)
-
-    @property
-    def entropy(self) -> torch.Tensor:
-        r"""Predictive entropy :math:`H[\bar p]` (total uncertainty), ``(B,)``."""
-        return _entropy(self.probs)
-
-    @property
-    def mutual_information(self) -> torch.Tensor:
-        r"""Epistemic uncertainty :math:`H[\bar p] - \frac1S \sum_s H[p_s]`, ``(B,)``."""
-        self._need("classification", "mutual_information")
-        return (self.entropy - _entropy(self.samples).mean(0)).clamp_min(0)
-
-    # both -------------------------------------------------------------------------------------------
-    @property
-    def mean(self) -> torch.Tensor:
-        """Class probabilities (classification) or the predictive mean (regression)."""
-        return self.samples.mean(0)
-
-    # regression ------------------------------------------------------------------------------------
-    @property
-    def epistemic_std(self) -> torch.Tensor:
-        """Std of the sampled means (model uncertainty)."""
-        self._need("regression", "epistemic_std")
-        return self.samples.std(0, unbiased=False)
-
-    @property
-    def aleatoric_std(self) -> torch.Tensor:
-        r"""Noise std :math:`\sqrt{\frac1S \sum_s \sigma_s^2}`."""
-        self._need("regression", "aleatoric_std")
-        return self.scales.pow(2).mean(0).sqrt()
-
-    @property
-    def std(self) -> torch.Tensor:
-        """Total predictive std (law of total variance)."""
-        self._need("regression", "std")
-        return (self.epistemic_std.pow(2) + self.aleatoric_std.pow(2)).sqrt()
-
-    def _need(self, task: str, what: str) -> None:
-        if self.task != task:
-            hint = " (pass likelihood=... to predict to read raw outputs)" if self.task == "unknown" else ""
-            raise AttributeError(f"{what} is defined for {task}, this prediction is {self.task}{hint}")
-
-
-def _summarize(model: Any, outputs: torch.Tensor, likelihood: Optional[Any] = None) -> Prediction:
-    lik = likelihood if likelihood is not None else getattr(model, "likelihood", None)
-    outputs = outputs.detach()
-    if lik is None:
-        return Prediction("unknown", outputs, outputs)
-    with torch.no_grad():
-        if lik.task == "classification":
-            return Prediction("classification", outputs, lik.probs(outputs))
-        loc, scale = lik.mean_scale(outputs)
-        if loc.shape[-1] == 1:
-            loc, scale = loc.squeeze(-1), scale.squeeze(-1)
-        return Prediction("regression", outputs, loc.detach(), scale.detach())
-
-
-def _predictive_target(model: Any, guide: Any) -> Any:
-    """The model as ``Predictive`` should run it.
-
-    ``Predictive`` first runs the model alone to count its plates, which would draw the weights from the prior
-    (impossible for improper priors): weight sites get a placeholder there; the guide's draws replace it.
-    """
-    if guide is None or not isinstance(model, BayesianModel):
-        return model
-    weight_sites = set(model.sites)
-    dtype, device = model.dtype, model.device
-    return InitMessenger(
-        lambda site: (
-            torch.ones(site["fn"].shape(), dtype=dtype, device=device)
-            if site["name"] in weight_sites
-            else init_to_sample(site)
-        )
-    )(model)
-
-
-def predict(
-    model: Callable,
-    guide: Optional[Callable],
-    x: torch.Tensor,
-    num_samples: int = 100,
-    parallel: Optional[bool] = None,
-    batch_size: Optional[int] = None,
-    likelihood: Optional[Any] = None,
-) -> Prediction:
-    """Posterior-predictive ensemble of ``num_samples`` networks drawn from ``guide``.
-
-    :param model: the :class:`~pyro_prune.BayesianModel` (or a hand-written Pyro model ``model(x, y=None)``
-        returning the network output).
-    :param guide: a trained guide (``None`` draws from the prior).
-    :param x: inputs ``(B, …)``.
-    :param num_samples: ensemble size ``S`` (>= 1).
-    :param parallel: draw all members at once through ``Predictive(parallel=True)``; default: for a vectorizable
-        ``BayesianModel``; hand-written models run sequentially (torch's own layers take one weight at a time).
-    :param batch_size: split ``x`` into chunks of this many rows (bounds memory); the same ``S`` networks
-        predict every chunk.
-    :param likelihood: how to read the outputs (e.g. ``pp.Categorical(N)``), for models without a
-        ``likelihood`` attribute; without one, the prediction holds raw outputs (``task="unknown"``).
-    :returns: a :class:`Prediction`.
-    """
-    _check_int("num_samples", num_samples, 1)
-    if not torch.is_tensor(x):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() == 0 or x.shape[0] == 0:
-        raise ValueError(f"x must be a non-empty batch, got shape {tuple(x.shape)}")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains NaN or inf")
-    _check_guide(model, guide)
-    if isinstance(guide, AutoGuide) and guide.prototype_trace is None:
-        raise ValueError("guide is not initialized: fit it first (pp.fit) or call guide(x, y) once")
-    if parallel is None:
-        parallel = isinstance(model, BayesianModel) and model.vectorizable
-    if batch_size is not None:
-        _check_int("batch_size", batch_size, 1)
-    ref = _model_ref(model)
-    if ref is not None:
-        x = x.to(ref.device)
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    try:
-        target = _predictive_target(model, guide)
-        with torch.no_grad():
-            if batch_size is None or batch_size >= x.shape[0]:
-                out = Predictive(target, guide=guide, num_samples=num_samples, parallel=parallel,
-                                 return_sites=("_RETURN",))(x)["_RETURN"]  # fmt: skip
-            else:
-                # draw the S networks once, then run every chunk through the same networks
-                draws = Predictive(guide, num_samples=num_samples, parallel=parallel)(x[:batch_size])
-                draws = {k: v for k, v in draws.items() if k not in ("obs", "data")}
-                run = Predictive(target, posterior_samples=draws, parallel=parallel, return_sites=("_RETURN",))
-                out = torch.cat([run(xb)["_RETURN"] for xb in x.split(batch_size)], 1)
-    finally:
-        if was_training:
-            model.train()
-    if out.shape[0] != num_samples:  # a model that ignores the samples (e.g. no latent sites)
-        out = out.expand((num_samples,) + out.shape)
-    return _summarize(model, out, likelihood)
-
-
-def evaluate(
-    model: Callable,
-    guide: Optional[Callable],
-    data: Batches,
-    num_samples: int = 100,
-    parallel: Optional[bool] = None,
-    likelihood: Optional[Any] = None,
-) -> Dict[str, float]:
-    """Score the posterior-predictive ensemble on ``data``.
-
-    Classification: ``accuracy``, ``nll``, ``ece`` (15 bins), ``brier`` of the averaged probabilities.
-    Regression: ``rmse`` and the Gaussian ``nll`` of the moment-matched predictive
-    :math:`\\mathcal N(\\bar\\mu, \\sigma^2_{epi} + \\sigma^2_{ale})`.
-
-    :param data: a ``DataLoader`` of ``(x, y)`` batches or one ``(x, y)`` tuple.
-    :returns: a dict of floats.
-    """
-    _check_int("num_samples", num_samples, 1)
-    preds, ys = [], []
-    for batch in as_batches(data):
-        x, y = _unpack(batch, "data", None)
-        preds.append(predict(model, guide, x, num_samples, parallel=parallel, likelihood=likelihood))
-        ys.append(y)
-    if not preds:
-        raise ValueError("data yielded no batches")
-    y = torch.cat(ys).to(preds[0].samples.device)
-    if preds[0].task == "unknown":
-        raise ValueError("the model has no likelihood to score its outputs with: pass likelihood=pp.Categorical(N) ...")
-    if preds[0].task == "classification":
-        probs = torch.cat([p.probs for p in preds])
-        return _metrics.classification_metrics(probs, y.long())
-    mean = torch.cat([p.mean for p in preds])
-    std = torch.cat([p.std for p in preds])
-    return _metrics.regression_metrics(mean, std, y.to(mean.dtype))
