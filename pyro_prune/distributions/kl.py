@@ -21,19 +21,19 @@ from torch.distributions import kl
 
 from .log_uniform import ImproperLogUniform
 
-__all__ = ["molchanov_kl", "molchanov_kl_sum", "normal_log_alpha", "MOLCHANOV_K", "LOG_ALPHA_CLIP"]
+__all__ = ["molchanov_kl", "molchanov_kl_sum", "normal_log_alpha", "MOLCHANOV_K", "LOG_ALPHA_CLIP", "LOG_ALPHA_EPS"]
 
 #: Constants :math:`(k_1, k_2, k_3)` of the KL approximation of Molchanov et al. (2017) [1].
 MOLCHANOV_K = (0.63576, 1.87320, 1.48695)
 #: :func:`molchanov_kl` clips :math:`\log\alpha` to ``[-LOG_ALPHA_CLIP, LOG_ALPHA_CLIP]``.
 LOG_ALPHA_CLIP = 10.0
 #: Added to :math:`\mu^2` inside :math:`\log\alpha = \log\sigma^2 - \log(\mu^2 + \epsilon)`.
-_MU2_EPS = 1e-8
+LOG_ALPHA_EPS = 1e-8
 
 
 def normal_log_alpha(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     r""":math:`\log\alpha = \log\sigma^2 - \log(\mu^2 + 10^{-8})` of :math:`\mathcal N(\mu, \sigma^2)`, unclipped."""
-    return 2 * scale.log() - (loc.pow(2) + _MU2_EPS).log()
+    return 2 * scale.log() - (loc.pow(2) + LOG_ALPHA_EPS).log()
 
 
 def molchanov_kl(log_alpha: torch.Tensor, clip: float = LOG_ALPHA_CLIP) -> torch.Tensor:
@@ -73,7 +73,7 @@ class _MolchanovKLSum(torch.autograd.Function):
     def forward(ctx, loc, log_sigma2, clip):
         k1, k2, k3 = MOLCHANOV_K
         denom = loc * loc
-        denom += _MU2_EPS
+        denom += LOG_ALPHA_EPS
         la = denom.log().neg_().add_(log_sigma2)
         lac = la.clamp(-clip, clip)
         inside = lac == la  # where torch.clamp passes the gradient

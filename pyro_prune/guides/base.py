@@ -21,10 +21,9 @@ import torch
 from pyro.infer.autoguide import AutoContinuous, AutoDelta, AutoNormal
 from torch.distributions import constraints
 
-__all__ = ["Marginal", "marginals", "LOG_ALPHA_EPS"]
+from ..distributions.kl import LOG_ALPHA_EPS, normal_log_alpha
 
-#: Added to :math:`\mu^2` inside the logarithm of :math:`\log\alpha`.
-LOG_ALPHA_EPS = 1e-8
+__all__ = ["Marginal", "marginals", "LOG_ALPHA_EPS"]
 
 
 @dataclass
@@ -55,7 +54,7 @@ class Marginal:
         r""":math:`\log\alpha` as given by the guide, else :math:`2\log\sigma - \log(\mu^2 + \epsilon)`."""
         if self.log_alpha is not None:
             return self.log_alpha
-        return 2 * self.scale.log() - (self.loc.pow(2) + LOG_ALPHA_EPS).log()
+        return normal_log_alpha(self.loc, self.scale)
 
 
 def _split_flat(guide: AutoContinuous, flat: torch.Tensor) -> Dict[str, torch.Tensor]:
