@@ -123,7 +123,7 @@ def _predictive_target(model: Any, guide: Any) -> Any:
     """
     if guide is None or not isinstance(model, BayesianModel):
         return model
-    weight_sites = set(model.sites)
+    weight_sites = set(model.sites) | set(model.scale_sites)  # group scales too (improper priors)
     dtype, device = model.dtype, model.device
     return InitMessenger(
         lambda site: (
