@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
-from . import data, distributions, guides, layers, likelihoods, metrics, plots, rules
+from . import curvature, data, distributions, guides, layers, likelihoods, metrics, plots, rules
+from .curvature import Kron
 from .distributions import HalfCauchyScaleMixture, Horseshoe, ImproperLogUniform, LogUniform, LogUniformScaleMixture
-from .guides import AutoSparseVD, Marginal, marginals
+from .groups import GroupPrior
+from .guides import AutoGroupSparse, AutoSparseVD, GroupMarginal, LaplaceGuide, Marginal, laplace_guide, marginals
 from .infer import EarlyStopping, History, fit
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from .model import BayesianModel, SiteInfo, bayesianize, init_from
@@ -33,6 +35,13 @@ __all__ = [
     "Prediction",
     "EarlyStopping",
     "AutoSparseVD",
+    "laplace_guide",
+    "LaplaceGuide",
+    "Kron",
+    "curvature",
+    "AutoGroupSparse",
+    "GroupMarginal",
+    "GroupPrior",
     "Marginal",
     "marginals",
     "prune",

@@ -59,7 +59,7 @@ def _check_guide(model: Any, guide: Any) -> None:
         trace = guide.prototype_trace
         if trace is not None and isinstance(model, BayesianModel):
             latent = {n for n, s in trace.iter_stochastic_nodes()}
-            if latent and latent != set(model.sites):
+            if latent and latent != set(model.sites) | set(model.scale_sites):
                 raise ValueError(
                     f"guide was built for another model: its sites {sorted(latent)[:4]}... differ from the model's "
                     f"{sorted(model.sites)[:4]}..."

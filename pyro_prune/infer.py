@@ -186,6 +186,8 @@ def _make_elbo(model: Any, alpha: float, num_particles: int):
 
 
 def _fused_kl(model: BayesianModel, guide: Any) -> torch.Tensor:
+    if hasattr(guide, "total_kl"):  # guides with hierarchical (group-scale) sites sum their own KL terms
+        return guide.total_kl()
     return sum(guide.kl(n, model.prior(n)) for n in model.sites)
 
 
@@ -193,7 +195,8 @@ def _can_fuse(model: Any, guide: Any, alpha: float, num_particles: int) -> bool:
     """Whether the fused mean-field objective applies (same ELBO as ``TraceMeanField_ELBO``, no traces)."""
     if alpha != 1.0 or num_particles != 1 or not isinstance(model, BayesianModel):
         return False
-    if not (hasattr(guide, "kl") and hasattr(guide, "fast_params") and guide.uses_local_reparameterization):
+    has_kl = hasattr(guide, "kl") or hasattr(guide, "total_kl")
+    if not (has_kl and hasattr(guide, "fast_params") and guide.uses_local_reparameterization):
         return False
     if any(info.kind == "other" for info in model.sites.values()):
         return False

@@ -32,6 +32,7 @@ from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
 
 from . import layers
+from .groups import GroupInfo, GroupPrior, conditional_weight_prior
 from .likelihoods import Likelihood
 
 __all__ = [
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 PriorFn = Callable[[str, nn.Module, torch.Tensor], Optional[dist.Distribution]]
-PriorSpec = Union[dist.Distribution, PriorFn, Mapping[str, Optional[dist.Distribution]]]
+PriorSpec = Union[dist.Distribution, PriorFn, Mapping[str, Optional[dist.Distribution]], GroupPrior]
 
 #: Modules whose parameters stay point estimates by default.
 POINT_ESTIMATE_MODULES = (
@@ -155,15 +156,31 @@ class _BayesianLayer:
 
     kind = "other"
 
-    def _pp_init(self, priors: Dict[str, dist.Distribution], ref: torch.Tensor, names: Dict[str, str]) -> None:
+    def _pp_init(
+        self,
+        priors: Dict[str, dist.Distribution],
+        ref: torch.Tensor,
+        names: Dict[str, str],
+        group: Optional[tuple] = None,
+    ) -> None:
         self._pp_priors = priors
         self._pp_sites = names
         self._pp_cache: Dict = {}
+        self._pp_group = group  # (GroupPrior, GroupInfo) for group scale mixtures
         self.register_buffer("_pp_ref", torch.zeros((), dtype=ref.dtype, device=ref.device), persistent=False)
+        if group is not None:  # scale sites first: the weight's prior reads them
+            for sfx, d in group[0].scale_priors(group[1].num_groups, ref).items():
+                priors[f"weight_{sfx}"] = d
+                setattr(self, f"weight_{sfx}", PyroSample(_SitePrior(f"weight_{sfx}")))
         for pname in priors:
-            setattr(self, pname, PyroSample(_SitePrior(pname)))
+            if not pname.startswith("weight_"):
+                setattr(self, pname, PyroSample(_SitePrior(pname)))
 
     def _pp_prior(self, pname: str) -> dist.Distribution:
+        if pname == "weight" and self._pp_group is not None:
+            gp, info = self._pp_group
+            scale = gp.group_scale({sfx: getattr(self, f"weight_{sfx}") for sfx in gp.suffixes})
+            return conditional_weight_prior(scale, info, self._pp_priors["weight"].event_shape)
         key = (pname, self._pp_ref.dtype, self._pp_ref.device)
         if key not in self._pp_cache:
             self._pp_cache[key] = _cast_distribution(self._pp_priors[pname], self._pp_ref.dtype, self._pp_ref.device)
@@ -204,6 +221,10 @@ class _BayesianLayer:
         if layers.local_reparam_samples_weights():
             w, b = self._weights(x)  # notes the sample dims
             return moments[0], moments[1], b, None, w.shape[: w.dim() - self.weight_event_dim]
+        if self._pp_group is not None:
+            # groups scale the weights: the source draws z per example; layers apply it (linear: to the inputs,
+            # conv: to the output channels) before the Gaussian pass over w~ = w / z
+            self._pp_group_draw = source.local_reparam_group_scale(self._pp_group[1].module, x.shape[0])
         if x.dtype != self._pp_ref.dtype:
             raise TypeError(f"x has dtype {x.dtype} but the model is {self._pp_ref.dtype}; call model.to({x.dtype})")
         if "bias" in self._pp_priors:
@@ -225,6 +246,8 @@ class BayesianLinear(PyroModule[nn.Linear], _BayesianLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lrt = self._lrt(x)
         if lrt is not None:
+            if self._pp_group is not None and not layers.local_reparam_samples_weights():
+                x = x * self._pp_group_draw  # w_ij = z_j w~_ij: scale input unit j
             return layers.local_reparam_linear(x, lrt[0], lrt[1], lrt[2], sample_shape=lrt[4], bias_var=lrt[3])
         return layers.linear(x, *self._weights(x))
 
@@ -253,6 +276,15 @@ class _BayesianConv(_BayesianLayer):
         x = self._pad(x)
         lrt = self._lrt(x)
         if lrt is not None:
+            if self._pp_group is not None and not layers.local_reparam_samples_weights():
+                # w_c = z_c w~_c per output channel: out = z (conv(x, mu) + sqrt(conv(x^2, s^2)) eps) + b
+                z = self._pp_group_draw.reshape(self._pp_group_draw.shape + (1,) * self.nd)
+                mean = layers.conv(x, lrt[0], None, **kw)
+                var = layers.conv(x * x, lrt[1], None, **kw) * z * z
+                if lrt[3] is not None:
+                    var = var + lrt[3].reshape((-1,) + (1,) * self.nd)
+                out = z * mean + (var + layers.LRT_EPS).sqrt() * torch.randn_like(mean)
+                return out if lrt[2] is None else out + lrt[2].reshape((-1,) + (1,) * self.nd)
             return layers.local_reparam_conv(x, lrt[0], lrt[1], lrt[2], lrt[4], lrt[3], **kw)
         return layers.conv(x, *self._weights(x), **kw)
 
@@ -348,6 +380,8 @@ class BayesianModel(PyroModule):
     :ivar sites: ``{site name: SiteInfo}`` of every weight sample site, in module order.
     :ivar point_estimates: names of parameters kept as point estimates (Pyro params).
     :ivar vectorizable: whether every stochastic layer accepts sampled weights with sample dims.
+    :ivar group_prior: the :class:`~pyro_prune.GroupPrior`, or ``None``.
+    :ivar group_sites: ``{layer: GroupInfo}`` of each group-scaled layer (with a ``GroupPrior``).
     """
 
     def __init__(
@@ -363,6 +397,13 @@ class BayesianModel(PyroModule):
         self.sites = sites
         self.point_estimates = tuple(point_estimates)
         self.vectorizable = vec
+        self.group_prior: Optional[GroupPrior] = None
+        self.group_sites: Dict[str, GroupInfo] = {}
+
+    @property
+    def scale_sites(self) -> tuple:
+        """Names of the group-scale sample sites (empty unless bayesianized with a :class:`~pyro_prune.GroupPrior`)."""
+        return tuple(n for info in self.group_sites.values() for n in info.scale_sites.values())
 
     @property
     def net(self) -> nn.Module:
@@ -481,7 +522,7 @@ def bayesianize(
         raise TypeError(
             f"likelihood must be a pyro_prune Likelihood (Categorical, Bernoulli, Gaussian), got {likelihood!r}"
         )
-    if not (isinstance(prior, (torch.distributions.Distribution, Mapping)) or callable(prior)):
+    if not (isinstance(prior, (torch.distributions.Distribution, Mapping, GroupPrior)) or callable(prior)):
         raise TypeError(f"prior must be a Distribution, a callable or a dict, got {type(prior).__name__}")
     if unsupported not in ("raise", "point"):
         raise ValueError(f"unsupported must be 'raise' or 'point', got {unsupported!r}")
@@ -507,6 +548,7 @@ def bayesianize(
         raise ValueError("net must be a container of layers (e.g. nn.Sequential(nn.Linear(...))), not a bare layer")
 
     sites: Dict[str, SiteInfo] = {}
+    group_sites: Dict[str, GroupInfo] = {}
     point: list = []
     vectorizable = True
     others = []
@@ -519,16 +561,39 @@ def bayesianize(
             others.append((mname, module, own, full))
             continue
         priors = {}
-        for pn, p in own:
-            d = _resolve_prior(prior, full[pn], module, p, default_bayes=True)
-            if d is None:
-                point.append(full[pn])
-            else:
-                priors[pn] = d
+        group = None
+        if isinstance(prior, GroupPrior):
+            if getattr(module, "groups", 1) != 1:
+                raise ValueError(f"GroupPrior does not support grouped convolutions (module {mname!r})")
+            w = module.weight
+            priors["weight"] = _fit_prior(dist.Normal(torch.zeros((), dtype=w.dtype), 1.0), full["weight"], w)
+            if module.bias is not None:
+                priors["bias"] = _fit_prior(prior.bias, full["bias"], module.bias)
+            axis = 1 if isinstance(module, nn.Linear) else 0
+            info = GroupInfo(
+                module=mname,
+                weight=full["weight"],
+                bias=full.get("bias"),
+                axis=axis,
+                num_groups=w.shape[axis],
+                scale_sites={sfx: f"{full['weight']}_{sfx}" for sfx in prior.suffixes},
+                kind=_LAYER_TYPES[type(module)].kind,
+            )
+            group = (prior, info)
+            group_sites[mname] = info
+        else:
+            for pn, p in own:
+                d = _resolve_prior(prior, full[pn], module, p, default_bayes=True)
+                if d is None:
+                    point.append(full[pn])
+                else:
+                    priors[pn] = d
         new = _convert_layer(module)
-        new._pp_init(priors, own[0][1], full)
+        new._pp_init(priors, own[0][1], full, group)
         _replace_module(net, mname, new)  # plain nn.Module setattr keeps the children's order
-        for pn in priors:
+        for pn in ("weight", "bias"):
+            if pn not in priors:
+                continue
             sites[full[pn]] = SiteInfo(full[pn], mname, pn, new.kind, dict(own)[pn].shape, *_fans(module))
     for module in net.modules():
         if isinstance(module, FOLDED_MODULES) and (not isinstance(module, (nn.Softmax, nn.LogSoftmax, nn.Softmin))
@@ -541,7 +606,7 @@ def bayesianize(
         for pn, p in own:
             d = (
                 None
-                if isinstance(prior, torch.distributions.Distribution)
+                if isinstance(prior, (torch.distributions.Distribution, GroupPrior))
                 else _resolve_prior(prior, full[pn], module, p, default_bayes=False)
             )
             if d is not None:
@@ -568,7 +633,11 @@ def bayesianize(
         raise ValueError("net has no Linear/Conv1d/Conv2d parameters to make Bayesian (or every prior was None)")
     params = dict(template.named_parameters())
     init = {name: params[name].detach().clone() for name in sites}
-    return BayesianModel(net, likelihood, sites, point, vectorizable, template, init)
+    model = BayesianModel(net, likelihood, sites, point, vectorizable, template, init)
+    if isinstance(prior, GroupPrior):
+        model.group_prior = prior
+        model.group_sites = group_sites
+    return model
 
 
 def _fans(module: nn.Module):

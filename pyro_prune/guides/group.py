@@ -1,0 +1,420 @@
+r"""Group sparsity ("Bayesian Compression", Louizos, Ullrich, Welling 2017 [1]) as a Pyro ``AutoGuide``.
+
+For a model bayesianized with a :class:`~pyro_prune.GroupPrior`, every weight is :math:`w_{ij} = z_g\,\tilde w_{ij}`
+(:math:`g` the group of :math:`w_{ij}`: an input unit of a Linear layer, an output channel of a Conv layer) and
+
+.. math::
+
+    q(w \mid z) = \mathcal N(z_g\,\tilde\mu_{ij},\; z_g^2\,\tilde\sigma^2_{ij}), \qquad
+    \mathrm{KL}\big(q(w\mid z)\,\|\,p(w\mid z)\big) = \tfrac12\sum_{ij}\big(\tilde\sigma^2_{ij} + \tilde\mu^2_{ij}
+    - 1 - \log\tilde\sigma^2_{ij}\big),
+
+independent of :math:`z` ([1] eq. 9).  The scales:
+
+* ``"log-uniform"``: :math:`q(z_g) = \mathcal N(\mu_g, \sigma_g^2)` with :math:`\log\alpha_g = \log\sigma_g^2 -
+  \log\mu_g^2` and the Molchanov approximation of :math:`\mathrm{KL}(q(z)\,\|\,p(z) \propto 1/|z|)`;
+  groups with :math:`\log\alpha_g \gtrsim 3` are pruned ([1] §3.1);
+* ``"horseshoe"``: log-normal :math:`q` for the four non-centred factors :math:`a_g, b_g, a^{(s)}, b^{(s)}`
+  (:math:`z_g = \sqrt{a_g b_g a^{(s)} b^{(s)}}`, so :math:`\log z_g` is Gaussian) with the closed-form KLs against
+  the Gamma and inverse-Gamma factors ([1] §3.2).
+
+Training uses the local reparameterization trick through the group-scaled layers ([1] §3): a scale
+:math:`z` is drawn per example and then, for a Linear layer, :math:`h = (x \odot z)\tilde\mu^\top +
+\sqrt{(x \odot z)^2 (\tilde\sigma^2)^\top}\,\varepsilon`; for a convolution the output channel :math:`c` is
+:math:`z_c(\mathrm{conv}(x, \tilde\mu_c) + \sqrt{\mathrm{conv}(x^2, \tilde\sigma^2_c)}\,\varepsilon)`.
+
+The weight marginals reported by :meth:`AutoGroupSparse.marginals` are the moments of :math:`w = z\tilde w`:
+:math:`\mathbb E w = \mathbb E z\,\tilde\mu`, :math:`\mathrm{Var}\,w = \mathbb E z^2(\tilde\mu^2 + \tilde\sigma^2)
+- (\mathbb E z)^2\tilde\mu^2`; each weight site's ``Marginal.group`` is a :class:`GroupMarginal`.
+
+References
+
+[1] Christos Louizos, Karen Ullrich, Max Welling. "Bayesian Compression for Deep Learning", NeurIPS 2017.
+[2] Dmitry Molchanov, Arsenii Ashukha, Dmitry Vetrov. "Variational Dropout Sparsifies Deep Neural Networks",
+    ICML 2017.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions.kl import kl_divergence
+from pyro.infer.autoguide import AutoGuide
+from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.nn import PyroModule, PyroParam
+from torch.distributions import constraints
+
+from .. import layers
+from ..distributions import molchanov_kl_sum
+from ..groups import GroupInfo, GroupPrior
+from ..model import BayesianModel, init_from
+from .base import LOG_ALPHA_EPS, Marginal
+
+__all__ = ["AutoGroupSparse", "GroupMarginal"]
+
+
+@dataclass
+class GroupMarginal:
+    r"""Per-group posterior summary of one layer (tensors of shape ``(G,)``).
+
+    :ivar axis: weight axis indexing the groups (1: input units of a Linear layer; 0: Conv output channels).
+    :ivar log_alpha: :math:`\log\alpha_g` — for ``"log-uniform"`` the scale's :math:`\log\sigma_g^2 - \log\mu_g^2`
+        ([1] §3.1); for ``"horseshoe"`` the group's noise-to-signal ratio
+        :math:`\log\sum_{i\in g}\mathrm{Var}\,w_i - \log\sum_{i\in g}(\mathbb E w_i)^2`. Clipped to ``±clip``.
+    :ivar scale_mean: :math:`\mathbb E\,z_g`.
+    :ivar scale_std: :math:`\mathrm{sd}\,z_g`.
+    :ivar log_scale_mean: :math:`\mathbb E\log|z_g|` (horseshoe) or :math:`\log|\mu_g|` (log-uniform).
+    :ivar prior: ``"log-uniform"`` or ``"horseshoe"``.
+    """
+
+    axis: int
+    log_alpha: torch.Tensor
+    scale_mean: torch.Tensor
+    scale_std: torch.Tensor
+    log_scale_mean: torch.Tensor
+    prior: str
+
+    @property
+    def num_groups(self) -> int:
+        return self.log_alpha.numel()
+
+
+def _check_number(name: str, value, lo: float = -math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= lo:
+        bound = "" if lo == -math.inf else f" above {lo:g}"
+        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
+    return float(value)
+
+
+class _FastRefs:
+    def __init__(self, guide: AutoGroupSparse):
+        self.guide = guide
+
+    def __enter__(self):
+        g = self.guide
+        g.__dict__["_fast"] = None
+        g.__dict__["_fast"] = {key: g._get(key) for key in g._keys}
+        return g.__dict__["_fast"]
+
+    def __exit__(self, *exc):
+        self.guide.__dict__["_fast"] = None
+
+
+class AutoGroupSparse(AutoGuide):
+    r"""Group-sparse posterior of "Bayesian Compression" [1] for a model with a :class:`~pyro_prune.GroupPrior`.
+
+    :param model: a :class:`~pyro_prune.BayesianModel` from ``pp.bayesianize(net, prior=pp.GroupPrior(...), ...)``.
+    :param prior: ``None`` (read from the model), or ``"log-uniform"`` / ``"horseshoe"`` / a ``GroupPrior``,
+        which must match the model's prior.
+    :param init_loc_fn: initial weights (default: the network's own, ``pp.init_from(net)`` for a trained one).
+        Each layer's scales start at the root-mean-square :math:`s_0` of its initial weights and
+        :math:`\tilde\mu = w_0 / s_0`.
+    :param init_log_sigma2: initial :math:`\log\tilde\sigma^2` of :math:`\tilde w` (and of the biases).
+    :param init_scale_log_alpha: initial squared coefficient of variation of the scales, as a log:
+        :math:`\log(\sigma_z^2/\mu_z^2)` (log-uniform) or the log-variance of each log-normal factor (horseshoe).
+    :param local_reparameterization: draw scales per example and pre-activations, not weights, inside
+        :func:`~pyro_prune.fit`.
+    :param log_alpha_clip: group :math:`\log\alpha` is clipped to ``[-clip, clip]``.
+    """
+
+    def __init__(
+        self,
+        model: BayesianModel,
+        *,
+        prior: Union[None, str, GroupPrior] = None,
+        init_loc_fn: Optional[Callable] = None,
+        init_log_sigma2: float = -8.0,
+        init_scale_log_alpha: float = -8.0,
+        local_reparameterization: bool = True,
+        log_alpha_clip: float = 10.0,
+    ):
+        if not isinstance(model, BayesianModel):
+            raise TypeError(f"model must be a BayesianModel (from pp.bayesianize), got {type(model).__name__}")
+        if model.group_prior is None:
+            raise ValueError(
+                "AutoGroupSparse needs a model with group scales: bayesianize the network with "
+                "prior=pp.GroupPrior('log-uniform') or pp.GroupPrior('horseshoe', tau0=...)"
+            )
+        kind = prior.kind if isinstance(prior, GroupPrior) else prior
+        if kind is not None and kind != model.group_prior.kind:
+            raise ValueError(
+                f"prior={kind!r} does not match the model's {model.group_prior!r}; bayesianize with "
+                f"pp.GroupPrior({kind!r}) or leave prior=None"
+            )
+        self.init_log_sigma2 = _check_number("init_log_sigma2", init_log_sigma2)
+        self.init_scale_log_alpha = _check_number("init_scale_log_alpha", init_scale_log_alpha)
+        self.log_alpha_clip = _check_number("log_alpha_clip", log_alpha_clip, 0.0)
+        if not isinstance(local_reparameterization, bool):
+            raise TypeError("local_reparameterization must be a bool")
+        self.local_reparameterization = local_reparameterization
+        self.group_prior = model.group_prior
+        self.groups: Dict[str, GroupInfo] = dict(model.group_sites)
+        self._weight_sites = {info.weight: info for info in self.groups.values()}
+        self._bias_sites = tuple(info.bias for info in self.groups.values() if info.bias is not None)
+        if init_loc_fn is None:
+            init_loc_fn = init_from(model.initial_weights())
+        scale_sites = set(model.scale_sites)
+
+        def init(site):
+            if site["name"] in scale_sites:
+                return torch.ones(site["fn"].shape(), dtype=model.dtype, device=model.device)
+            return init_loc_fn(site)
+
+        self.init_loc_fn = init
+        self._model_ref = (model,)
+        super().__init__(InitMessenger(init)(model))
+
+    # -- parameters ----------------------------------------------------------------------------------
+    def _add(self, key: str, value: torch.Tensor) -> None:
+        self._keys.append(key)
+        setattr(self.params, key, PyroParam(value.detach().clone(), constraints.real))
+
+    def _get(self, key: str) -> torch.Tensor:
+        fast = self.__dict__.get("_fast")
+        if fast is not None:
+            return fast[key]
+        return getattr(self.params, key)
+
+    @staticmethod
+    def _key(site: str, what: str) -> str:
+        return f"{site.replace('.', '__')}__{what}"
+
+    def _setup_prototype(self, *args, **kwargs):
+        super()._setup_prototype(*args, **kwargs)
+        self.params = PyroModule()
+        self._keys = []
+        nodes = self.prototype_trace.nodes
+        model = self._model_ref[0]
+        for site in model.sites:
+            if site not in self._weight_sites and site not in self._bias_sites:
+                raise ValueError(f"site {site!r} is not part of a group-scaled layer")
+        for info in self.groups.values():
+            w0 = nodes[info.weight]["value"].detach()
+            s0 = w0.pow(2).mean().sqrt().clamp_min(1e-3)
+            self._add(self._key(info.weight, "loc"), w0 / s0)
+            self._add(self._key(info.weight, "log_sigma2"), torch.full_like(w0, self.init_log_sigma2))
+            g = torch.ones(info.num_groups, dtype=w0.dtype, device=w0.device)
+            if self.group_prior.kind == "log-uniform":
+                self._add(self._key(info.weight, "z_loc"), g * s0)
+                self._add(self._key(info.weight, "z_log_sigma2"), g * (2 * s0.log() + self.init_scale_log_alpha))
+            else:
+                log_sd = 0.5 * self.init_scale_log_alpha
+                for sfx in ("scale_a", "scale_b"):
+                    self._add(self._key(info.weight, f"{sfx}_loc"), g * 0.0)
+                    self._add(self._key(info.weight, f"{sfx}_log_scale"), g * log_sd)
+                for sfx in ("global_a", "global_b"):
+                    self._add(self._key(info.weight, f"{sfx}_loc"), g[:1] * s0.log())
+                    self._add(self._key(info.weight, f"{sfx}_log_scale"), g[:1] * log_sd)
+            if info.bias is not None:
+                b0 = nodes[info.bias]["value"].detach()
+                self._add(self._key(info.bias, "loc"), b0)
+                self._add(self._key(info.bias, "log_sigma2"), torch.full_like(b0, self.init_log_sigma2))
+
+    def _need_setup(self) -> None:
+        if self.prototype_trace is None:
+            raise ValueError("guide is not initialized: fit it first (pp.fit) or call guide(x, y) once")
+
+    @property
+    def uses_local_reparameterization(self) -> bool:
+        """Whether :func:`~pyro_prune.fit` should run the layers with local reparameterization."""
+        return self.local_reparameterization
+
+    def fast_params(self) -> _FastRefs:
+        """Context manager for tight training loops: parameters read as plain tensors (no ``PyroModule`` lookups)."""
+        self._need_setup()
+        return _FastRefs(self)
+
+    # -- distributions -------------------------------------------------------------------------------
+    def _factor(self, info: GroupInfo, sfx: str) -> dist.LogNormal:
+        loc = self._get(self._key(info.weight, f"{sfx}_loc"))
+        return dist.LogNormal(loc, self._get(self._key(info.weight, f"{sfx}_log_scale")).exp())
+
+    def _log_scale_moments(self, info: GroupInfo) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Horseshoe: mean and variance of :math:`\\log z_g = \\tfrac12(\\log a + \\log b + \\log a^s + \\log b^s)`."""
+        m = 0.0
+        v = 0.0
+        for sfx in ("scale_a", "scale_b", "global_a", "global_b"):
+            m = m + self._get(self._key(info.weight, f"{sfx}_loc"))
+            v = v + self._get(self._key(info.weight, f"{sfx}_log_scale")).mul(2).exp()
+        return 0.5 * m, 0.25 * v
+
+    def scale_moments(self, layer: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`(\mathbb E z_g, \mathbb E z_g^2)` of one layer's group scales, ``(G,)`` each."""
+        info = self.groups[layer]
+        if self.group_prior.kind == "log-uniform":
+            mu = self._get(self._key(info.weight, "z_loc"))
+            var = self._get(self._key(info.weight, "z_log_sigma2")).exp()
+            return mu, mu * mu + var
+        m, v = self._log_scale_moments(info)
+        return (m + 0.5 * v).exp(), (2 * m + 2 * v).exp()
+
+    def forward(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
+        """Draw every scale, weight and bias site; returns ``{site: value}``."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        out: Dict[str, torch.Tensor] = {}
+        for info in self.groups.values():
+            if self.group_prior.kind == "log-uniform":
+                name = info.scale_sites["scale"]
+                loc = self._get(self._key(info.weight, "z_loc"))
+                sd = (0.5 * self._get(self._key(info.weight, "z_log_sigma2"))).exp()
+                out[name] = pyro.sample(name, dist.Normal(loc, sd).to_event(1))
+            else:
+                for sfx, name in info.scale_sites.items():
+                    out[name] = pyro.sample(name, self._factor(info, sfx).to_event(1))
+            z = self.group_prior.group_scale({sfx: out[n] for sfx, n in info.scale_sites.items()})
+            loc = self._get(self._key(info.weight, "loc"))
+            sd = (0.5 * self._get(self._key(info.weight, "log_sigma2"))).exp()
+            ze = info.expand(z, loc.dim())
+            out[info.weight] = pyro.sample(info.weight, dist.Normal(ze * loc, ze.abs() * sd).to_event(loc.dim()))
+            if info.bias is not None:
+                bl = self._get(self._key(info.bias, "loc"))
+                bs = (0.5 * self._get(self._key(info.bias, "log_sigma2"))).exp()
+                out[info.bias] = pyro.sample(info.bias, dist.Normal(bl, bs).to_event(1))
+        return out
+
+    # -- the fused objective: KL and local reparameterization -----------------------------------------
+    def total_kl(self) -> torch.Tensor:
+        r""":math:`\mathrm{KL}(q\,\|\,p)` of every site, from the parameters (analytic; Molchanov for log-uniform)."""
+        self._need_setup()
+        model = self._model_ref[0]
+        total = 0.0
+        for info in self.groups.values():
+            loc = self._get(self._key(info.weight, "loc"))
+            ls2 = self._get(self._key(info.weight, "log_sigma2"))
+            total = total + 0.5 * (ls2.exp() + loc * loc - 1 - ls2).sum()
+            if self.group_prior.kind == "log-uniform":
+                total = total + molchanov_kl_sum(
+                    self._get(self._key(info.weight, "z_loc")), self._get(self._key(info.weight, "z_log_sigma2"))
+                )
+            else:
+                layer = model.net.get_submodule(info.module) if info.module else model.net
+                for sfx in info.scale_sites:
+                    prior = layer._pp_prior(f"weight_{sfx}")
+                    total = total + kl_divergence(self._factor(info, sfx).to_event(1), prior).sum()
+            if info.bias is not None:
+                total = total + self._bias_kl(info.bias, model.prior(info.bias))
+        return total
+
+    def _bias_kl(self, name: str, prior: dist.Distribution) -> torch.Tensor:
+        loc = self._get(self._key(name, "loc"))
+        ls2 = self._get(self._key(name, "log_sigma2"))
+        base = prior
+        while isinstance(base, torch.distributions.Independent):
+            base = base.base_dist
+        if type(base) in (dist.Normal, torch.distributions.Normal):
+            var0 = base.scale.pow(2)
+            return (base.scale.log() - 0.5 * ls2 + (ls2.exp() + (loc - base.loc).pow(2)) / (2 * var0) - 0.5).sum()
+        return kl_divergence(dist.Normal(loc, (0.5 * ls2).exp()).to_event(1), prior).sum()
+
+    def local_reparam_moments(self, name: str) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        r""":math:`(\tilde\mu, \tilde\sigma^2)` of a weight site (or a bias's mean and variance) for the fused
+        local-reparameterization pass; ``None`` inside Pyro inference, where the layers use sampled weights."""
+        if self.prototype_trace is None or layers.local_reparam_samples_weights():
+            return None
+        if name not in self._weight_sites and name not in self._bias_sites:
+            return None
+        return self._get(self._key(name, "loc")), self._get(self._key(name, "log_sigma2")).exp()
+
+    def local_reparam_group_scale(self, layer: str, batch: int) -> torch.Tensor:
+        """Group scales :math:`z` drawn independently per example, ``(batch, G)``."""
+        info = self.groups[layer]
+        if self.group_prior.kind == "log-uniform":
+            loc = self._get(self._key(info.weight, "z_loc"))
+            sd = (0.5 * self._get(self._key(info.weight, "z_log_sigma2"))).exp()
+            return loc + sd * torch.randn((batch, info.num_groups), dtype=loc.dtype, device=loc.device)
+        log_z = 0.0
+        for sfx in ("scale_a", "scale_b", "global_a", "global_b"):
+            loc = self._get(self._key(info.weight, f"{sfx}_loc"))
+            sd = self._get(self._key(info.weight, f"{sfx}_log_scale")).exp()
+            eps = torch.randn((batch, loc.numel()), dtype=loc.dtype, device=loc.device)
+            log_z = log_z + loc + sd * eps
+        return (0.5 * log_z).exp()
+
+    # -- summaries ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def group_log_alpha(self) -> Dict[str, torch.Tensor]:
+        """``{layer: log α_g}`` (see :class:`GroupMarginal`), clipped to ``±log_alpha_clip``."""
+        return {layer: m.group.log_alpha for layer, m in self._weight_marginals().items()}
+
+    @torch.no_grad()
+    def _weight_marginals(self) -> Dict[str, Marginal]:
+        self._need_setup()
+        out = {}
+        clip = self.log_alpha_clip
+        for layer, info in self.groups.items():
+            loc = self._get(self._key(info.weight, "loc")).detach()
+            var = self._get(self._key(info.weight, "log_sigma2")).detach().exp()
+            ez, ez2 = (t.detach() for t in self.scale_moments(layer))
+            e_ = info.expand(ez, loc.dim())
+            e2 = info.expand(ez2, loc.dim())
+            mean = e_ * loc
+            wvar = (e2 * (loc * loc + var) - mean * mean).clamp_min(0)
+            if self.group_prior.kind == "log-uniform":
+                mu = self._get(self._key(info.weight, "z_loc")).detach()
+                la = self._get(self._key(info.weight, "z_log_sigma2")).detach() - (mu * mu + LOG_ALPHA_EPS).log()
+                log_scale = mu.abs().clamp_min(1e-30).log()
+            else:
+                dims = [d for d in range(loc.dim()) if d != info.axis]
+                la = (wvar.sum(dims) + LOG_ALPHA_EPS).log() - (mean.pow(2).sum(dims) + LOG_ALPHA_EPS).log()
+                log_scale = self._log_scale_moments(info)[0].detach()
+            group = GroupMarginal(
+                axis=info.axis,
+                log_alpha=la.clamp(-clip, clip),
+                scale_mean=ez,
+                scale_std=(ez2 - ez * ez).clamp_min(0).sqrt(),
+                log_scale_mean=log_scale,
+                prior=self.group_prior.kind,
+            )
+            out[info.weight] = Marginal(mean, wvar.sqrt(), None, group)
+        return out
+
+    @torch.no_grad()
+    def marginals(self) -> Dict[str, Marginal]:
+        """``{site: Marginal}`` for every weight and bias site: moments of :math:`w = z\\tilde w` and, on weight sites,
+        ``group`` = :class:`GroupMarginal`."""
+        out = self._weight_marginals()
+        for name in self._bias_sites:
+            loc = self._get(self._key(name, "loc")).detach().clone()
+            out[name] = Marginal(loc, (0.5 * self._get(self._key(name, "log_sigma2")).detach()).exp())
+        return out
+
+    @torch.no_grad()
+    def median(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
+        """Posterior medians of the scale sites and posterior **means** :math:`\\mathbb E z\\,\\tilde\\mu` of the
+        weights (the network the pruned module exports); biases' means."""
+        self._need_setup()
+        out = {name: m.loc for name, m in self.marginals().items()}
+        for info in self.groups.values():
+            if self.group_prior.kind == "log-uniform":
+                out[info.scale_sites["scale"]] = self._get(self._key(info.weight, "z_loc")).detach().clone()
+            else:
+                for sfx, name in info.scale_sites.items():
+                    out[name] = self._get(self._key(info.weight, f"{sfx}_loc")).detach().exp()
+        return out
+
+    @torch.no_grad()
+    def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
+        """Quantiles of every site: exact for scales and biases, Gaussian (moment-matched) for the weights."""
+        q = torch.as_tensor(quantiles)
+        if q.dim() != 1 or bool(((q <= 0) | (q >= 1)).any()):
+            raise ValueError(f"quantiles must be a 1-D sequence in (0, 1), got {quantiles!r}")
+        out = {}
+        for name, m in self.marginals().items():
+            qq = q.to(m.loc).reshape((-1,) + (1,) * m.loc.dim())
+            out[name] = dist.Normal(m.loc, m.scale.clamp_min(1e-30)).icdf(qq)
+        for info in self.groups.values():
+            if self.group_prior.kind == "log-uniform":
+                loc = self._get(self._key(info.weight, "z_loc")).detach()
+                sd = (0.5 * self._get(self._key(info.weight, "z_log_sigma2")).detach()).exp()
+                out[info.scale_sites["scale"]] = dist.Normal(loc, sd).icdf(q.to(loc).unsqueeze(-1))
+            else:
+                for sfx, name in info.scale_sites.items():
+                    f = self._factor(info, sfx)
+                    out[name] = dist.LogNormal(f.loc.detach(), f.scale.detach()).icdf(q.to(f.loc).unsqueeze(-1))
+        return out
