@@ -76,7 +76,7 @@ class GroupPrior:
         if isinstance(tau0, bool) or not isinstance(tau0, (int, float)) or not (math.isfinite(tau0) and tau0 > 0):
             raise ValueError(f"tau0 must be a positive finite number, got {tau0!r}")
         if groups != "neuron":
-            raise ValueError(f"groups must be 'neuron' (input units of Linear, output channels of Conv), got {groups!r}")
+            raise ValueError(f"groups must be 'neuron' (Linear input units, Conv output channels), got {groups!r}")
         if bias is not None and not isinstance(bias, torch.distributions.Distribution):
             raise TypeError(f"bias must be a Distribution or None, got {type(bias).__name__}")
         self.kind = kind

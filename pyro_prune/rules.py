@@ -12,6 +12,18 @@ thresholds on the same quantity:
   hitting the requested sparsity exactly (ties broken by flat index).
 
 Any callable ``marginal -> bool mask`` is a rule too.
+
+**Structured rules** (:class:`GroupRule`) remove whole groups — input units of Linear layers, output channels of
+Conv layers — from the per-group posterior of a group guide (``Marginal.group``, a
+:class:`~pyro_prune.guides.GroupMarginal`, e.g. from :class:`~pyro_prune.AutoGroupSparse`):
+
+* :class:`GroupLogAlpha` keeps groups with :math:`\log\alpha_g < t` (Louizos et al. 2017 use about 3 for the
+  log-uniform scale prior);
+* :class:`GroupSparsity` removes exactly ``round(target · G)`` groups with the highest :math:`\log\alpha_g`,
+  globally or per layer.
+
+Their weight masks are the group masks broadcast over each group's weights; :func:`pyro_prune.prune` then
+rebuilds a physically smaller network.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ import torch
 
 from .guides.base import Marginal
 
-__all__ = ["Rule", "LogAlpha", "SNR", "Sparsity", "apply_rule"]
+__all__ = ["Rule", "LogAlpha", "SNR", "Sparsity", "GroupRule", "GroupLogAlpha", "GroupSparsity", "apply_rule"]
 
 
 def _check_threshold(name: str, t: float, positive: bool = False) -> float:
@@ -126,6 +138,82 @@ class Sparsity(Rule):
 
     def __repr__(self) -> str:
         return f"Sparsity({self.target:g}, scope={self.scope!r})"
+
+
+class GroupRule(Rule):
+    """Base class of structured rules: ``group_masks(marginals) -> {site: (G,) bool}`` over group-guide sites."""
+
+    def group_masks(self, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _groups(marginals: Dict[str, Marginal]) -> Dict[str, Marginal]:
+        out = {n: m for n, m in marginals.items() if m.group is not None}
+        if not out:
+            raise ValueError(
+                "a group rule needs per-group posteriors (Marginal.group): train an AutoGroupSparse guide on a "
+                "model bayesianized with pp.GroupPrior(...)"
+            )
+        return out
+
+    def __call__(self, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
+        groups = self.group_masks(marginals)
+        out = {}
+        for name, m in marginals.items():
+            if name not in groups:
+                out[name] = torch.ones_like(m.loc, dtype=torch.bool)
+                continue
+            g = groups[name]
+            shape = [1] * m.loc.dim()
+            shape[m.group.axis] = -1
+            out[name] = g.reshape(shape).expand(m.loc.shape)
+        return out
+
+
+class GroupLogAlpha(GroupRule):
+    r"""Keep groups with :math:`\log\alpha_g < \text{threshold}` (default 3)."""
+
+    def __init__(self, threshold: float = 3.0):
+        self.threshold = _check_threshold("threshold", threshold)
+
+    def group_masks(self, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
+        return {n: m.group.log_alpha < self.threshold for n, m in self._groups(marginals).items()}
+
+    def __repr__(self) -> str:
+        return f"GroupLogAlpha({self.threshold:g})"
+
+
+class GroupSparsity(GroupRule):
+    r"""Remove exactly ``round(target · G)`` groups with the highest :math:`\log\alpha_g` (``scope="global"`` over
+    the groups of all layers, or ``"layer"``: that fraction of every layer's groups; ties by index).
+
+    :param target: fraction of groups to remove, in ``[0, 1)``.
+    :param scope: ``"global"`` or ``"layer"``.
+    """
+
+    def __init__(self, target: float, scope: Literal["global", "layer"] = "layer"):
+        target = _check_threshold("target", target)
+        if not 0 <= target < 1:
+            raise ValueError(f"target sparsity must be in [0, 1), got {target}")
+        if scope not in ("global", "layer"):
+            raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+        self.target, self.scope = target, scope
+
+    def group_masks(self, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
+        groups = self._groups(marginals)
+        scores = {n: -m.group.log_alpha.double() for n, m in groups.items()}
+        if self.scope == "layer":
+            return {n: Sparsity._keep_top(s, round(self.target * s.numel())) for n, s in scores.items()}
+        flat = torch.cat([s.cpu() for s in scores.values()])
+        keep = Sparsity._keep_top(flat, round(self.target * flat.numel()))
+        out, pos = {}, 0
+        for n, s in scores.items():
+            out[n] = keep[pos : pos + s.numel()].to(s.device)
+            pos += s.numel()
+        return out
+
+    def __repr__(self) -> str:
+        return f"GroupSparsity({self.target:g}, scope={self.scope!r})"
 
 
 RuleLike = Union[Rule, Callable[[Marginal], torch.Tensor]]

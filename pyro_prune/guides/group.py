@@ -204,11 +204,12 @@ class AutoGroupSparse(AutoGuide):
                 self._add(self._key(info.weight, "z_log_sigma2"), g * (2 * s0.log() + self.init_scale_log_alpha))
             else:
                 log_sd = 0.5 * self.init_scale_log_alpha
+                shift = -0.25 * math.exp(self.init_scale_log_alpha)  # so that E z = s0 exactly
                 for sfx in ("scale_a", "scale_b"):
-                    self._add(self._key(info.weight, f"{sfx}_loc"), g * 0.0)
+                    self._add(self._key(info.weight, f"{sfx}_loc"), g * shift)
                     self._add(self._key(info.weight, f"{sfx}_log_scale"), g * log_sd)
                 for sfx in ("global_a", "global_b"):
-                    self._add(self._key(info.weight, f"{sfx}_loc"), g[:1] * s0.log())
+                    self._add(self._key(info.weight, f"{sfx}_loc"), g[:1] * (s0.log() + shift))
                     self._add(self._key(info.weight, f"{sfx}_log_scale"), g[:1] * log_sd)
             if info.bias is not None:
                 b0 = nodes[info.bias]["value"].detach()
