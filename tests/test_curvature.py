@@ -1,0 +1,225 @@
+"""Curvature: Kron/Diag/Dense against dense algebra, KFAC factors and exact GGN diagonals against torch.func."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.func import functional_call, jacrev
+
+import pyro_prune as pp
+from pyro_prune import curvature as cv
+from tests.helpers import assert_close
+
+D = torch.float64
+
+
+def spd(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    m = torch.randn(n, n, generator=g, dtype=D)
+    return m @ m.T / n + 0.1 * torch.eye(n, dtype=D)
+
+
+def test_kron_matches_dense():
+    A, G = spd(4, 0), spd(3, 1)
+    k = cv.Kron.from_factors(A, G, scale=7.0, prior_precision=0.5)
+    dense = 7.0 * torch.kron(G, A) + 0.5 * torch.eye(12, dtype=D)
+    assert_close(k.to_dense(), dense, rtol=1e-10, atol=1e-12)
+    assert_close(k.logdet(), torch.linalg.slogdet(dense)[1], rtol=1e-10)
+    cov = torch.linalg.inv(dense)
+    assert_close(k.marginal_variance().flatten(), cov.diagonal(), rtol=1e-10)
+    V = torch.randn(2, 3, 4, dtype=D)
+    assert_close(k.solve(V).reshape(2, 12), torch.linalg.solve(dense, V.reshape(2, 12).T).T, rtol=1e-9, atol=1e-12)
+    assert_close(k.matmul(V).reshape(2, 12), V.reshape(2, 12) @ dense, rtol=1e-9, atol=1e-12)
+    # the sampling map is a square root of the covariance: T T^T = P^{-1} exactly
+    T = k.transform(torch.eye(12, dtype=D).reshape(12, 3, 4)).reshape(12, 12)
+    assert_close(T.T @ T, cov, rtol=1e-9, atol=1e-12)
+    # Monte Carlo: 200k draws; tolerance 3% of the largest covariance entry (std error ~ 0.3% of it)
+    draws = k.sample((200_000,)).reshape(-1, 12)
+    emp = draws.T @ draws / draws.shape[0]
+    assert_close(emp, cov, rtol=0, atol=0.03 * float(cov.abs().max()))
+
+
+def test_kron_with_prior_keeps_eigendecomposition_and_grad():
+    k = cv.Kron.from_factors(spd(3, 2), spd(2, 3), scale=3.0)
+    tau = torch.tensor(0.7, dtype=D, requires_grad=True)
+    ld = k.with_prior(tau).logdet()
+    ld.backward()
+    dense = lambda t: 3.0 * torch.kron(spd(2, 3), spd(3, 2)) + t * torch.eye(6, dtype=D)  # noqa: E731
+    assert_close(tau.grad, torch.linalg.inv(dense(0.7)).trace(), rtol=1e-9)
+
+
+def test_diag_and_dense_match_dense_algebra():
+    d = torch.rand(3, 4, dtype=D)
+    p = cv.Diag(d, scale=5.0, prior_precision=2.0)
+    dense = torch.diag(5.0 * d.flatten() + 2.0)
+    assert_close(p.to_dense(), dense)
+    assert_close(p.logdet(), torch.logdet(dense), rtol=1e-10)
+    assert_close(p.marginal_variance().flatten(), 1 / dense.diagonal(), rtol=1e-10)
+    M = spd(5, 4)
+    q = cv.Dense(M, scale=2.0, prior_precision=torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=D))
+    dq = 2.0 * M + torch.diag(torch.arange(1.0, 6.0, dtype=D))
+    assert_close(q.logdet(), torch.logdet(dq), rtol=1e-10)
+    assert_close(q.marginal_variance(), torch.linalg.inv(dq).diagonal(), rtol=1e-9)
+    assert_close(q.covariance(), torch.linalg.inv(dq), rtol=1e-9, atol=1e-12)
+    v = torch.randn(2, 5, dtype=D)
+    assert_close(q.solve(v), torch.linalg.solve(dq, v.T).T, rtol=1e-9, atol=1e-12)
+    T = q.transform(torch.eye(5, dtype=D))
+    assert_close(T.T @ T, torch.linalg.inv(dq), rtol=1e-9, atol=1e-12)
+    s = cv.Dense(M, scale=2.0, prior_precision=0.3)
+    assert_close(s.logdet(), torch.logdet(2.0 * M + 0.3 * torch.eye(5, dtype=D)), rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------------------
+def mlp(dtype=D, out=3, bias=True):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 5, bias=bias), nn.Tanh(), nn.Linear(5, out, bias=bias)).to(dtype)
+
+
+def exact_ggn_blocks(net, x, lik):
+    """Dense GGN over every parameter (flattened in named_parameters order), by torch.func.jacrev."""
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    J = jacrev(lambda p: cv.flatten_output(lik, functional_call(net, p, (x,))))(params)
+    J = torch.cat([J[k].reshape(x.shape[0], -1, params[k].numel()) for k in params], -1)
+    f = cv.flatten_output(lik, net(x)).detach()
+    H = cv.output_hessian(lik, f)
+    return torch.einsum("bkp,bkl,blq->pq", J, H, J), params
+
+
+def layer_matrix_order(net, name, has_bias=True):
+    """Indices of the flat named_parameters vector arranged as the layer's (out, in+1) matrix."""
+    sizes = {k: v.numel() for k, v in net.named_parameters()}
+    offs, pos = {}, 0
+    for k, n in sizes.items():
+        offs[k] = pos
+        pos += n
+    w = net.get_submodule(name).weight
+    idx = torch.arange(w.numel()).reshape(w.shape[0], -1) + offs[f"{name}.weight"]
+    if has_bias:
+        idx = torch.cat([idx, (torch.arange(w.shape[0]) + offs[f"{name}.bias"]).unsqueeze(1)], 1)
+    return idx.flatten()
+
+
+@pytest.mark.parametrize("lik", [pp.Categorical(40), pp.Gaussian(40, scale=0.7), pp.Bernoulli(40)])
+def test_exact_diagonal_ggn_matches_jacrev(lik):
+    out = 1 if isinstance(lik, pp.Bernoulli) else 3
+    net = mlp(out=out)
+    x = torch.randn(40, 4, dtype=D)
+    y = {pp.Categorical: torch.randint(0, 3, (40,)), pp.Bernoulli: torch.randint(0, 2, (40,)).to(D)}.get(
+        type(lik), torch.randn(40, 3, dtype=D)
+    )
+    res = cv.kfac(net, (x, y), lik, {"0": True, "2": True}, factors=False, diagonal=True)
+    ggn, _ = exact_ggn_blocks(net, x, lik)
+    for name in ("0", "2"):
+        idx = layer_matrix_order(net, name)
+        assert_close(res.layers[name].diag.flatten() * 40, ggn.diagonal()[idx], rtol=1e-9, atol=1e-12)
+    assert_close(res.log_likelihood, float(lik.log_likelihood(net(x).detach(), y).sum()), rtol=1e-10)
+
+
+def test_kfac_last_layer_exact_for_gaussian_and_kron_diagonal_close():
+    """With a Gaussian likelihood the last layer's G = I/σ² is constant, so its KFAC block is exact; the first
+    layer's KFAC diagonal approximates the exact one (stated tolerance: relative Frobenius error < 0.5)."""
+    net = mlp()
+    lik = pp.Gaussian(64, scale=0.5)
+    x, y = torch.randn(64, 4, dtype=D), torch.randn(64, 3, dtype=D)
+    res = cv.kfac(net, (x, y), lik, {"0": True, "2": True}, diagonal=True)
+    ggn, _ = exact_ggn_blocks(net, x, lik)
+    idx = layer_matrix_order(net, "2")
+    f2 = res.layers["2"]
+    assert_close(64 * torch.kron(f2.G, f2.A), ggn[idx][:, idx], rtol=1e-9, atol=1e-12)
+    f0 = res.layers["0"]
+    kdiag = 64 * torch.outer(f0.G.diagonal(), f0.A.diagonal())
+    exact = res.layers["0"].diag * 64
+    rel = float((kdiag - exact).norm() / exact.norm())
+    assert rel < 0.5, rel
+    assert_close(exact.flatten(), ggn.diagonal()[layer_matrix_order(net, "0")], rtol=1e-9)
+
+
+def test_one_linear_layer_gaussian_kfac_is_exact():
+    net = nn.Sequential(nn.Linear(3, 2, bias=False)).to(D)
+    lik = pp.Gaussian(30, scale=0.3)
+    x, y = torch.randn(30, 3, dtype=D), torch.randn(30, 2, dtype=D)
+    res = cv.kfac(net, (x, y), lik, {"0": False})
+    ggn, _ = exact_ggn_blocks(net, x, lik)
+    f = res.layers["0"]
+    assert_close(30 * torch.kron(f.G, f.A), ggn, rtol=1e-10, atol=1e-12)
+    assert_close(ggn, torch.kron(torch.eye(2, dtype=D), x.T @ x) / 0.09, rtol=1e-10)
+
+
+def test_factors_invariant_to_batch_splitting():
+    net = mlp()
+    x, y = torch.randn(50, 4, dtype=D), torch.randint(0, 3, (50,))
+    one = cv.kfac(net, (x, y), pp.Categorical(50), {"0": True, "2": True}, diagonal=True)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=7)
+    many = cv.kfac(net, loader, pp.Categorical(50), {"0": True, "2": True}, diagonal=True)
+    assert one.num_examples == many.num_examples == 50
+    for name in ("0", "2"):
+        for attr in ("A", "G", "diag"):
+            assert_close(getattr(many.layers[name], attr), getattr(one.layers[name], attr), rtol=1e-10, atol=1e-14)
+    assert_close(many.log_likelihood, one.log_likelihood, rtol=1e-10)
+
+
+def test_mc_fisher_approaches_exact():
+    net = mlp()
+    x, y = torch.randn(30, 4, dtype=D), torch.randint(0, 3, (30,))
+    exact = cv.kfac(net, (x, y), pp.Categorical(30), {"2": True})
+    g = torch.Generator().manual_seed(0)
+    mc = cv.kfac(net, (x, y), pp.Categorical(30), {"2": True}, fisher="mc", mc_samples=4000, generator=g)
+    G0, G1 = exact.layers["2"].G, mc.layers["2"].G
+    assert float((G1 - G0).norm() / G0.norm()) < 0.05
+    assert_close(mc.layers["2"].A, exact.layers["2"].A)
+
+
+class ConvNet(nn.Module):
+    def __init__(self, d2=True):
+        super().__init__()
+        conv = nn.Conv2d(2, 3, 3, padding=1, stride=2) if d2 else nn.Conv1d(2, 3, 3, padding=1, dilation=2)
+        self.body = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(3 * (9 if d2 else 4), 2))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+@pytest.mark.parametrize("d2", [True, False])
+def test_conv_patches_exact_diagonal(d2):
+    torch.manual_seed(0)
+    net = ConvNet(d2).to(D)
+    x = torch.randn(8, 2, 6, 6, dtype=D) if d2 else torch.randn(8, 2, 6, dtype=D)
+    y = torch.randint(0, 2, (8,))
+    lik = pp.Categorical(8)
+    res = cv.kfac(net, (x, y), lik, {"body.0": True, "body.3": True}, diagonal=True)
+    ggn, _ = exact_ggn_blocks(net, x, lik)
+    for name in ("body.0", "body.3"):
+        idx = layer_matrix_order(net, name)
+        assert_close(res.layers[name].diag.flatten() * 8, ggn.diagonal()[idx], rtol=1e-9, atol=1e-12)
+    # KFC: A averages patches over positions, T = output positions
+    assert res.layers["body.0"].positions == (9 if d2 else 4)
+    assert res.layers["body.0"].A.shape == (2 * (9 if d2 else 3) + 1,) * 2
+
+
+def test_batchnorm_and_inplace_relu_do_not_break_hooks():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(inplace=True), nn.Linear(5, 3)).to(D)
+    net.eval()
+    x, y = torch.randn(20, 4, dtype=D), torch.randint(0, 3, (20,))
+    res = cv.kfac(net, (x, y), pp.Categorical(20), {"0": True, "3": True}, diagonal=True)
+    ggn, _ = exact_ggn_blocks(net, x, pp.Categorical(20))
+    idx = layer_matrix_order(net, "0")
+    assert_close(res.layers["0"].diag.flatten() * 20, ggn.diagonal()[idx], rtol=1e-9, atol=1e-12)
+
+
+def test_curvature_errors():
+    net = mlp()
+    x, y = torch.randn(5, 4, dtype=D), torch.randint(0, 3, (5,))
+    with pytest.raises(ValueError, match="fisher"):
+        cv.kfac(net, (x, y), pp.Categorical(5), {"0": True}, fisher="bad")
+    with pytest.raises(ValueError, match="no examples"):
+        cv.kfac(net, [], pp.Categorical(5), {"0": True})
+    with pytest.raises(ValueError, match="NaN"):
+        cv.kfac(net, (x * math.nan, y), pp.Categorical(5), {"0": True})
+    with pytest.raises(ValueError, match="heteroscedastic|fixed or learned"):
+        cv.kfac(net, (x, torch.randn(5, dtype=D)), pp.Gaussian(5, scale="heteroscedastic"), {"0": True})
+    with pytest.raises(ValueError, match="Tanh"):
+        cv.kfac(net, (x, y), pp.Categorical(5), {"1": True})
+    with pytest.raises(TypeError, match="data"):
+        cv.kfac(net, x, pp.Categorical(5), {"0": True})
