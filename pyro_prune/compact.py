@@ -39,7 +39,8 @@ modules, grouped convolutions, layers called more than once) is not compacted: t
 stay in place, the layer is listed in :attr:`CompactResult.masked_only`, and one
 :class:`UserWarning` names it.  The compact network computes the same function as the masked one
 in evaluation mode (``module.eval()``; batch norms use their running statistics); the function is
-never changed silently.
+never changed silently.  Pruned columns of a Linear layer after a flatten whose channel is otherwise
+kept stay in place as zeros (a whole channel block is the smallest removable unit there).
 
 Architecture strings (:func:`architecture`) list the input width and then the output width of every
 weight layer in execution order, joined by ``-``; where the layer kind switches between convolution
@@ -217,6 +218,21 @@ class CompactResult:
     def params_ratio(self) -> float:
         """``params_before / params_after``."""
         return self.params_before / self.params_after if self.params_after else math.inf
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-friendly figures (everything but the module)."""
+        return {
+            "before": self.before,
+            "after": self.after,
+            "input_index": None if self.input_index is None else self.input_index.tolist(),
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "flops_before": self.flops_before,
+            "flops_after": self.flops_after,
+            "masked_only": list(self.masked_only),
+            "reasons": dict(self.reasons),
+            "layers": [vars(layer).copy() for layer in self.layers],
+        }
 
     def summary(self) -> str:
         """One line: architecture, parameters and FLOPs before → after."""

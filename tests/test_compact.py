@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from typing import Dict
 
@@ -88,6 +89,8 @@ def test_mlp_relu_shapes_params_flops_arch():
     assert res.flops_after == count_flops(res.module, torch.randn(3, 64))
     assert [(c.name, c.in_after, c.out_after) for c in res.layers] == [("0", 64, h1), ("2", h1, h2), ("4", h2, 10)]
     assert res.masked_only == []
+    assert json.loads(json.dumps(res.to_dict()))["layers"][1]["in_after"] == h1
+    assert "64-300-100-10 -> " in res.summary()
     for k, v in net.state_dict().items():  # the input network is untouched
         assert torch.equal(v, state[k])
 
