@@ -4,12 +4,23 @@ r"""Posterior-predictive ensembles (``predict``) and their scores (``evaluate``)
 class probabilities :math:`\bar p = \frac1S\sum_s \mathrm{softmax}(f_{w_s}(x))`, predictive entropy
 :math:`H[\bar p]`, mutual information :math:`H[\bar p] - \frac1S\sum_s H[p_s]`; for regression the mean, the
 epistemic std (spread of the sampled means) and the aleatoric std.
+
+``method="glm"`` uses a Laplace guide's linearized predictive instead (:func:`pyro_prune.laplace_guide`):
+:math:`f(x) \sim \mathcal N(f_{w^*}(x), J\Sigma J^\top)`, with the probit approximation
+:math:`p \approx \mathrm{softmax}(\kappa \circ f_{w^*})`, :math:`\kappa = (1 + \frac{\pi}{8}\,\mathrm{diag}\,
+J\Sigma J^\top)^{-1/2}` for classification (sigmoid for Bernoulli) and the closed form
+:math:`\mathcal N(f_{w^*}, J\Sigma J^\top + \sigma^2)` for regression [1].
+
+References
+
+[1] Erik Daxberger et al. "Laplace Redux — Effortless Bayesian Deep Learning", NeurIPS 2021.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Literal, Optional
 
 import torch
 from pyro.infer import Predictive
@@ -36,12 +47,17 @@ class Prediction:
     :ivar samples: per-member class probabilities ``(S, B, C)`` (classification) or predictive
         means ``(S, B[, D])`` (regression).
     :ivar scales: per-member aleatoric stds ``(S, B[, D])`` (regression only).
+    :ivar method: ``"mc"`` (an ensemble of ``S`` sampled networks) or ``"glm"`` (the linearized predictive: one
+        member, ``S = 1``, holding the probit probabilities or the predictive mean).
+    :ivar output_cov: ``"glm"`` only: the covariance :math:`J\Sigma J^\top` of the outputs, ``(B, K, K)``.
     """
 
     task: str
     outputs: torch.Tensor
     samples: torch.Tensor
     scales: Optional[torch.Tensor] = None
+    method: str = "mc"
+    output_cov: Optional[torch.Tensor] = None
 
     @property
     def num_samples(self) -> int:
@@ -68,6 +84,8 @@ class Prediction:
     def mutual_information(self) -> torch.Tensor:
         r"""Epistemic uncertainty :math:`H[\bar p] - \frac1S \sum_s H[p_s]`, ``(B,)``."""
         self._need("classification", "mutual_information")
+        if self.method == "glm":
+            raise AttributeError("mutual_information needs sampled members; use method='mc'")
         return (self.entropy - _entropy(self.samples).mean(0)).clamp_min(0)
 
     # both -------------------------------------------------------------------------------------------
@@ -81,6 +99,9 @@ class Prediction:
     def epistemic_std(self) -> torch.Tensor:
         """Std of the sampled means (model uncertainty)."""
         self._need("regression", "epistemic_std")
+        if self.output_cov is not None:
+            var = self.output_cov.diagonal(dim1=-2, dim2=-1)
+            return var.reshape(self.samples.shape[1:]).clamp_min(0).sqrt()
         return self.samples.std(0, unbiased=False)
 
     @property
@@ -142,6 +163,7 @@ def predict(
     parallel: Optional[bool] = None,
     batch_size: Optional[int] = None,
     likelihood: Optional[Any] = None,
+    method: Literal["mc", "glm"] = "mc",
 ) -> Prediction:
     """Posterior-predictive ensemble of ``num_samples`` networks drawn from ``guide``.
 
@@ -156,9 +178,13 @@ def predict(
         predict every chunk.
     :param likelihood: how to read the outputs (e.g. ``pp.Categorical(N)``), for models without a
         ``likelihood`` attribute; without one, the prediction holds raw outputs (``task="unknown"``).
+    :param method: ``"mc"`` (sampled networks) or ``"glm"`` (the linearized predictive of a Laplace guide, see the
+        module docstring; ``num_samples`` and ``parallel`` are not used).
     :returns: a :class:`Prediction`.
     """
     _check_int("num_samples", num_samples, 1)
+    if method not in ("mc", "glm"):
+        raise ValueError(f"method must be 'mc' or 'glm', got {method!r}")
     if not torch.is_tensor(x):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0 or x.shape[0] == 0:
@@ -168,6 +194,8 @@ def predict(
     _check_guide(model, guide)
     if isinstance(guide, AutoGuide) and guide.prototype_trace is None:
         raise ValueError("guide is not initialized: fit it first (pp.fit) or call guide(x, y) once")
+    if method == "glm":
+        return _predict_glm(model, guide, x, batch_size, likelihood)
     if parallel is None:
         parallel = isinstance(model, BayesianModel) and model.vectorizable
     if batch_size is not None:
@@ -198,6 +226,28 @@ def predict(
     return _summarize(model, out, likelihood)
 
 
+def _predict_glm(model: Any, guide: Any, x: torch.Tensor, batch_size: Optional[int], likelihood: Any) -> Prediction:
+    glm = getattr(guide, "glm_predictive", None)
+    if not callable(glm):
+        raise ValueError(
+            f"method='glm' needs a guide with a linearized predictive (pp.laplace_guide), got {type(guide).__name__}"
+        )
+    lik = likelihood if likelihood is not None else getattr(model, "likelihood", None)
+    if lik is None:
+        raise ValueError("method='glm' needs a likelihood: pass likelihood=pp.Categorical(N) ...")
+    with torch.no_grad():
+        f, cov = glm(x) if batch_size is None else glm(x, batch_size=batch_size)
+        var = cov.diagonal(dim1=-2, dim2=-1)
+        if lik.task == "classification":
+            kappa = (1 + math.pi / 8 * var).rsqrt()
+            probs = lik.probs(kappa * f)
+            return Prediction("classification", f.unsqueeze(0), probs.unsqueeze(0), method="glm", output_cov=cov)
+        loc, scale = lik.mean_scale(f)
+        if loc.shape[-1] == 1:
+            loc, scale = loc.squeeze(-1), scale.squeeze(-1)
+        return Prediction("regression", f.unsqueeze(0), loc.unsqueeze(0), scale.unsqueeze(0), "glm", cov)
+
+
 def evaluate(
     model: Callable,
     guide: Optional[Callable],
@@ -205,6 +255,7 @@ def evaluate(
     num_samples: int = 100,
     parallel: Optional[bool] = None,
     likelihood: Optional[Any] = None,
+    method: Literal["mc", "glm"] = "mc",
 ) -> Dict[str, float]:
     """Score the posterior-predictive ensemble on ``data``.
 
@@ -213,13 +264,14 @@ def evaluate(
     :math:`\\mathcal N(\\bar\\mu, \\sigma^2_{epi} + \\sigma^2_{ale})`.
 
     :param data: a ``DataLoader`` of ``(x, y)`` batches or one ``(x, y)`` tuple.
+    :param method: ``"mc"`` or ``"glm"`` (see :func:`predict`).
     :returns: a dict of floats.
     """
     _check_int("num_samples", num_samples, 1)
     preds, ys = [], []
     for batch in as_batches(data):
         x, y = _unpack(batch, "data", None)
-        preds.append(predict(model, guide, x, num_samples, parallel=parallel, likelihood=likelihood))
+        preds.append(predict(model, guide, x, num_samples, parallel=parallel, likelihood=likelihood, method=method))
         ys.append(y)
     if not preds:
         raise ValueError("data yielded no batches")

@@ -1,0 +1,649 @@
+r"""The Laplace approximation as a Pyro ``AutoGuide``: KFAC (``kron``), diagonal or full GGN curvature.
+
+Around a MAP estimate :math:`w^*` of a network trained with an isotropic Gaussian prior of precision :math:`\tau`,
+
+.. math::
+
+    q(w) = \mathcal N\big(w^*,\ (\tfrac{1}{T}\,\mathrm{GGN}(w^*) + \tau I)^{-1}\big),
+
+with the GGN of :mod:`pyro_prune.curvature` (sum over the data set, scaled to the likelihood's ``dataset_size``)
+and a temperature :math:`T`.  Weights of other modules (BatchNorm, LayerNorm...) stay point estimates.  With
+``structure="kron"`` every layer's block is :math:`N (G \otimes A)/T + \tau_l I` (the exact prior term, eigenvalues
+:math:`N\lambda_G\lambda_A/T + \tau_l`, [1]); ``"diag"`` keeps the exact GGN diagonal; ``"full"`` the dense GGN,
+over all weights or a ``subnet`` [3] (other weights fixed at the MAP).
+
+The guide samples every layer's weight and bias *jointly*: one auxiliary standard normal site per layer
+(``infer={"is_auxiliary": True}``, so Pyro's plates and ``Predictive(parallel=True)`` give it their batch shape) is
+mapped through the posterior's square root, and each weight site is a ``Delta`` at the result.  ``marginals()``
+gives the exact marginal variances, so :func:`pyro_prune.prune` ranks weights by :math:`|\mu|/\sigma`.
+
+The Laplace log marginal likelihood [2]
+
+.. math::
+
+    \log p(\mathcal D \mid \tau) \approx \tfrac1T\log p(\mathcal D\mid w^*) - \tfrac12\sum_l \tau_l\|w^*_l\|^2
+    + \tfrac12\sum_l P_l \log\tau_l - \tfrac12 \log\det\big(\tfrac1T\mathrm{GGN} + \mathrm{diag}(\tau)\big)
+
+is cheap to evaluate for many :math:`\tau` because the curvature's eigenvalues stay fixed; ``prior_precision=
+"marglik"`` maximizes it over one :math:`\tau` (``prior_structure="scalar"``) or one per layer (``"layer"``).
+
+References
+
+[1] Hippolyt Ritter, Aleksandar Botev, David Barber. "A Scalable Laplace Approximation for Neural Networks",
+    ICLR 2018.
+[2] David J. C. MacKay. "A Practical Bayesian Framework for Backpropagation Networks", Neural Computation 1992.
+[3] Erik Daxberger et al. "Bayesian Deep Learning via Subnetwork Inference", ICML 2021.
+[4] Erik Daxberger et al. "Laplace Redux — Effortless Bayesian Deep Learning", NeurIPS 2021 (GLM predictive,
+    probit approximation).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+from pyro.infer.autoguide import AutoGuide
+from pyro.infer.autoguide.initialization import InitMessenger
+
+from .. import curvature as cv
+from ..model import BayesianModel, init_from
+from .base import Marginal
+
+__all__ = ["LaplaceGuide", "laplace_guide", "DEFAULT_MAX_MEMORY"]
+
+Structure = Literal["kron", "diag", "full"]
+PriorPrecision = Union[float, str, Sequence[float], torch.Tensor]
+
+#: Default bound (bytes) on the dense matrices of ``structure="full"`` (2 GiB).
+DEFAULT_MAX_MEMORY = 2 * 2**30
+
+
+@dataclass
+class _Layer:
+    """One Linear/Conv layer: its weight (and bias) sites, as one ``(out, in')`` matrix."""
+
+    module: str
+    weight: str
+    bias: Optional[str]
+    weight_shape: torch.Size
+    out: int
+    fan_in: int  # inputs per output, without the bias column
+
+    @property
+    def cols(self) -> int:
+        return self.fan_in + (self.bias is not None)
+
+    @property
+    def numel(self) -> int:
+        return self.out * self.cols
+
+    def join(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        w = values[self.weight].reshape(values[self.weight].shape[: -len(self.weight_shape)] + (self.out, -1))
+        if self.bias is None:
+            return w
+        return torch.cat([w, values[self.bias].unsqueeze(-1)], -1)
+
+    def split(self, mat: torch.Tensor) -> Dict[str, torch.Tensor]:
+        batch = mat.shape[:-2]
+        out = {self.weight: mat[..., : self.fan_in].reshape(batch + self.weight_shape)}
+        if self.bias is not None:
+            out[self.bias] = mat[..., self.fan_in]
+        return out
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return value
+
+
+def _map_values(model: BayesianModel, map_from: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """``({site: MAP value}, {other state entries})`` from ``map_from``."""
+    extra: Dict[str, torch.Tensor] = {}
+    if map_from is None:
+        values = model.initial_weights()
+    elif isinstance(map_from, nn.Module) and not isinstance(map_from, AutoGuide):
+        state = map_from.state_dict()
+        values = {k: state[k] for k in model.sites if k in state}
+        extra = {k: v for k, v in state.items() if k not in model.sites}
+    elif isinstance(map_from, Mapping):
+        values = {k: v for k, v in map_from.items() if k in model.sites}
+        extra = {k: v for k, v in map_from.items() if k not in model.sites}
+        bad = [k for k, v in map_from.items() if not torch.is_tensor(v)]
+        if bad:
+            raise TypeError(f"map_from: state_dict entries {bad[:3]} are not tensors")
+    elif callable(getattr(map_from, "median", None)):
+        if isinstance(map_from, AutoGuide) and map_from.prototype_trace is None:
+            raise ValueError("map_from: the guide is not initialized; fit it first (pp.fit) or call guide(x, y) once")
+        try:
+            values = dict(map_from.median())
+        except NotImplementedError:
+            msg = f"map_from: {type(map_from).__name__} cannot give a MAP (median() is not implemented)"
+            raise TypeError(msg) from None
+    else:
+        raise TypeError(
+            "map_from must be None (the network's weights), a trained guide with median() (AutoDelta, AutoNormal...), "
+            f"an nn.Module or a state_dict, got {type(map_from).__name__}"
+        )
+    missing = [k for k in model.sites if k not in values]
+    if missing:
+        raise ValueError(f"map_from gives no value for weight sites {missing}")
+    out = {}
+    for k in model.sites:
+        v = values[k].detach().to(device=model.device, dtype=model.dtype)
+        if v.shape != model.sites[k].shape:
+            raise ValueError(
+                f"map_from: {k!r} has shape {tuple(v.shape)}, the model's site {tuple(model.sites[k].shape)}"
+            )
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"map_from: {k!r} contains NaN or inf")
+        out[k] = v
+    return out, extra
+
+
+class LaplaceGuide(AutoGuide):
+    r"""A Laplace posterior around a MAP estimate (use :func:`laplace_guide` to build one).
+
+    :ivar structure: ``"kron"``, ``"diag"`` or ``"full"``.
+    :ivar posteriors: ``{module name: Kron | Diag}`` (kron/diag), or ``{"full": Dense}``.
+    :ivar prior_precision: :math:`\tau`, a tensor of shape ``()`` or ``(num_layers,)`` (order of :attr:`layer_names`).
+    """
+
+    def __init__(
+        self,
+        model: BayesianModel,
+        data: Any,
+        structure: Structure = "kron",
+        map_from: Any = None,
+        prior_precision: PriorPrecision = 1.0,
+        temperature: float = 1.0,
+        subnet: Any = None,
+        *,
+        fisher: cv.Fisher = "exact",
+        prior_structure: Literal["scalar", "layer"] = "scalar",
+        max_memory: float = DEFAULT_MAX_MEMORY,
+    ):
+        if not isinstance(model, BayesianModel):
+            raise TypeError(f"model must be a BayesianModel (from pp.bayesianize), got {type(model).__name__}")
+        if structure not in ("kron", "diag", "full"):
+            raise ValueError(f"structure must be 'kron', 'diag' or 'full', got {structure!r}")
+        if fisher not in ("exact", "mc"):
+            raise ValueError(f"fisher must be 'exact' or 'mc', got {fisher!r}")
+        if prior_structure not in ("scalar", "layer"):
+            raise ValueError(f"prior_structure must be 'scalar' or 'layer', got {prior_structure!r}")
+        self.temperature = _check_positive("temperature", temperature)
+        max_memory = _check_positive("max_memory", max_memory)
+        cv.flatten_output(model.likelihood, torch.zeros(1, 1))  # unsupported likelihoods raise here
+        if subnet is not None and structure != "full":
+            raise ValueError(f"subnet needs structure='full' (got structure={structure!r})")
+        self.structure = structure
+        self.fisher = fisher
+        map_values, extra = _map_values(model, map_from)
+        self._map = map_values
+        self._layers = self._make_layers(model)
+        self.layer_names = [layer.module for layer in self._layers]
+        tau0 = self._initial_prior(prior_precision, model)
+        super().__init__(InitMessenger(init_from(map_values))(model))
+        self._bmodel = (model,)  # not a submodule: the guide must not own the model's parameters
+        self._net = self._plain_net(model, extra)
+        self._subnet = self._subnet_masks(model, subnet) if structure == "full" else None
+        x0, y0 = self._fit(model, data, max_memory)
+        was = model.training
+        model.eval()
+        try:
+            self._setup_prototype(x0, y0)
+        finally:
+            model.train(was)
+        self.set_prior_precision(tau0)
+        if prior_precision == "marglik":
+            self.optimize_prior_precision(structure=prior_structure)
+
+    # -- construction ------------------------------------------------------------------------------------
+    @staticmethod
+    def _make_layers(model: BayesianModel) -> List[_Layer]:
+        by_module: Dict[str, Dict[str, Any]] = {}
+        for name, info in model.sites.items():
+            if info.kind == "other" or info.param not in ("weight", "bias"):
+                raise ValueError(
+                    f"site {name!r} ({info.kind}) cannot be part of a Laplace posterior: only Linear/Conv1d/Conv2d "
+                    "weights and biases (normalization layers stay point estimates)"
+                )
+            by_module.setdefault(info.module, {})[info.param] = info
+        layers = []
+        for module, ps in by_module.items():
+            if "weight" not in ps:
+                raise ValueError(f"module {module!r} has a Bayesian bias but a point-estimate weight; not supported")
+            w = ps["weight"]
+            b = ps.get("bias")
+            layers.append(
+                _Layer(module, w.name, None if b is None else b.name, w.shape, w.shape[0], w.numel // w.shape[0])
+            )
+        return layers
+
+    def _plain_net(self, model: BayesianModel, extra: Mapping[str, torch.Tensor]) -> nn.Module:
+        net = model.template().to(dtype=model.dtype)
+        state = net.state_dict()
+        for source in (model.net.state_dict(), extra, self._map):
+            for k, v in source.items():
+                if k in state and state[k].shape == v.shape:
+                    state[k] = v.detach().to(dtype=state[k].dtype) if state[k].is_floating_point() else v.detach()
+        net.load_state_dict(state)
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net
+
+    def _subnet_masks(self, model: BayesianModel, subnet: Any) -> Dict[str, torch.Tensor]:
+        sizes = {k: info.numel for k, info in model.sites.items()}
+        total = sum(sizes.values())
+        if subnet is None:
+            return {k: torch.ones(n, dtype=torch.bool, device=model.device) for k, n in sizes.items()}
+        if isinstance(subnet, Mapping):
+            unknown = [k for k in subnet if k not in model.sites]
+            if unknown:
+                raise ValueError(f"subnet names unknown sites {unknown}; sites are {list(model.sites)}")
+            masks = {}
+            for k, n in sizes.items():
+                m = subnet.get(k)
+                if m is None:
+                    masks[k] = torch.zeros(n, dtype=torch.bool, device=model.device)
+                    continue
+                m = torch.as_tensor(m, device=model.device)
+                if m.dtype != torch.bool or m.shape != model.sites[k].shape:
+                    raise ValueError(f"subnet[{k!r}] must be a bool mask of shape {tuple(model.sites[k].shape)}")
+                masks[k] = m.reshape(-1)
+        else:
+            idx = torch.as_tensor(subnet, device=model.device)
+            if idx.dtype == torch.bool or idx.is_floating_point() or idx.dim() != 1:
+                raise TypeError("subnet must be a {site: bool mask} dict or a 1-D tensor of flat integer indices")
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= total):
+                raise ValueError(f"subnet indices must lie in [0, {total}) (the number of weights in the sites)")
+            flat = torch.zeros(total, dtype=torch.bool, device=model.device)
+            flat[idx] = True
+            masks, pos = {}, 0
+            for k, n in sizes.items():
+                masks[k] = flat[pos : pos + n]
+                pos += n
+        if not any(bool(m.any()) for m in masks.values()):
+            raise ValueError("subnet selects no weights")
+        return masks
+
+    def _initial_prior(self, prior_precision: PriorPrecision, model: BayesianModel) -> torch.Tensor:
+        if isinstance(prior_precision, str):
+            if prior_precision != "marglik":
+                raise ValueError(
+                    f"prior_precision must be a positive number, a sequence or 'marglik', got {prior_precision!r}"
+                )
+            return torch.tensor(1.0, dtype=model.dtype, device=model.device)
+        return self._check_prior(prior_precision, model.dtype, model.device)
+
+    def _check_prior(self, tau: Any, dtype, device) -> torch.Tensor:
+        if isinstance(tau, bool):
+            raise TypeError("prior_precision must be a number or a sequence of numbers, got bool")
+        if isinstance(tau, (int, float)):
+            tau = _check_positive("prior_precision", tau)
+        try:
+            t = torch.as_tensor(tau, dtype=dtype, device=device).detach()
+        except (TypeError, ValueError, RuntimeError):
+            msg = f"prior_precision must be a number, a sequence of numbers or 'marglik', got {tau!r}"
+            raise TypeError(msg) from None
+        if t.dim() > 1 or (t.dim() == 1 and t.numel() != len(self._layers)):
+            raise ValueError(
+                f"prior_precision must be a scalar or have one entry per layer ({len(self._layers)}: "
+                f"{[layer.module for layer in self._layers]}), got shape {tuple(t.shape)}"
+            )
+        if not bool(torch.isfinite(t).all()) or not bool((t > 0).all()):
+            raise ValueError(f"prior_precision must be positive and finite, got {t.tolist()}")
+        return t
+
+    def _fit(self, model: BayesianModel, data: Any, max_memory: float) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Curvature at the MAP; returns one batch (for the prototype trace)."""
+        lik = model.likelihood
+        first: List[torch.Tensor] = []
+
+        def batches():
+            for batch in cv._batches(data):
+                if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                    raise TypeError(f"data must yield (x, y) pairs, got {type(batch).__name__}")
+                if not first:
+                    first.extend(batch)
+                yield batch
+
+        self._num_data = lik.dataset_size
+        scale = lik.dataset_size / self.temperature
+        self.posteriors: Dict[str, Any] = {}
+        if self.structure == "full":
+            n = int(sum(int(m.sum()) for m in self._subnet.values()))
+            need = cv.dense_bytes(n, model.dtype)
+            if need > max_memory:
+                raise MemoryError(
+                    f"structure='full' over {n:,} parameters needs about {need:,} bytes ({need / 2**30:.2f} GiB) for "
+                    f"its dense matrices, above max_memory={int(max_memory):,} bytes; use structure='kron' or 'diag', "
+                    "or a subnet=... of fewer weights (or raise max_memory)"
+                )
+            params = {k: m for k, m in self._subnet.items() if bool(m.any())}
+            ggn, seen, loglik = cv.full_ggn(self._net, batches(), lik, params)
+            self.posteriors["full"] = cv.Dense(ggn / seen, scale)
+            self._full_sites = params
+        else:
+            res = cv.kfac(
+                self._net,
+                batches(),
+                lik,
+                {layer.module: layer.bias is not None for layer in self._layers},
+                fisher=self.fisher,
+                factors=self.structure == "kron",
+                diagonal=self.structure == "diag",
+            )
+            seen, loglik = res.num_examples, res.log_likelihood
+            for layer in self._layers:
+                f = res.layers[layer.module]
+                if self.structure == "kron":
+                    self.posteriors[layer.module] = cv.Kron.from_factors(f.A, f.G, scale)
+                else:
+                    self.posteriors[layer.module] = cv.Diag(f.diag, scale)
+        self._num_seen = seen
+        self._log_lik = loglik * lik.dataset_size / seen
+        x0, y0 = first
+        x0 = x0.to(device=model.device, dtype=model.dtype if x0.is_floating_point() else None)
+        y0 = y0.to(device=model.device, dtype=model.dtype if y0.is_floating_point() else None)
+        return x0, y0
+
+    # -- prior precision --------------------------------------------------------------------------------
+    def _layer_taus(self, tau: torch.Tensor) -> List[torch.Tensor]:
+        return [tau if tau.dim() == 0 else tau[i] for i in range(len(self._layers))]
+
+    def _full_prior_vector(self, tau: torch.Tensor) -> torch.Tensor:
+        if tau.dim() == 0:
+            return tau
+        parts = []
+        for layer, t in zip(self._layers, self._layer_taus(tau)):
+            for site in (layer.weight, layer.bias):
+                if site is not None and site in self._full_sites:
+                    parts.append(t.expand(int(self._full_sites[site].sum())))
+        return torch.cat(parts)
+
+    def set_prior_precision(self, prior_precision: Any) -> None:
+        """Set :math:`\\tau` (a positive scalar or one value per layer) without recomputing the curvature."""
+        tau = self._check_prior(prior_precision, self._dtype, self._device)
+        self.prior_precision = tau
+        if self.structure == "full":
+            self.posteriors["full"] = self.posteriors["full"].with_prior(self._full_prior_vector(tau))
+        else:
+            for layer, t in zip(self._layers, self._layer_taus(tau)):
+                self.posteriors[layer.module] = self.posteriors[layer.module].with_prior(t)
+
+    @property
+    def _dtype(self) -> torch.dtype:
+        return self._bmodel[0].dtype
+
+    @property
+    def _device(self) -> torch.device:
+        return self._bmodel[0].device
+
+    def _map_sq_norms(self) -> List[torch.Tensor]:
+        out = []
+        for layer in self._layers:
+            if self.structure == "full":
+                s = torch.zeros((), dtype=self._dtype, device=self._device)
+                for site in (layer.weight, layer.bias):
+                    if site is not None and site in self._full_sites:
+                        s = s + self._map[site].reshape(-1)[self._full_sites[site]].pow(2).sum()
+                out.append(s)
+            else:
+                out.append(layer.join(self._map).pow(2).sum())
+        return out
+
+    def _layer_sizes(self) -> List[int]:
+        if self.structure != "full":
+            return [layer.numel for layer in self._layers]
+        return [
+            sum(
+                int(self._full_sites[s].sum())
+                for s in (layer.weight, layer.bias)
+                if s is not None and s in self._full_sites
+            )
+            for layer in self._layers
+        ]
+
+    def log_marginal_likelihood(self, prior_precision: Any = None) -> torch.Tensor:
+        r"""The Laplace approximation of :math:`\log p(\mathcal D \mid \tau)` (module docstring), differentiable in
+        ``prior_precision`` when it is a tensor.
+
+        :param prior_precision: :math:`\tau` (scalar or per layer); default: the guide's current one.
+        """
+        if prior_precision is None:
+            tau = self.prior_precision
+        elif torch.is_tensor(prior_precision) and prior_precision.requires_grad:
+            tau = prior_precision
+        else:
+            tau = self._check_prior(prior_precision, self._dtype, self._device)
+        taus = self._layer_taus(tau)
+        sq = self._map_sq_norms()
+        sizes = self._layer_sizes()
+        out = torch.as_tensor(self._log_lik / self.temperature, dtype=self._dtype, device=self._device)
+        for t, s, n in zip(taus, sq, sizes):
+            out = out - 0.5 * t * s + 0.5 * n * t.log()
+        if self.structure == "full":
+            logdet = self.posteriors["full"].with_prior(self._full_prior_vector(tau)).logdet()
+        else:
+            logdet = sum((self.posteriors[layer.module].curvature_eigenvalues() + t).log().sum()
+                         for layer, t in zip(self._layers, taus))  # fmt: skip
+        return out - 0.5 * logdet
+
+    def optimize_prior_precision(
+        self, structure: Literal["scalar", "layer"] = "scalar", max_iter: int = 200, init: Any = None
+    ) -> torch.Tensor:
+        """Maximize :meth:`log_marginal_likelihood` over :math:`\\log\\tau` (L-BFGS, eigenvalues fixed) and set it.
+
+        :param structure: one :math:`\\tau` (``"scalar"``) or one per layer (``"layer"``).
+        :returns: the new :math:`\\tau`.
+        """
+        if structure not in ("scalar", "layer"):
+            raise ValueError(f"structure must be 'scalar' or 'layer', got {structure!r}")
+        start = self.prior_precision if init is None else self._check_prior(init, self._dtype, self._device)
+        n = 1 if structure == "scalar" else len(self._layers)
+        log_tau = (
+            start.log().mean().expand(n).clone() if start.dim() == 0 or structure == "scalar" else start.log().clone()
+        )
+        log_tau = log_tau.double().requires_grad_(True)
+        # cache curvature eigenvalues in float64 for a smooth objective
+        opt = torch.optim.LBFGS([log_tau], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-9, tolerance_change=1e-12)  # fmt: skip
+
+        def closure():
+            opt.zero_grad()
+            tau = log_tau.clamp(-30, 30).exp().to(self._dtype)
+            loss = -self.log_marginal_likelihood(tau[0] if structure == "scalar" else tau)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        tau = log_tau.detach().clamp(-30, 30).exp().to(self._dtype)
+        self.set_prior_precision(tau[0] if structure == "scalar" else tau)
+        return self.prior_precision
+
+    # -- sampling ----------------------------------------------------------------------------------------
+    def _site_names(self) -> List[str]:
+        return list(self._map)
+
+    def _zeros(self, shape) -> torch.Tensor:
+        return torch.zeros(shape, dtype=self._dtype, device=self._device)
+
+    def forward(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
+        """Draw every layer's weights jointly from the Laplace posterior; returns ``{site: value}``."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        values: Dict[str, torch.Tensor] = {}
+        if self.structure == "full":
+            post = self.posteriors["full"]
+            eps = pyro.sample(
+                f"_{self._pyro_name}_latent",
+                dist.Normal(self._zeros(post.shape), 1.0).to_event(1),
+                infer={"is_auxiliary": True},
+            )
+            noise = post.transform(eps)
+            batch, pos = noise.shape[:-1], 0
+            for site, value in self._map.items():
+                mask = self._full_sites.get(site)
+                if mask is None:
+                    values[site] = value
+                    continue
+                k = int(mask.sum())
+                flat = value.reshape(-1).expand(batch + (value.numel(),)).clone()
+                flat[..., mask] = flat[..., mask] + noise[..., pos : pos + k]
+                pos += k
+                values[site] = flat.reshape(batch + value.shape)
+        else:
+            for i, layer in enumerate(self._layers):
+                post = self.posteriors[layer.module]
+                eps = pyro.sample(
+                    f"_{self._pyro_name}_{i}_latent",
+                    dist.Normal(self._zeros((layer.out, layer.cols)), 1.0).to_event(2),
+                    infer={"is_auxiliary": True},
+                )
+                values.update(layer.split(layer.join(self._map) + post.transform(eps)))
+        return {
+            site: pyro.sample(site, dist.Delta(values[site], event_dim=self._map[site].dim())) for site in self._map
+        }
+
+    @torch.no_grad()
+    def median(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
+        """The MAP (posterior mean and median) of every weight site."""
+        return {k: v.clone() for k, v in self._map.items()}
+
+    @torch.no_grad()
+    def marginals(self) -> Dict[str, Marginal]:
+        """``{site: Marginal(loc=MAP, scale=exact marginal std)}`` (scale 0 for weights outside a subnet)."""
+        var: Dict[str, torch.Tensor] = {}
+        if self.structure == "full":
+            v, pos = self.posteriors["full"].marginal_variance(), 0
+            for site, value in self._map.items():
+                mask = self._full_sites.get(site)
+                out = torch.zeros(value.numel(), dtype=value.dtype, device=value.device)
+                if mask is not None:
+                    k = int(mask.sum())
+                    out[mask] = v[pos : pos + k]
+                    pos += k
+                var[site] = out.reshape(value.shape)
+        else:
+            for layer in self._layers:
+                var.update(layer.split(self.posteriors[layer.module].marginal_variance()))
+        return {k: Marginal(self._map[k].clone(), var[k].clamp_min(0).sqrt()) for k in self._map}
+
+    @torch.no_grad()
+    def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
+        """Marginal quantiles ``{site: (len(quantiles),) + shape}``."""
+        q = torch.as_tensor(quantiles, dtype=self._dtype)
+        if q.dim() != 1 or bool(((q <= 0) | (q >= 1)).any()):
+            raise ValueError(f"quantiles must be a 1-D sequence in (0, 1), got {quantiles!r}")
+        z = dist.Normal(0.0, 1.0).icdf(q.double()).to(self._dtype)
+        return {k: m.loc + z.reshape((-1,) + (1,) * m.loc.dim()) * m.scale for k, m in self.marginals().items()}
+
+    # -- linearized predictive ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def glm_predictive(self, x: torch.Tensor, batch_size: int = 512) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""Linearized (GLM) predictive of the outputs: :math:`f(x) \sim \mathcal N(f_{w^*}(x), J \Sigma J^\top)`.
+
+        Kron/diag: per layer, :math:`J\Sigma J^\top = \tilde J\,\mathrm{diag}(w)\,\tilde J^\top` with
+        :math:`\tilde J = (\partial f/\partial s) U_G`, :math:`\tilde a = U_A^\top a`,
+        :math:`w = (1/(N\lambda_G\lambda_A^\top/T + \tau))\,\tilde a^{\circ 2}` (exact for the Kron posterior; the
+        per-example outer sum over positions for convolutions); full: ``torch.func`` Jacobians in batch.
+
+        :param x: inputs ``(B, ...)``.
+        :returns: mean ``(B, K)`` and covariance ``(B, K, K)`` of the outputs.
+        """
+        x = x.to(device=self._device, dtype=self._dtype if x.is_floating_point() else None)
+        means, covs = [], []
+        for xb in x.split(batch_size):
+            f, cov = self._glm_batch(xb)
+            means.append(f)
+            covs.append(cov)
+        return torch.cat(means), torch.cat(covs)
+
+    def _glm_batch(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        lik = self._bmodel[0].likelihood
+        if self.structure == "full":
+            f, J = cv.param_jacobians(self._net, x, lik, self._full_sites)
+            post = self.posteriors["full"]
+            B, K, P = J.shape
+            X = torch.linalg.solve_triangular(post.cholesky(), J.reshape(B * K, P).T, upper=False)  # (P, B*K)
+            X = X.reshape(P, B, K)
+            return f, torch.einsum("pbk,pbl->bkl", X, X)
+        f, per = cv.output_jacobians(
+            self._net, x, lik, {layer.module: layer.bias is not None for layer in self._layers}
+        )
+        K = f.shape[-1]
+        cov = torch.zeros(f.shape[0], K, K, dtype=f.dtype, device=f.device)
+        for layer in self._layers:
+            a, Js = per[layer.module]  # (B, T, in'), (K, B, T, out)
+            post = self.posteriors[layer.module]
+            inv = post.eigenvalues().reciprocal()  # (out, in')
+            if isinstance(post, cv.Kron):
+                a = a @ post.vec_a
+                Js = Js @ post.vec_g
+            if a.shape[1] == 1:
+                w = a[:, 0].pow(2) @ inv.T  # (B, out)
+                cov += torch.einsum("kbo,lbo,bo->bkl", Js[:, :, 0], Js[:, :, 0], w)
+            else:
+                M = torch.einsum("kbto,bti->kboi", Js, a)
+                cov += torch.einsum("kboi,lboi,oi->bkl", M, M, inv)
+        return f, cov
+
+
+def laplace_guide(
+    model: BayesianModel,
+    data: Any,
+    structure: Structure = "kron",
+    map_from: Any = None,
+    prior_precision: PriorPrecision = 1.0,
+    temperature: float = 1.0,
+    subnet: Any = None,
+    *,
+    fisher: cv.Fisher = "exact",
+    prior_structure: Literal["scalar", "layer"] = "scalar",
+    max_memory: float = DEFAULT_MAX_MEMORY,
+) -> LaplaceGuide:
+    r"""Fit a Laplace posterior around a MAP network and return it as a Pyro guide.
+
+    :param model: a :class:`~pyro_prune.BayesianModel` (Categorical, Bernoulli or Gaussian likelihood with a fixed
+        or learned scale). Its prior is not used: the Laplace prior is :math:`\mathcal N(0, \tau^{-1} I)`.
+    :param data: a ``DataLoader`` of ``(x, y)`` or one ``(x, y)`` tuple (the training data; one pass).
+    :param structure: ``"kron"`` (KFAC per layer), ``"diag"`` (exact GGN diagonal) or ``"full"`` (dense GGN, for
+        small networks or a ``subnet``; its size is checked against ``max_memory`` before anything is allocated).
+    :param map_from: the MAP: ``None`` (the weights the network had at ``bayesianize`` time), a trained guide with
+        ``median()`` (``AutoDelta``, ``AutoNormal``, ...), an ``nn.Module`` or a ``state_dict`` (which may also
+        carry the point estimates, e.g. BatchNorm).
+    :param prior_precision: :math:`\tau > 0` (a scalar or one per layer), or ``"marglik"`` to maximize the Laplace
+        marginal likelihood (see ``prior_structure``).
+    :param temperature: :math:`T > 0`; the curvature is divided by it.
+    :param subnet: with ``structure="full"``: ``{site: bool mask}`` or flat indices into the concatenation of the
+        model's weight sites in order (``parameters_to_vector`` of a plain Linear/Conv network); other weights stay
+        at the MAP.
+    :param fisher: ``"exact"`` GGN or ``"mc"`` sampled-label Fisher (kron/diag).
+    :param prior_structure: with ``"marglik"``: one :math:`\tau` (``"scalar"``) or one per layer (``"layer"``).
+    :param max_memory: bound in bytes on the dense matrices of ``structure="full"``.
+    :returns: a :class:`LaplaceGuide`.
+    :raises MemoryError: ``structure="full"`` would exceed ``max_memory``.
+    :raises ValueError / TypeError: invalid arguments (named in the message).
+    """
+    return LaplaceGuide(
+        model,
+        data,
+        structure,
+        map_from,
+        prior_precision,
+        temperature,
+        subnet,
+        fisher=fisher,
+        prior_structure=prior_structure,
+        max_memory=max_memory,
+    )
