@@ -1,4 +1,5 @@
-"""Matplotlib figures: log-α histograms, kept-weight masks, reliability diagrams, predictive bands.
+"""Matplotlib figures: log-α histograms, kept-weight masks, reliability diagrams, predictive bands, and for
+structured pruning the kept groups per layer and per-group log α.
 
 Every function draws on a given ``ax`` (or a new figure) and returns the figure, so it works in
 notebooks and headless scripts alike (use the Agg backend there).
@@ -12,7 +13,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-__all__ = ["log_alpha_histogram", "mask_images", "reliability_diagram", "predictive_band"]
+__all__ = [
+    "log_alpha_histogram",
+    "mask_images",
+    "reliability_diagram",
+    "predictive_band",
+    "kept_groups",
+    "group_log_alpha",
+]
 
 
 def _np(t) -> np.ndarray:
@@ -86,5 +94,45 @@ def predictive_band(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, x_tr
     ax.plot(x[order], mean[order], lw=1.5, label="mean")
     if x_train is not None:
         ax.scatter(_np(x_train).ravel(), _np(y_train).ravel(), s=6, c="k", label="train")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def kept_groups(group_masks: Dict[str, torch.Tensor], ax=None):
+    """Bar chart of the groups (neurons / channels) kept per layer, out of the total.
+
+    :param group_masks: ``{weight site: (G,) bool}``, e.g. ``pp.prune(...).group_masks``.
+    """
+    if not group_masks:
+        raise ValueError("group_masks is empty")
+    names = list(group_masks)
+    total = np.array([m.numel() for m in group_masks.values()])
+    kept = np.array([int(m.sum()) for m in group_masks.values()])
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(1.2 * len(names) + 3, 3.2))
+    pos = np.arange(len(names))
+    ax.bar(pos, total, color="0.85", label="total")
+    ax.bar(pos, kept, color="C0", label="kept")
+    for p, k, t in zip(pos, kept, total):
+        ax.text(p, k, f"{k}/{t}", ha="center", va="bottom", fontsize="small")
+    ax.set_xticks(pos, names)
+    ax.set_ylabel("groups (input units / channels)")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def group_log_alpha(group_log_alpha: Dict[str, torch.Tensor], threshold: float = 3.0, ax=None):
+    """Per-group :math:`\\log\\alpha_g` of every layer, sorted, with the pruning threshold.
+
+    :param group_log_alpha: ``{layer: (G,) log alpha}``, e.g. ``guide.group_log_alpha()``.
+    """
+    if not group_log_alpha:
+        raise ValueError("group_log_alpha is empty")
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.5))
+    for name, la in group_log_alpha.items():
+        v = np.sort(_np(la).ravel())
+        ax.plot(np.linspace(0, 1, len(v)), v, marker=".", lw=1, label=f"{name} ({len(v)} groups)")
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    ax.set_xlabel("group quantile")
+    ax.set_ylabel(r"$\log\alpha_g$")
     ax.legend(fontsize="small")
     return fig

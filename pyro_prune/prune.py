@@ -11,12 +11,28 @@ gives the pruned ensemble.  The :class:`CompressionReport` counts, per layer and
   :math:`2\,\text{nnz}` for a Linear layer, times the number of output positions for a convolution;
 * storage: dense bytes vs CSR bytes (values + int32 column indices + int32 row pointers of the
   weight reshaped to ``(out, in·k)``), and the dense size after dropping all-zero rows and columns.
+
+**Structured pruning.** With a group rule (:class:`~pyro_prune.rules.GroupLogAlpha`,
+:class:`~pyro_prune.rules.GroupSparsity`) whole groups go: input units of Linear layers (a column of the layer and
+the producing neuron of the layer before), output channels of Conv layers (a filter, its bias and the next layer's
+input channel).  The exported module is then rebuilt physically smaller by :func:`pyro_prune.compact.compact`,
+and the report adds the architecture before and after, parameter counts, FLOPs, and a **bit precision per layer**
+from the posterior variance (Louizos et al. 2017 §4): quantizing the kept weights of a layer with a fixed-point
+step :math:`\Delta_l` equal to their mean posterior standard deviation (a step the posterior cannot tell
+apart from its own noise) needs
+
+.. math::
+
+    b_l = 1 + \left\lceil \log_2\!\left(\frac{\max_{i}|\mathbb E w_i|}{\Delta_l} + 1\right) \right\rceil
+
+bits (one sign bit).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -27,7 +43,7 @@ from pyro.poutine.messenger import Messenger
 
 from .guides.base import Marginal, marginals
 from .model import BayesianModel
-from .rules import Rule, RuleLike, apply_rule
+from .rules import GroupRule, Rule, RuleLike, apply_rule
 
 __all__ = ["prune", "PruneResult", "CompressionReport", "LayerReport", "PrunedGuide"]
 
@@ -66,6 +82,8 @@ class CompressionReport:
 
     layers: List[LayerReport] = field(default_factory=list)
     rule: str = ""
+    #: structured pruning only: architecture, parameters, FLOPs before/after, groups kept and bits per layer
+    structure: Optional[Dict[str, Any]] = None
 
     def _sum(self, attr: str) -> int:
         return sum(getattr(layer, attr) for layer in self.layers)
@@ -95,7 +113,10 @@ class CompressionReport:
         keys = ("total", "kept", "dense_flops", "sparse_flops", "dense_bytes", "csr_bytes", "compact_params")
         total = {k: self._sum(k) for k in keys}
         total.update(sparsity=self.sparsity, compression=self.compression, flops_reduction=self.flops_reduction)
-        return {"rule": self.rule, "layers": [layer.to_dict() for layer in self.layers], "total": total}
+        out = {"rule": self.rule, "layers": [layer.to_dict() for layer in self.layers], "total": total}
+        if self.structure is not None:
+            out["structure"] = self.structure
+        return out
 
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), **kw)
@@ -131,6 +152,19 @@ class CompressionReport:
         line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
         out = [f"CompressionReport ({self.rule})" if self.rule else "CompressionReport", line(head)]
         out += [line(r) for r in rows]
+        st = self.structure
+        if st is not None:
+            out.append(f"architecture {st['before']} -> {st['after']}")
+            out.append(
+                f"parameters {st['params_before']:,} -> {st['params_after']:,} "
+                f"({st['params_before'] / max(st['params_after'], 1):.1f}x), FLOPs {st['flops_before']:,} -> "
+                f"{st['flops_after']:,} ({st['flops_before'] / max(st['flops_after'], 1):.1f}x)"
+            )
+            groups = ", ".join(f"{k}: {v[0]}/{v[1]}" for k, v in st["groups_kept"].items())
+            out.append(f"groups kept {groups}")
+            out.append("bits per layer " + ", ".join(f"{k}: {v}" for k, v in st["bits"].items()))
+            if st.get("masked_only"):
+                out.append(f"masked only (not compacted): {st['masked_only']}")
         return "\n".join(out)
 
     __repr__ = __str__
@@ -219,12 +253,21 @@ class PruneResult:
         entries exactly zero (loads and runs without pyro_prune).
     :ivar guide: :class:`PrunedGuide`, the posterior restricted to kept weights.
     :ivar report: :class:`CompressionReport`.
+    :ivar group_masks: (structured rules) groups kept per weight site.
+    :ivar masked_module: (structured rules) full-size network with pruned groups zeroed.
+    :ivar compact: (structured rules) the compaction details (architecture, indices kept).
     """
 
     masks: Dict[str, torch.Tensor]
     module: nn.Module
     guide: PrunedGuide
     report: CompressionReport
+    #: structured pruning only: ``{weight site: (G,) bool}`` groups kept per layer
+    group_masks: Optional[Dict[str, torch.Tensor]] = None
+    #: structured pruning only: the full-size network with pruned groups zeroed (``module`` is the compact one)
+    masked_module: Optional[nn.Module] = None
+    #: structured pruning only: the :class:`~pyro_prune.compact.CompactResult`
+    compact: Optional[Any] = None
 
 
 def _layer_report(name: str, info, mask: torch.Tensor, positions: int, elem_bytes: int) -> LayerReport:
@@ -287,7 +330,7 @@ def prune(
     """
     if not isinstance(model, BayesianModel):
         raise TypeError(f"model must be a BayesianModel (from pp.bayesianize), got {type(model).__name__}")
-    margs = marginals(guide)
+    margs = {k: v for k, v in marginals(guide).items() if k not in set(model.scale_sites)}
     missing = sorted(set(model.sites) - set(margs))
     extra = sorted(set(margs) - set(model.sites))
     if missing or extra:
@@ -298,13 +341,21 @@ def prune(
                 f"guide does not match the model's sites: {name!r} has shape {tuple(m.loc.shape)} in the guide "
                 f"and {tuple(model.sites[name].shape)} in the model"
             )
+    group_masks = None
+    if isinstance(rule, GroupRule):
+        if sites is not None:
+            raise ValueError("sites cannot be given with a group rule: groups are defined by the model's layers")
+        group_masks = _group_masks(model, rule, margs)
     if sites is None:
         sites = [n for n, info in model.sites.items() if info.param == "weight" and info.kind != "other"]
     else:
         unknown = [s for s in sites if s not in model.sites]
         if unknown:
             raise ValueError(f"sites {unknown} are not weight sites of the model (have {list(model.sites)})")
-    masks = apply_rule(rule, {s: margs[s] for s in sites})
+    if group_masks is not None:
+        masks = _expand_group_masks(model, margs, group_masks)
+    else:
+        masks = apply_rule(rule, {s: margs[s] for s in sites})
 
     net = model.template()
     state = net.state_dict()
@@ -328,4 +379,80 @@ def prune(
     report = CompressionReport(
         layers, rule=repr(rule) if isinstance(rule, Rule) else getattr(rule, "__name__", "callable")
     )
-    return PruneResult(masks=masks, module=net, guide=PrunedGuide(guide, masks), report=report)
+    if group_masks is None:
+        return PruneResult(masks=masks, module=net, guide=PrunedGuide(guide, masks), report=report)
+    from .compact import compact
+
+    keep = {model.sites[w].module: g for w, g in group_masks.items()}
+    small = compact(net, keep, example_input=example_input)
+    report.structure = {
+        "before": small.before,
+        "after": small.after,
+        "params_before": small.params_before,
+        "params_after": small.params_after,
+        "flops_before": small.flops_before,
+        "flops_after": small.flops_after,
+        "groups_kept": {w: (int(g.sum()), g.numel()) for w, g in group_masks.items()},
+        "bits": {w: bit_precision(margs[w], masks[w]) for w in group_masks},
+        "masked_only": list(small.masked_only),
+    }
+    return PruneResult(
+        masks=masks,
+        module=small.module,
+        guide=PrunedGuide(guide, masks),
+        report=report,
+        group_masks=group_masks,
+        masked_module=net,
+        compact=small,
+    )
+
+
+def bit_precision(marginal: Marginal, keep: Optional[torch.Tensor] = None) -> int:
+    r"""Fixed-point bits for a layer's kept weights with step :math:`\Delta` = their mean posterior std (see the
+    module docstring); 32 when the posterior has no variance (point estimates)."""
+    loc, scale = marginal.loc, marginal.scale
+    if keep is not None:
+        loc, scale = loc[keep], scale[keep]
+    if loc.numel() == 0:
+        return 0
+    step = float(scale.double().mean())
+    if not step > 0:
+        return 32
+    return min(32, 1 + math.ceil(math.log2(float(loc.abs().max()) / step + 1)))
+
+
+def _group_masks(model: BayesianModel, rule: GroupRule, margs: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
+    weights = {info.weight for info in model.group_sites.values()}
+    if not weights:
+        raise ValueError(
+            f"{rule!r} is a structured rule: the model needs group scales (bayesianize with pp.GroupPrior(...)) "
+            "and a group guide (pp.AutoGroupSparse)"
+        )
+    out = rule.group_masks({w: margs[w] for w in weights})
+    for w, g in out.items():
+        if not bool(g.any()):
+            la = margs[w].group.log_alpha
+            g = torch.zeros_like(g)
+            g[int(la.argmin())] = True
+            warnings.warn(
+                f"{rule!r} removes every group of {w!r}; keeping its most certain group ({int(la.argmin())}) so the "
+                "network keeps a path from input to output",
+                stacklevel=3,
+            )
+            out[w] = g
+    return out
+
+
+def _expand_group_masks(
+    model: BayesianModel, margs: Dict[str, Marginal], group_masks: Dict[str, torch.Tensor]
+) -> Dict[str, torch.Tensor]:
+    """Weight masks from group masks; conv output channels also mask their bias."""
+    masks = {}
+    for info in model.group_sites.values():
+        g = group_masks[info.weight]
+        shape = [1] * len(model.sites[info.weight].shape)
+        shape[info.axis] = -1
+        masks[info.weight] = g.reshape(shape).expand(model.sites[info.weight].shape).clone()
+        if info.axis == 0 and info.bias is not None:
+            masks[info.bias] = g.clone()
+    return masks

@@ -166,3 +166,81 @@ def test_bad_input_raises():
         pp.prune(other, guide, rules.LogAlpha())
     with pytest.raises(TypeError, match="BayesianModel"):
         pp.prune(net, guide, rules.LogAlpha())
+
+
+# -- structured pruning (group guides) ---------------------------------------------------------------------
+def group_trained(net, x, y, kind="log-uniform", epochs=30):
+    model = pp.bayesianize(net, pp.GroupPrior(kind), pp.Categorical(len(x)))
+    guide = pp.AutoGroupSparse(model)
+    pp.fit(model, guide, (x, y), epochs=epochs, lr=1e-2, progress=False)
+    return model, guide
+
+
+@pytest.mark.parametrize("kind", ["log-uniform", "horseshoe"])
+def test_structured_prune_mlp_compact_equals_masked(kind):
+    torch.manual_seed(0)
+    x = torch.randn(64, 6)
+    y = (x[:, 0] > 0).long()
+    net = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 2))
+    model, guide = group_trained(net, x, y, kind)
+    res = pp.prune(model, guide, rules.GroupSparsity(0.5))
+    # half the groups (input units) of every layer removed, exactly
+    assert {k: int(g.sum()) for k, g in res.group_masks.items()} == {"0.weight": 3, "2.weight": 6, "4.weight": 4}
+    # weight masks are the group masks broadcast over columns
+    assert torch.equal(res.masks["2.weight"], res.group_masks["2.weight"].expand(8, 12))
+    with torch.no_grad():
+        assert_close(res.module(x), res.masked_module(x), rtol=1e-5, atol=1e-5)
+    params = sum(p.numel() for p in res.module.parameters())
+    assert params < sum(p.numel() for p in net.parameters())
+    st = res.report.structure
+    assert st["before"].startswith("6-12-8-2") and st["params_after"] == params
+    assert st["flops_after"] < st["flops_before"]
+    assert set(st["bits"]) == set(res.group_masks) and all(1 <= b <= 32 for b in st["bits"].values())
+    assert "architecture" in str(res.report)
+    json.dumps(res.report.to_dict())
+    # the pruned ensemble draws zeros in the removed columns
+    pred = pp.predict(model, res.guide, x[:5], num_samples=4)
+    assert pred.samples.shape == (4, 5, 2)
+
+
+def test_structured_prune_conv_removes_channels():
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 12)
+    y = (x.mean((1, 2)) > 0).long()
+    net = nn.Sequential(
+        nn.Conv1d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
+        nn.Conv1d(6, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6, 2),
+    )  # fmt: skip
+    model, guide = group_trained(net, x, y, epochs=10)
+    res = pp.prune(model, guide, rules.GroupSparsity(0.5), example_input=x[:1])
+    assert int(res.group_masks["0.weight"].sum()) == 3
+    assert torch.equal(res.masks["0.bias"], res.group_masks["0.weight"])  # a removed channel takes its bias
+    convs = [m for m in res.module.modules() if isinstance(m, nn.Conv1d)]
+    assert convs[0].out_channels == 3 and convs[1].in_channels == 3
+    with torch.no_grad():
+        assert_close(res.module(x), res.masked_module(x), rtol=1e-5, atol=1e-5)
+
+
+def test_group_rules_bad_input():
+    net, model, guide, x, y = trained()
+    with pytest.raises(ValueError, match="structured rule"):
+        pp.prune(model, guide, rules.GroupLogAlpha(3.0))
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="target"):
+            rules.GroupSparsity(bad)
+    with pytest.raises(ValueError, match="NaN"):
+        rules.GroupLogAlpha(math.nan)
+    with pytest.raises(ValueError, match="scope"):
+        rules.GroupSparsity(0.5, scope="net")
+    with pytest.raises(ValueError, match="per-group posteriors"):
+        rules.GroupLogAlpha(3.0).group_masks(pp.marginals(guide))
+
+
+def test_group_rule_keeps_one_group_when_all_would_go():
+    torch.manual_seed(0)
+    x = torch.randn(32, 4)
+    y = (x[:, 0] > 0).long()
+    model, guide = group_trained(nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)), x, y, epochs=2)
+    with pytest.warns(UserWarning, match="removes every group"):
+        res = pp.prune(model, guide, rules.GroupLogAlpha(-100.0))
+    assert all(int(g.sum()) == 1 for g in res.group_masks.values())
