@@ -317,3 +317,23 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="prior_precision"):
         g.set_prior_precision(-2.0)
     assert isinstance(cv.Kron, type)
+
+
+def test_validation_tuning_picks_the_best_grid_point():
+    net, model, x, y = classifier(n=60)
+    g = pp.laplace_guide(model, (x[:40], y[:40]), prior_precision=1.0)
+    tau, scores = pp.guides.laplace_glm.tune_prior_precision(g, (x[40:], y[40:]), grid=[0.01, 1.0, 100.0])
+    assert float(tau) == max(scores, key=lambda s: s[1])[0]
+    # the score is the held-out GLM probit log-likelihood
+    g.set_prior_precision(float(tau))
+    p = pp.predict(model, g, x[40:], method="glm").probs
+    best = max(s for _, s in scores)
+    assert_close(p[torch.arange(20), y[40:]].log().mean(), best, rtol=1e-8)
+    tau2 = g.optimize_prior_precision(method="val", val_data=(x[40:], y[40:]))  # default grid: 1e-4 .. 1e6
+    p2 = pp.predict(model, g, x[40:], method="glm").probs
+    assert 1e-4 <= float(tau2) <= 1e6
+    assert float(p2[torch.arange(20), y[40:]].log().mean()) >= best - 1e-9
+    with pytest.raises(ValueError, match="val_data"):
+        g.optimize_prior_precision(method="val")
+    with pytest.raises(ValueError, match="grid"):
+        pp.guides.laplace_glm.tune_prior_precision(g, (x[40:], y[40:]), grid=[-1.0])

@@ -53,6 +53,7 @@ from pyro.infer.autoguide.initialization import InitMessenger
 from .. import curvature as cv
 from ..model import BayesianModel, init_from
 from .base import Marginal
+from .laplace_glm import glm_covariance, glm_features, tune_prior_precision
 
 __all__ = ["LaplaceGuide", "laplace_guide", "DEFAULT_MAX_MEMORY"]
 
@@ -440,15 +441,34 @@ class LaplaceGuide(AutoGuide):
         return out - 0.5 * logdet
 
     def optimize_prior_precision(
-        self, structure: Literal["scalar", "layer"] = "scalar", max_iter: int = 200, init: Any = None
+        self,
+        structure: Literal["scalar", "layer"] = "scalar",
+        max_iter: int = 200,
+        init: Any = None,
+        method: Literal["marglik", "val"] = "marglik",
+        val_data: Any = None,
+        grid: Any = None,
     ) -> torch.Tensor:
-        """Maximize :meth:`log_marginal_likelihood` over :math:`\\log\\tau` (L-BFGS, eigenvalues fixed) and set it.
+        """Tune :math:`\\tau` and set it.
 
-        :param structure: one :math:`\\tau` (``"scalar"``) or one per layer (``"layer"``).
+        ``method="marglik"``: maximize :meth:`log_marginal_likelihood` over :math:`\\log\\tau` (L-BFGS from
+        ``init``, eigenvalues fixed).  ``method="val"``: the scalar :math:`\\tau` of ``grid`` (default
+        ``logspace(-4, 6, 41)``, then refined) with the highest log-likelihood of held-out ``val_data`` under the GLM
+        predictive (:func:`~pyro_prune.guides.laplace_glm.tune_prior_precision`).
+
+        :param structure: one :math:`\\tau` (``"scalar"``) or one per layer (``"layer"``, marglik only).
         :returns: the new :math:`\\tau`.
         """
         if structure not in ("scalar", "layer"):
             raise ValueError(f"structure must be 'scalar' or 'layer', got {structure!r}")
+        if method not in ("marglik", "val"):
+            raise ValueError(f"method must be 'marglik' or 'val', got {method!r}")
+        if method == "val":
+            if val_data is None:
+                raise ValueError("method='val' needs val_data: held-out (x, y) the MAP was not trained on")
+            if structure != "scalar":
+                raise ValueError("method='val' tunes a scalar prior precision (structure='scalar')")
+            return tune_prior_precision(self, val_data, grid)[0]
         start = self.prior_precision if init is None else self._check_prior(init, self._dtype, self._device)
         n = 1 if structure == "scalar" else len(self._layers)
         log_tau = (
@@ -551,12 +571,8 @@ class LaplaceGuide(AutoGuide):
     # -- linearized predictive ---------------------------------------------------------------------------
     @torch.no_grad()
     def glm_predictive(self, x: torch.Tensor, batch_size: int = 512) -> Tuple[torch.Tensor, torch.Tensor]:
-        r"""Linearized (GLM) predictive of the outputs: :math:`f(x) \sim \mathcal N(f_{w^*}(x), J \Sigma J^\top)`.
-
-        Kron/diag: per layer, :math:`J\Sigma J^\top = \tilde J\,\mathrm{diag}(w)\,\tilde J^\top` with
-        :math:`\tilde J = (\partial f/\partial s) U_G`, :math:`\tilde a = U_A^\top a`,
-        :math:`w = (1/(N\lambda_G\lambda_A^\top/T + \tau))\,\tilde a^{\circ 2}` (exact for the Kron posterior; the
-        per-example outer sum over positions for convolutions); full: ``torch.func`` Jacobians in batch.
+        r"""Linearized (GLM) predictive of the outputs: :math:`f(x) \sim \mathcal N(f_{w^*}(x), J \Sigma J^\top)`
+        (exact for the posterior's structure, vectorized over the batch; see :mod:`pyro_prune.guides.laplace_glm`).
 
         :param x: inputs ``(B, ...)``.
         :returns: mean ``(B, K)`` and covariance ``(B, K, K)`` of the outputs.
@@ -570,33 +586,8 @@ class LaplaceGuide(AutoGuide):
         return torch.cat(means), torch.cat(covs)
 
     def _glm_batch(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        lik = self._bmodel[0].likelihood
-        if self.structure == "full":
-            f, J = cv.param_jacobians(self._net, x, lik, self._full_sites)
-            post = self.posteriors["full"]
-            B, K, P = J.shape
-            X = torch.linalg.solve_triangular(post.cholesky(), J.reshape(B * K, P).T, upper=False)  # (P, B*K)
-            X = X.reshape(P, B, K)
-            return f, torch.einsum("pbk,pbl->bkl", X, X)
-        f, per = cv.output_jacobians(
-            self._net, x, lik, {layer.module: layer.bias is not None for layer in self._layers}
-        )
-        K = f.shape[-1]
-        cov = torch.zeros(f.shape[0], K, K, dtype=f.dtype, device=f.device)
-        for layer in self._layers:
-            a, Js = per[layer.module]  # (B, T, in'), (K, B, T, out)
-            post = self.posteriors[layer.module]
-            inv = post.eigenvalues().reciprocal()  # (out, in')
-            if isinstance(post, cv.Kron):
-                a = a @ post.vec_a
-                Js = Js @ post.vec_g
-            if a.shape[1] == 1:
-                w = a[:, 0].pow(2) @ inv.T  # (B, out)
-                cov += torch.einsum("kbo,lbo,bo->bkl", Js[:, :, 0], Js[:, :, 0], w)
-            else:
-                M = torch.einsum("kbto,bti->kboi", Js, a)
-                cov += torch.einsum("kboi,lboi,oi->bkl", M, M, inv)
-        return f, cov
+        f, feats = glm_features(self, x)
+        return f, glm_covariance(self, f, feats)
 
 
 def laplace_guide(
