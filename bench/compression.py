@@ -12,7 +12,16 @@ Digits MLP 64-300-100-10 of ../shared/TARGETS.md (1437 train / 360 test, Adam lr
 5. speed: an AutoSparseVD ``fit`` epoch / a dense epoch, interleaved, median of rounds.
 
 Optionally (``--mnist1d``) the same pipeline on a small Conv1d network on the mnist1d generator.
-Writes ``bench/results/compression.json`` and prints a table.  ``--quick`` runs a short smoke version.
+
+``--part groups`` (or ``all``) runs structured pruning ("Bayesian Compression"): ``AutoGroupSparse`` with the
+log-uniform and the horseshoe group priors on the same dense MLP, pruned with ``GroupLogAlpha`` into a physically
+smaller network (neurons kept per layer, FLOPs, parameters, bits per layer, accuracy of the compact network and of
+the pruned ensemble), beside structured magnitude pruning (``torch.nn.utils.prune.ln_structured`` on neurons, L2,
+at the same neuron counts, + 20 epochs fine-tune), the inference time of the compact network / the dense one
+(interleaved, same process), and the Conv1d network on mnist1d (channels kept, accuracy vs dense).
+
+Writes ``bench/results/compression.json`` (a part run alone updates its own key) and prints a table.
+``--quick`` runs a short smoke version.
 """
 
 from __future__ import annotations
@@ -266,6 +275,141 @@ def run_mnist1d(args, prior):
     return res
 
 
+# -- structured pruning ----------------------------------------------------------------------------------------
+def groups_ours(dense, split, loader, kind, tau0, epochs, warmup, lr, threshold, example_input=None):
+    pyro.clear_param_store()
+    model = pp.bayesianize(dense, pp.GroupPrior(kind, tau0=tau0), pp.Categorical(split.dataset_size))
+    guide = pp.AutoGroupSparse(model)
+    t = time.perf_counter()
+    history = pp.fit(model, guide, loader, epochs=epochs, lr=lr, kl_warmup=warmup, progress=False)
+    secs = (time.perf_counter() - t) / epochs
+    res = pp.prune(model, guide, rules.GroupLogAlpha(threshold), example_input=example_input)
+    x_test, y_test = split.x_test, split.y_test
+    with torch.no_grad():
+        compact_scores = scores(res.module(x_test).softmax(-1), y_test)
+    torch.manual_seed(0)
+    ens = pp.predict(model, res.guide, x_test, num_samples=100)
+    st = res.report.structure
+    print(res.report)
+    return {
+        "prior": kind,
+        "tau0": tau0,
+        "epochs": epochs,
+        "kl_warmup": warmup,
+        "lr": lr,
+        "threshold": threshold,
+        "s_per_epoch": round(secs, 4),
+        "final_loss": round(history.last["loss"], 4),
+        "groups_kept": {k: list(v) for k, v in st["groups_kept"].items()},
+        "before": st["before"],
+        "after": st["after"],
+        "params_before": st["params_before"],
+        "params_after": st["params_after"],
+        "flops_reduction": round(st["flops_before"] / st["flops_after"], 1),
+        "params_reduction": round(st["params_before"] / st["params_after"], 1),
+        "bits": st["bits"],
+        "masked_only": st["masked_only"],
+        "compact_net": compact_scores,
+        "ensemble100": scores(ens.probs, y_test),
+    }, res
+
+
+def structured_magnitude(dense, loader, x_test, y_test, kept, finetune=20):
+    """``ln_structured`` (L2) removing neurons so each layer keeps ``kept[i]`` groups like ours: input units of
+    Linear layer ``i`` are the columns of its weight (``dim=1``), then 20 epochs fine-tune with the masks fixed."""
+    m = copy.deepcopy(dense)
+    linears = [layer for layer in m.modules() if isinstance(layer, nn.Linear)]
+    for layer, k in zip(linears, kept):
+        n_in = layer.in_features
+        if k < n_in:
+            tprune.ln_structured(layer, "weight", amount=n_in - k, n=2, dim=1)
+    with torch.no_grad():
+        before = scores(m(x_test).softmax(-1), y_test)
+    train_dense(m, loader, finetune)
+    with torch.no_grad():
+        after = scores(m(x_test).softmax(-1), y_test)
+    return {"groups_kept": list(kept), "no_finetune": before, f"finetune{finetune}": after}
+
+
+def inference_ratio(dense, small, x, rounds=7, reps=200):
+    """Median time of ``reps`` forward passes of the compact network / the dense one, interleaved."""
+    ratios = []
+    with torch.no_grad():
+        for _ in range(rounds):
+            t = time.perf_counter()
+            for _ in range(reps):
+                dense(x)
+            td = time.perf_counter() - t
+            t = time.perf_counter()
+            for _ in range(reps):
+                small(x)
+            ratios.append((time.perf_counter() - t) / td)
+    return round(statistics.median(ratios), 3)
+
+
+def run_groups(args):
+    split = pp.data.load_digits()
+    loader, _ = split.loaders(batch_size=64, seed=0)
+    x_test, y_test = split.x_test, split.y_test
+    torch.manual_seed(0)
+    dense = train_dense(mlp(), loader, args.dense_epochs, wd=1e-4)
+    with torch.no_grad():
+        out = {"dense": scores(dense(x_test).softmax(-1), y_test)}
+    for kind, tau0 in (("log-uniform", 1.0), ("horseshoe", args.tau0)):
+        torch.manual_seed(0)
+        pyro.set_rng_seed(0)
+        r, res = groups_ours(dense, split, loader, kind, tau0, args.group_epochs, args.group_epochs // 4,
+                             args.group_lr, args.group_threshold)  # fmt: skip
+        kept = [v[0] for v in r["groups_kept"].values()]
+        r["structured_magnitude"] = structured_magnitude(dense, loader, x_test, y_test, kept)
+        r["inference_time_compact_vs_dense"] = inference_ratio(dense, res.module, x_test)
+        out[kind] = r
+    if args.mnist1d:
+        split = pp.data.load_mnist1d(num_samples=4000)
+        loader, _ = split.loaders(batch_size=64, seed=0)
+        torch.manual_seed(0)
+        dense = train_dense(cnn1d(), loader, args.mnist1d_dense_epochs, wd=1e-4)
+        with torch.no_grad():
+            m1 = {"dense": scores(dense(split.x_test).softmax(-1), split.y_test)}
+        torch.manual_seed(0)
+        r, res = groups_ours(dense, split, loader, "log-uniform", 1.0, args.mnist1d_epochs, args.mnist1d_epochs // 4,
+                             args.group_lr, args.group_threshold, example_input=split.x_test[:1])  # fmt: skip
+        r["inference_time_compact_vs_dense"] = inference_ratio(dense, res.module, split.x_test)
+        m1["log-uniform"] = r
+        out["mnist1d"] = m1
+    return out
+
+
+def groups_table(g):
+    rows = [("structured (digits MLP)", "arch after", "FLOPs", "params", "acc", "nll", "ece")]
+    rows.append(("dense", "64-300-100-10", "1x", "1x", *(f"{g['dense'][k]:.4f}" for k in ("accuracy", "nll", "ece"))))
+    for kind in ("log-uniform", "horseshoe"):
+        if kind not in g:
+            continue
+        r = g[kind]
+        for label in ("compact_net", "ensemble100"):
+            rows.append((f"ours {kind} {label}", r["after"], f"{r['flops_reduction']}x", f"{r['params_reduction']}x",
+                         *(f"{r[label][k]:.4f}" for k in ("accuracy", "nll", "ece"))))  # fmt: skip
+        sm = r["structured_magnitude"]["finetune20"]
+        rows.append(("ln_structured same neurons +ft20", r["after"], "", "",
+                     *(f"{sm[k]:.4f}" for k in ("accuracy", "nll", "ece"))))  # fmt: skip
+    if "mnist1d" in g:
+        m = g["mnist1d"]
+        metric = ("accuracy", "nll", "ece")
+        rows.append(("mnist1d Conv1d dense", "", "1x", "1x", *(f"{m['dense'][k]:.4f}" for k in metric)))
+        r = m["log-uniform"]
+        rows.append(("mnist1d ours log-uniform compact", r["after"], f"{r['flops_reduction']}x",
+                     f"{r['params_reduction']}x", *(f"{r['compact_net'][k]:.4f}" for k in metric)))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    for kind in ("log-uniform", "horseshoe"):
+        if kind in g:
+            r = g[kind]
+            print(f"{kind}: groups kept {r['groups_kept']}, bits {r['bits']}, "
+                  f"compact/dense inference time {r['inference_time_compact_vs_dense']}")  # fmt: skip
+
+
 def table(res):
     rows = [("digits MLP", "sparsity", "compress", "acc", "nll", "ece")]
     d = res["digits"]
@@ -301,6 +445,11 @@ def main(argv=None):
     ap.add_argument("--mnist1d", action="store_true", help="also run the Conv1d network on mnist1d")
     ap.add_argument("--mnist1d-epochs", type=int, default=100)
     ap.add_argument("--mnist1d-dense-epochs", type=int, default=50)
+    ap.add_argument("--part", choices=("svd", "groups", "all"), default="all")
+    ap.add_argument("--group-epochs", type=int, default=300)
+    ap.add_argument("--group-lr", type=float, default=3e-3)
+    ap.add_argument("--group-threshold", type=float, default=3.0)
+    ap.add_argument("--tau0", type=float, default=1.0, help="global scale of the horseshoe")
     ap.add_argument("--quick", action="store_true", help="smoke run with few epochs")
     ap.add_argument("--figures", default=None, help="folder for PNG figures")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "compression.json"))
@@ -308,13 +457,23 @@ def main(argv=None):
     if args.quick:
         args.epochs, args.warmup, args.dense_epochs, args.ref_epochs, args.rounds = 4, 2, 4, 4, 1
         args.mnist1d_epochs, args.mnist1d_dense_epochs = 4, 4
+        args.group_epochs = 4
     torch.set_num_threads(2)
     pyro.set_rng_seed(0)
     prior = pp.distributions.LogUniform()
-    res = {"digits": run_digits(args, prior), "torch": torch.__version__, "pyro": pyro.__version__}
-    if args.mnist1d:
-        res["mnist1d"] = run_mnist1d(args, prior)
-    table(res)
+    res = {}
+    if os.path.exists(args.out) and args.part != "all":
+        with open(args.out) as f:
+            res = json.load(f)  # keep the other part's results
+    res.update(torch=torch.__version__, pyro=pyro.__version__)
+    if args.part in ("svd", "all"):
+        res["digits"] = run_digits(args, prior)
+        if args.mnist1d:
+            res["mnist1d"] = run_mnist1d(args, prior)
+        table(res)
+    if args.part in ("groups", "all"):
+        res["groups"] = run_groups(args)
+        groups_table(res["groups"])
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(res, f, indent=2)

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from . import curvature, data, distributions, guides, layers, likelihoods, metrics, plots, rules
+from . import compact, curvature, data, distributions, groups, guides, layers, likelihoods, metrics, plots, rules
 from .curvature import Kron
 from .distributions import HalfCauchyScaleMixture, Horseshoe, ImproperLogUniform, LogUniform, LogUniformScaleMixture
 from .groups import GroupPrior
@@ -60,4 +60,6 @@ __all__ = [
     "likelihoods",
     "metrics",
     "rules",
+    "compact",
+    "groups",
 ]

@@ -29,10 +29,11 @@ rebuilds a physically smaller network.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Literal, Union
+from typing import Callable, Dict, Literal, Optional, Union
 
 import torch
 
+from .distributions.kl import LOG_ALPHA_CLIP, LOG_ALPHA_EPS
 from .guides.base import Marginal
 
 __all__ = ["Rule", "LogAlpha", "SNR", "Sparsity", "GroupRule", "GroupLogAlpha", "GroupSparsity", "apply_rule"]
@@ -170,14 +171,47 @@ class GroupRule(Rule):
         return out
 
 
+def _noise_to_signal(m: Marginal, rows: Optional[torch.Tensor]) -> torch.Tensor:
+    """Group :math:`\\log\\sum\\mathrm{Var}\\,w - \\log\\sum(\\mathbb E w)^2` over the weights into kept ``rows``."""
+    loc, var = m.loc, m.scale.pow(2)
+    if rows is not None:
+        loc, var = loc[rows], var[rows]
+    dims = [d for d in range(loc.dim()) if d != m.group.axis]
+    la = (var.sum(dims) + LOG_ALPHA_EPS).log() - (loc.pow(2).sum(dims) + LOG_ALPHA_EPS).log()
+    return la.clamp(-LOG_ALPHA_CLIP, LOG_ALPHA_CLIP)
+
+
+def _chain_scores(groups: Dict[str, Marginal], keep_fn) -> Dict[str, torch.Tensor]:
+    """Group masks from the last layer to the first.  For the horseshoe (whose group :math:`\\log\\alpha` is the
+    noise-to-signal ratio of the group's weights) the weights of a Linear layer that feed units the next layer
+    removes are left out of the ratio: they are dead whatever their value.  A layer ``a`` feeds the next site
+    ``b`` when ``b``'s groups are its input units (axis 1) and their number equals ``a``'s output units
+    (sequential networks, in module order)."""
+    names = list(groups)
+    out: Dict[str, torch.Tensor] = {}
+    for i in range(len(names) - 1, -1, -1):
+        m = groups[names[i]]
+        la = m.group.log_alpha
+        if m.group.prior == "horseshoe" and i + 1 < len(names):
+            nxt = groups[names[i + 1]]
+            if nxt.group.axis == 1 and nxt.group.num_groups == m.loc.shape[0]:
+                la = _noise_to_signal(m, out[names[i + 1]])
+        out[names[i]] = keep_fn(names[i], la)
+    return {n: out[n] for n in names}
+
+
 class GroupLogAlpha(GroupRule):
-    r"""Keep groups with :math:`\log\alpha_g < \text{threshold}` (default 3)."""
+    r"""Keep groups with :math:`\log\alpha_g < \text{threshold}` (default 3).
+
+    For the horseshoe, :math:`\log\alpha_g` is re-computed over the weights that feed units the next layer keeps
+    (see :class:`~pyro_prune.guides.GroupMarginal`); layers are visited from the output back.
+    """
 
     def __init__(self, threshold: float = 3.0):
         self.threshold = _check_threshold("threshold", threshold)
 
     def group_masks(self, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
-        return {n: m.group.log_alpha < self.threshold for n, m in self._groups(marginals).items()}
+        return _chain_scores(self._groups(marginals), lambda name, la: la < self.threshold)
 
     def __repr__(self) -> str:
         return f"GroupLogAlpha({self.threshold:g})"
@@ -201,9 +235,11 @@ class GroupSparsity(GroupRule):
 
     def group_masks(self, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
         groups = self._groups(marginals)
-        scores = {n: -m.group.log_alpha.double() for n, m in groups.items()}
         if self.scope == "layer":
-            return {n: Sparsity._keep_top(s, round(self.target * s.numel())) for n, s in scores.items()}
+            return _chain_scores(
+                groups, lambda name, la: Sparsity._keep_top(-la.double(), round(self.target * la.numel()))
+            )
+        scores = {n: -m.group.log_alpha.double() for n, m in groups.items()}
         flat = torch.cat([s.cpu() for s in scores.values()])
         keep = Sparsity._keep_top(flat, round(self.target * flat.numel()))
         out, pos = {}, 0

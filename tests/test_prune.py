@@ -244,3 +244,27 @@ def test_group_rule_keeps_one_group_when_all_would_go():
     with pytest.warns(UserWarning, match="removes every group"):
         res = pp.prune(model, guide, rules.GroupLogAlpha(-100.0))
     assert all(int(g.sum()) == 1 for g in res.group_masks.values())
+
+
+def test_horseshoe_group_log_alpha_ignores_weights_into_removed_units():
+    from pyro_prune.guides import GroupMarginal
+
+    def gm(prior, la, axis=1):
+        z = torch.ones_like(la)
+        return GroupMarginal(axis=axis, log_alpha=la, scale_mean=z, scale_std=z, log_scale_mean=z, prior=prior)
+
+    # layer a: 3 inputs -> 4 units; units 2, 3 carry pure noise (removed by layer b), units 0, 1 carry signal
+    loc = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    scale = torch.tensor([[0.1, 1.0, 0.1], [0.1, 1.0, 0.1], [3.0, 3.0, 3.0], [3.0, 3.0, 3.0]])
+    b_loc, b_scale = torch.ones(2, 4), torch.full((2, 4), 0.1)
+    for prior in ("horseshoe", "log-uniform"):
+        margs = {
+            "a.weight": Marginal(loc, scale, None, gm(prior, torch.full((3,), 5.0))),  # diluted: every group looks bad
+            "b.weight": Marginal(b_loc, b_scale, None, gm(prior, torch.tensor([-5.0, -5.0, 5.0, 5.0]))),
+        }
+        masks = rules.GroupLogAlpha(3.0).group_masks(margs)
+        assert masks["b.weight"].tolist() == [True, True, False, False]
+        if prior == "horseshoe":  # re-scored over the rows of kept units 0, 1: inputs 0 and 2 carry signal
+            assert masks["a.weight"].tolist() == [True, False, True]
+        else:  # the log-uniform scale's own log alpha is used as is
+            assert masks["a.weight"].tolist() == [False, False, False]
