@@ -337,3 +337,13 @@ def test_validation_tuning_picks_the_best_grid_point():
         g.optimize_prior_precision(method="val")
     with pytest.raises(ValueError, match="grid"):
         pp.guides.laplace_glm.tune_prior_precision(g, (x[40:], y[40:]), grid=[-1.0])
+
+
+def test_chunked_prediction_and_mc_fisher():
+    net, model, x, y = classifier()
+    g = pp.laplace_guide(model, (x, y), fisher="mc", prior_precision=2.0)
+    assert all(float(g.marginals()[k].scale.min()) > 0 for k in model.sites)
+    whole = pp.predict(model, g, x, method="glm")
+    chunked = pp.predict(model, g, x, method="glm", batch_size=7)
+    assert_close(chunked.probs, whole.probs, rtol=1e-10)
+    assert pp.predict(model, g, x, num_samples=6, batch_size=16).samples.shape == (6, len(x), 3)
