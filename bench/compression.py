@@ -364,6 +364,17 @@ def run_groups(args):
         r["structured_magnitude"] = structured_magnitude(dense, loader, x_test, y_test, kept)
         r["inference_time_compact_vs_dense"] = inference_ratio(dense, res.module, x_test)
         out[kind] = r
+        if args.figures:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            from pyro_prune import plots
+
+            tag = kind.replace("-", "_")
+            plots.kept_groups(res.group_masks).savefig(os.path.join(args.figures, f"groups_kept_{tag}.png"), dpi=90)
+            la = {k: m.group.log_alpha for k, m in res.guide.guide.marginals().items() if m.group is not None}
+            fig = plots.group_log_alpha(la, threshold=args.group_threshold)
+            fig.savefig(os.path.join(args.figures, f"groups_log_alpha_{tag}.png"), dpi=90)
     if args.mnist1d:
         split = pp.data.load_mnist1d(num_samples=4000)
         loader, _ = split.loaders(batch_size=64, seed=0)

@@ -422,7 +422,7 @@ def bit_precision(marginal: Marginal, keep: Optional[torch.Tensor] = None) -> in
 
 
 def _group_masks(model: BayesianModel, rule: GroupRule, margs: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
-    weights = {info.weight for info in model.group_sites.values()}
+    weights = [info.weight for info in model.group_sites.values()]  # module order: group rules walk the chain
     if not weights:
         raise ValueError(
             f"{rule!r} is a structured rule: the model needs group scales (bayesianize with pp.GroupPrior(...)) "
