@@ -1,0 +1,330 @@
+"""KFAC Laplace (``pp.laplace_guide``) beside laplace-torch 0.3 on the same MAP network and data, in one process.
+
+Digits MLP 64-300-100-10 of ../shared/TARGETS.md, trained as ../shared/bench/peers.py trains it (100 epochs, Adam
+lr 1e-3, weight decay 1e-4, batch 64, seed 0) on the 1437 training digits; scored on the 360 test digits.
+
+* ``fit``: curvature time of ``pp.laplace_guide(structure="kron")`` ÷ laplace-torch ``KronLaplace.fit``
+  (interleaved rounds, medians);
+* prior precision by the Laplace marginal likelihood (scalar and per layer; laplace-torch's marglik as peers.py
+  calls it), GLM-probit and 100-sample MC predictives: time for the 360 test digits (ours: median of 3 calls;
+  laplace-torch: one call), NLL, ECE, accuracy;
+* held-out tuning: a second MAP network trained the same way on 80 % of the training digits, the prior precision
+  chosen on the other 20 % (GLM log-likelihood), scored on the test digits; laplace-torch's GLM at the same τ on the
+  same network as a cross-check;
+* pruning at 90 % / 95 % sparsity: ``pp.prune(model, guide, rule=pp.rules.Sparsity(s))`` (lowest |μ|/σ under the
+  Laplace marginals) vs global magnitude pruning, accuracy without fine-tuning;
+* MLP 784-1200-1200-10 on random inputs: kron fit time and peak memory (each in a fresh subprocess; peak resident
+  set size ``VmHWM`` after resetting it just before the fit, minus the resident size then; report only).
+
+laplace-torch is imported here only.  Run it with the peers' interpreter:
+``PYTHONPATH=. /work/peers/bin/python bench/laplace.py [--rounds 5] [--out bench/results/laplace.json]
+[--figure docs/laplace_reliability.png]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+# this file is called laplace.py: keep its folder off sys.path so that `import laplace` finds laplace-torch
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+
+import pyro.distributions as dist  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import pyro_prune as pp  # noqa: E402
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+
+
+def train_map(x, y, seed=0):
+    """The peers' recipe: seed, shuffled loader of 64, Adam 1e-3 with weight decay 1e-4, 100 epochs."""
+    torch.manual_seed(seed)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=True)
+    net = mlp()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    for _ in range(100):
+        for xb, yb in loader:
+            opt.zero_grad()
+            F.cross_entropy(net(xb), yb).backward()
+            opt.step()
+    return net.eval()
+
+
+def scores(probs, y):
+    m = pp.metrics.classification_metrics(probs, y)
+    return {k: round(float(m[k]), 4) for k in ("accuracy", "nll", "ece")}
+
+
+def timed(fn, *args, **kw):
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t
+
+
+def fit_ours(model, loader, **kw):
+    return pp.laplace_guide(model, loader, "kron", **kw)
+
+
+def fit_peer(net, loader, structure="kron"):
+    from laplace import Laplace
+
+    la = Laplace(copy.deepcopy(net), "classification", subset_of_weights="all", hessian_structure=structure)
+    la.fit(loader)
+    return la
+
+
+PROBS: dict = {}  # test-set probabilities kept for the figure
+
+
+def ours_predict(model, guide, x, y, rows, label, repeats=3):
+    """GLM and 100-sample MC predictives; seconds: the median of ``repeats`` calls (scores: the first call)."""
+    with torch.no_grad():
+        for name, kw in (("glm", dict(method="glm")), ("mc100", dict(num_samples=100))):
+            runs = [timed(pp.predict, model, guide, x, **kw) for _ in range(repeats)]
+            seconds = statistics.median(t for _, t in runs)
+            rows[f"{label}_{name}"] = dict(seconds=round(seconds, 4), **scores(runs[0][0].probs, y))
+            PROBS[f"{label}_{name}"] = runs[0][0].probs
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # resets VmHWM (peak resident set size) to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def big_mlp(which: str) -> dict:
+    """Fit kron curvature of an MLP 784-1200-1200-10 on 2,000 random inputs (batch 128); time and peak RSS."""
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(784, 1200), nn.ReLU(), nn.Linear(1200, 1200), nn.ReLU(), nn.Linear(1200, 10)).eval()
+    x, y = torch.randn(2000, 784), torch.randint(0, 10, (2000,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=128)
+    reset = _reset_peak_rss()
+    rss0 = _status_kb("VmRSS")
+    t = time.perf_counter()
+    if which == "ours":
+        model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(2000))
+        pp.laplace_guide(model, loader, "kron")
+    else:
+        fit_peer(net, loader)
+    seconds = time.perf_counter() - t
+    peak = _status_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    params = sum(p.numel() for p in net.parameters())
+    return dict(system=which, params=params, fit_s=round(seconds, 3), peak_rss_mb=round(peak / 1024, 1),
+                peak_rss_increase_mb=round((peak - rss0) / 1024, 1), peak_reset=reset)  # fmt: skip
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "laplace.json"))
+    ap.add_argument("--figure", default=None, help="write reliability diagrams (MAP, marglik, held-out tau) here")
+    ap.add_argument("--big", choices=["ours", "laplace-torch"], help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.big:
+        print(json.dumps(big_mlp(args.big)))
+        return
+
+    torch.set_num_threads(2)
+    split = pp.data.load_digits()
+    xtr, ytr, xte, yte = split.x_train, split.y_train, split.x_test, split.y_test
+    n = len(xtr)
+    from importlib.metadata import version
+
+    res: dict = {"config": dict(torch=torch.__version__, threads=torch.get_num_threads(), rounds=args.rounds,
+                                laplace_torch=version("laplace-torch"),
+                                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                load_average_1min=round(os.getloadavg()[0], 2))}  # fmt: skip
+    t0 = time.perf_counter()
+    net = train_map(xtr, ytr)
+    with torch.no_grad():
+        PROBS["map"] = net(xte).softmax(-1)
+        res["map"] = scores(PROBS["map"], yte)
+    tl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr), batch_size=64)
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(n))
+
+    # -- fit time, interleaved -------------------------------------------------------------------------
+    ours_t, peer_t = [], []
+    for _ in range(args.rounds):
+        guide, t = timed(fit_ours, model, tl)
+        ours_t.append(t)
+        la, t = timed(fit_peer, net, tl)
+        peer_t.append(t)
+    res["fit"] = dict(ours_s=round(statistics.median(ours_t), 4), laplace_torch_s=round(statistics.median(peer_t), 4),
+                      ratio=round(statistics.median(ours_t) / statistics.median(peer_t), 3))  # fmt: skip
+
+    # -- marglik prior precision, predictives ----------------------------------------------------------
+    rows: dict = {}
+    for structure in ("scalar", "layer"):
+        tau, t = timed(guide.optimize_prior_precision, structure, init=1.0)
+        rows[f"marglik_{structure}"] = dict(tau=[round(v, 4) for v in tau.reshape(-1).tolist()], tune_s=round(t, 3),
+                                            log_marglik=round(float(guide.log_marginal_likelihood()), 2))  # fmt: skip
+        ours_predict(model, guide, xte, yte, rows, f"ours_marglik_{structure}")
+    _, t = timed(la.optimize_prior_precision, method="marglik", pred_type="glm", link_approx="probit")
+    peer = dict(tune_s=round(t, 3), tau=[round(v, 4) for v in la.prior_precision.reshape(-1).tolist()[:3]])
+    with torch.no_grad():
+        p, t = timed(la, xte, pred_type="glm", link_approx="probit")
+        peer["glm"] = dict(seconds=round(t, 3), **scores(p, yte))
+        p, t = timed(la, xte, pred_type="nn", link_approx="mc", n_samples=100)
+        peer["mc100"] = dict(seconds=round(t, 3), **scores(p, yte))
+    rows["laplace_torch_marglik"] = peer
+    res["marglik"] = rows
+
+    # -- pruning from the marginals (scalar marglik prior) -----------------------------------------------
+    guide.set_prior_precision(rows["marglik_scalar"]["tau"][0])
+    dguide = pp.laplace_guide(model, tl, "diag", prior_precision="marglik")
+    prune_rows = {"tau_kron": rows["marglik_scalar"]["tau"][0], "tau_diag": round(float(dguide.prior_precision), 4)}
+    for sp in (0.9, 0.95):
+        acc_lap = {}
+        for name, gd in (("kron", guide), ("diag", dguide)):
+            r = pp.prune(model, gd, rule=pp.rules.Sparsity(sp))
+            with torch.no_grad():
+                acc_lap[name] = scores(r.module(xte).softmax(-1), yte)["accuracy"]
+        mag = copy.deepcopy(net)
+        ws = torch.cat([m.weight.detach().abs().flatten() for m in mag if isinstance(m, nn.Linear)])
+        k = round(sp * ws.numel())
+        cut = torch.kthvalue(ws, k).values
+        with torch.no_grad():
+            for m in mag:
+                if isinstance(m, nn.Linear):
+                    m.weight.mul_((m.weight.abs() > cut).to(m.weight.dtype))
+            acc_mag = scores(mag(xte).softmax(-1), yte)["accuracy"]
+        prune_rows[str(sp)] = dict(
+            kron_snr_acc=acc_lap["kron"], diag_snr_acc=acc_lap["diag"], magnitude_acc=acc_mag,
+            sparsity=round(r.report.sparsity, 4),
+        )  # fmt: skip
+    res["prune"] = prune_rows
+
+    # -- held-out tuning: MAP on 80 % of the training digits, tau on the other 20 % ----------------------
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(n, generator=g)
+    tr, va = perm[: int(0.8 * n)], perm[int(0.8 * n) :]
+    net80 = train_map(xtr[tr], ytr[tr])
+    model80 = pp.bayesianize(net80, dist.Normal(0.0, 1.0), pp.Categorical(len(tr)))
+    tl80 = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr[tr], ytr[tr]), batch_size=64)
+    g80 = pp.laplace_guide(model80, tl80, "kron")
+    val: dict = {}
+    with torch.no_grad():
+        val["map80"] = scores(net80(xte).softmax(-1), yte)
+    tau, t = timed(g80.optimize_prior_precision, method="val", val_data=(xtr[va], ytr[va]))
+    val["tau"], val["tune_s"] = round(float(tau), 3), round(t, 3)
+    ours_predict(model80, g80, xte, yte, val, "ours_val")
+    tau_ml = g80.optimize_prior_precision("scalar", init=1.0)
+    val["marglik_tau_on_this_net"] = round(float(tau_ml), 4)
+    ours_predict(model80, g80, xte, yte, val, "ours_marglik")
+    la80 = fit_peer(net80, tl80)
+    la80.prior_precision = float(tau)
+    with torch.no_grad():
+        p, t = timed(la80, xte, pred_type="glm", link_approx="probit")
+    val["laplace_torch_glm_same_tau"] = dict(seconds=round(t, 3), **scores(p, yte))
+    # the held-out tau on the MAP trained on all training digits (hyperparameter chosen on held-out data, then the
+    # model refit on everything): ours and laplace-torch at that tau
+    guide.set_prior_precision(float(tau))
+    ours_predict(model, guide, xte, yte, val, "full_ours_val")
+    la.prior_precision = float(tau)
+    with torch.no_grad():
+        p, t = timed(la, xte, pred_type="glm", link_approx="probit")
+    val["full_laplace_torch_glm_same_tau"] = dict(seconds=round(t, 3), **scores(p, yte))
+    res["validation_tuned"] = val
+    res["digits_total_s"] = round(time.perf_counter() - t0, 1)
+
+    # -- big MLP, fresh processes ----------------------------------------------------------------------
+    big = []
+    for which in ("ours", "laplace-torch"):
+        out = subprocess.run([sys.executable, __file__, "--big", which], capture_output=True, text=True, check=True,
+                             env=dict(os.environ))  # fmt: skip
+        big.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    res["mlp_784_1200_1200_10"] = big
+
+    report(res)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as fh:
+        json.dump(res, fh, indent=2)
+    print(f"wrote {args.out}")
+    if args.figure:
+        figure(res, yte, args.figure)
+
+
+def figure(res: dict, y: torch.Tensor, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("MAP", "map", res["map"]), ("kron, marglik tau, GLM", "ours_marglik_scalar_glm",
+              res["marglik"]["ours_marglik_scalar_glm"]), ("kron, held-out tau, GLM", "full_ours_val_glm",
+              res["validation_tuned"]["full_ours_val_glm"])]  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
+    for ax, (title, key, sc) in zip(axes, panels):
+        pp.plots.reliability_diagram(PROBS[key], y, ax=ax)
+        ax.set_title(f"{title}\nNLL {sc['nll']:.3f}, ECE {sc['ece']:.3f}", fontsize=9)
+    fig.suptitle("Digits MLP 64-300-100-10, 360 test digits", fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+
+
+def report(res: dict) -> None:
+    f = res["fit"]
+    print(f"MAP MLP 64-300-100-10: {res['map']}")
+    print(f"fit (kron curvature): ours {f['ours_s']:.3f} s, laplace-torch {f['laplace_torch_s']:.3f} s, "
+          f"ratio {f['ratio']:.2f} (target <= 1.0)")  # fmt: skip
+    print(f"\n{'predictive (360 test digits)':44s} {'seconds':>8s} {'acc':>7s} {'NLL':>7s} {'ECE':>7s}")
+    line = lambda name, r: print(f"{name:44s} {r['seconds']:8.3f} {r['accuracy']:7.4f} {r['nll']:7.4f} {r['ece']:7.4f}")  # noqa: E731
+    m = res["marglik"]
+    for s in ("scalar", "layer"):
+        print(f"-- marglik {s}: tau={m['marglik_' + s]['tau']} (tuned in {m['marglik_' + s]['tune_s']} s)")
+        line(f"ours kron, marglik {s}, GLM probit", m[f"ours_marglik_{s}_glm"])
+        line(f"ours kron, marglik {s}, MC 100", m[f"ours_marglik_{s}_mc100"])
+    line("laplace-torch kron, marglik, GLM probit", m["laplace_torch_marglik"]["glm"])
+    line("laplace-torch kron, marglik, MC 100 (nn)", m["laplace_torch_marglik"]["mc100"])
+    v = res["validation_tuned"]
+    print(f"-- held-out tau (MAP on 80 %, tau on 20 %): tau={v['tau']}, MAP alone {v['map80']}")
+    line("ours kron, held-out tau, GLM probit", v["ours_val_glm"])
+    line("ours kron, held-out tau, MC 100", v["ours_val_mc100"])
+    line("laplace-torch kron, same tau, GLM probit", v["laplace_torch_glm_same_tau"])
+    line(f"ours kron, marglik tau={v['marglik_tau_on_this_net']}, GLM probit", v["ours_marglik_glm"])
+    print(f"-- the held-out tau={v['tau']} on the MAP trained on all 1437 training digits")
+    line("ours kron, held-out tau, GLM probit", v["full_ours_val_glm"])
+    line("ours kron, held-out tau, MC 100", v["full_ours_val_mc100"])
+    line("laplace-torch kron, same tau, GLM probit", v["full_laplace_torch_glm_same_tau"])
+    pr = res["prune"]
+    print(f"\npruning, test accuracy without fine-tuning (SNR |mu|/sigma of the marginals at the marglik tau: "
+          f"kron {pr['tau_kron']}, diag {pr['tau_diag']})")  # fmt: skip
+    print(f"{'':16s} {'kron SNR':>9s} {'diag SNR':>9s} {'magnitude':>10s}")
+    for sp in ("0.9", "0.95"):
+        r = pr[sp]
+        print(f"{'sparsity ' + sp:16s} {r['kron_snr_acc']:9.4f} {r['diag_snr_acc']:9.4f} {r['magnitude_acc']:10.4f}")
+    print("\nMLP 784-1200-1200-10, 2,000 random inputs, kron fit (fresh process each):")
+    for b in res["mlp_784_1200_1200_10"]:
+        print(f"  {b['system']:14s} {b['fit_s']:7.2f} s   peak RSS {b['peak_rss_mb']:8.1f} MB "
+              f"(+{b['peak_rss_increase_mb']:.1f} MB during the fit)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
