@@ -517,6 +517,29 @@ def _batches(data) -> Iterable:
     return data
 
 
+def _merged(batches: Iterable, rows: int) -> Iterable:
+    """Concatenate consecutive ``(x, y)`` batches into chunks of at least ``rows`` rows (fewer, larger passes; the
+    sums are the same)."""
+    xs: list = []
+    ys: list = []
+    n = 0
+    for batch in batches:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise TypeError(f"data must yield (x, y) pairs, got {type(batch).__name__}")
+        x, y = batch
+        if xs and (x.shape[1:] != xs[0].shape[1:] or y.shape[1:] != ys[0].shape[1:]):
+            yield torch.cat(xs), torch.cat(ys)
+            xs, ys, n = [], [], 0
+        xs.append(x)
+        ys.append(y)
+        n += x.shape[0]
+        if n >= rows:
+            yield (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
+            xs, ys, n = [], [], 0
+    if xs:
+        yield (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
+
+
 def kfac(
     net: nn.Module,
     data,
@@ -527,6 +550,7 @@ def kfac(
     factors: bool = True,
     diagonal: bool = False,
     generator: Optional[torch.Generator] = None,
+    chunk_rows: int = 512,
 ) -> Curvature:
     """KFAC factors (and optionally the exact diagonal GGN) of ``net``'s layers, in one pass over ``data``.
 
@@ -538,6 +562,8 @@ def kfac(
     :param fisher: ``"exact"`` GGN or ``"mc"`` sampled-label Fisher (``mc_samples`` labels per example).
     :param factors: collect ``A`` and ``G``.
     :param diagonal: collect the exact diagonal GGN (memory ``C·B·out·in`` per batch for convolutions).
+    :param chunk_rows: for networks of Linear layers only, consecutive batches are concatenated into chunks of at
+        least this many rows (fewer passes; the sums are unchanged); 0 keeps the data's batches.
     :returns: :class:`Curvature` (factors divided by the number of examples, as in the module docstring).
     :raises ValueError: empty data, NaN data, unsupported layers or likelihoods, an unknown ``fisher``.
     """
@@ -561,7 +587,10 @@ def kfac(
         p.requires_grad_(False)
     try:
         with _Recorder(modules) as rec:
-            for batch in _batches(data):
+            batches = _batches(data)
+            if chunk_rows > 0 and all(isinstance(m, nn.Linear) for m in modules.values()):
+                batches = _merged(batches, chunk_rows)  # small per-example tensors: fewer, larger passes
+            for batch in batches:
                 if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
                     raise TypeError(f"data must yield (x, y) pairs, got {type(batch).__name__}")
                 x, y = batch
