@@ -518,26 +518,27 @@ def _batches(data) -> Iterable:
 
 
 def _merged(batches: Iterable, rows: int) -> Iterable:
-    """Concatenate consecutive ``(x, y)`` batches into chunks of at least ``rows`` rows (fewer, larger passes; the
-    sums are the same)."""
+    """Concatenate consecutive ``(x, y)`` batches into chunks of at most ``rows`` rows (fewer, larger passes; the
+    sums are the same).  A batch larger than ``rows`` passes as it is."""
     xs: list = []
     ys: list = []
     n = 0
+
+    def flush():
+        return (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
+
     for batch in batches:
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
             raise TypeError(f"data must yield (x, y) pairs, got {type(batch).__name__}")
         x, y = batch
-        if xs and (x.shape[1:] != xs[0].shape[1:] or y.shape[1:] != ys[0].shape[1:]):
-            yield torch.cat(xs), torch.cat(ys)
+        if xs and (n + x.shape[0] > rows or x.shape[1:] != xs[0].shape[1:] or y.shape[1:] != ys[0].shape[1:]):
+            yield flush()
             xs, ys, n = [], [], 0
         xs.append(x)
         ys.append(y)
         n += x.shape[0]
-        if n >= rows:
-            yield (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
-            xs, ys, n = [], [], 0
     if xs:
-        yield (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
+        yield flush()
 
 
 def kfac(
@@ -563,7 +564,8 @@ def kfac(
     :param factors: collect ``A`` and ``G``.
     :param diagonal: collect the exact diagonal GGN (memory ``C·B·out·in`` per batch for convolutions).
     :param chunk_rows: for networks of Linear layers only, consecutive batches are concatenated into chunks of at
-        least this many rows (fewer passes; the sums are unchanged); 0 keeps the data's batches.
+        most this many rows (fewer, larger passes; the sums are unchanged; fewer rows for wide layers, see the
+        code); 0 keeps the data's batches.
     :returns: :class:`Curvature` (factors divided by the number of examples, as in the module docstring).
     :raises ValueError: empty data, NaN data, unsupported layers or likelihoods, an unknown ``fisher``.
     """
@@ -589,7 +591,11 @@ def kfac(
         with _Recorder(modules) as rec:
             batches = _batches(data)
             if chunk_rows > 0 and all(isinstance(m, nn.Linear) for m in modules.values()):
-                batches = _merged(batches, chunk_rows)  # small per-example tensors: fewer, larger passes
+                # small per-example tensors: fewer, larger passes, with the chunk's activations and output
+                # gradients (about rows · outputs · Σ widths numbers) kept under 2^23
+                width = sum(m.in_features + m.out_features for m in modules.values())
+                outputs = max(1, list(modules.values())[-1].out_features)
+                batches = _merged(batches, max(1, min(chunk_rows, (1 << 23) // (width * outputs))))
             for batch in batches:
                 if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
                     raise TypeError(f"data must yield (x, y) pairs, got {type(batch).__name__}")

@@ -151,7 +151,7 @@ def test_factors_invariant_to_batch_splitting():
     x, y = torch.randn(50, 4, dtype=D), torch.randint(0, 3, (50,))
     one = cv.kfac(net, (x, y), pp.Categorical(50), {"0": True, "2": True}, diagonal=True)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=7)
-    for chunk_rows in (0, 16):  # batches of 7 as they come, or merged into chunks of >= 16 rows
+    for chunk_rows in (0, 16):  # batches of 7 as they come, or merged into chunks of <= 16 rows
         many = cv.kfac(net, loader, pp.Categorical(50), {"0": True, "2": True}, diagonal=True, chunk_rows=chunk_rows)
         assert one.num_examples == many.num_examples == 50
         for name in ("0", "2"):
