@@ -117,7 +117,7 @@ class LaplaceGuide(AutoGuide):
         finally:
             model.train(was)
         self.set_prior_precision(tau0)
-        if prior_precision == "marglik":
+        if isinstance(prior_precision, str):  # "marglik" (anything else raised above)
             self.optimize_prior_precision(structure=prior_structure)
 
     # -- construction ------------------------------------------------------------------------------------
