@@ -6,11 +6,33 @@
 
 from __future__ import annotations
 
-from . import compact, curvature, data, distributions, groups, guides, layers, likelihoods, metrics, plots, rules
+from . import (
+    compact,
+    curvature,
+    data,
+    distributions,
+    groups,
+    guides,
+    layers,
+    likelihoods,
+    metrics,
+    plots,
+    rules,
+    subnet,
+)
 from .curvature import Kron
 from .distributions import HalfCauchyScaleMixture, Horseshoe, ImproperLogUniform, LogUniform, LogUniformScaleMixture
 from .groups import GroupPrior
-from .guides import AutoGroupSparse, AutoSparseVD, GroupMarginal, LaplaceGuide, Marginal, laplace_guide, marginals
+from .guides import (
+    AutoGroupSparse,
+    AutoSparseVD,
+    AutoSubnetwork,
+    GroupMarginal,
+    LaplaceGuide,
+    Marginal,
+    laplace_guide,
+    marginals,
+)
 from .infer import EarlyStopping, History, fit
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from .model import BayesianModel, SiteInfo, bayesianize, init_from
@@ -35,6 +57,7 @@ __all__ = [
     "Prediction",
     "EarlyStopping",
     "AutoSparseVD",
+    "AutoSubnetwork",
     "laplace_guide",
     "LaplaceGuide",
     "Kron",
@@ -62,4 +85,5 @@ __all__ = [
     "rules",
     "compact",
     "groups",
+    "subnet",
 ]

@@ -11,6 +11,7 @@ import torch.nn as nn
 from pyro.infer.autoguide import AutoGuide
 
 from ..model import BayesianModel
+from ..subnet import Selection
 
 __all__ = ["Layer", "check_positive", "map_values", "make_layers", "subnet_masks"]
 
@@ -121,6 +122,8 @@ def make_layers(model: BayesianModel) -> List[Layer]:
 
 
 def subnet_masks(model: BayesianModel, subnet: Any) -> Dict[str, torch.Tensor]:
+    if isinstance(subnet, Selection):  # a pp.subnet strategy (the selection code AutoSubnetwork uses)
+        subnet = subnet.select(model)
     sizes = {k: info.numel for k, info in model.sites.items()}
     total = sum(sizes.values())
     if subnet is None:

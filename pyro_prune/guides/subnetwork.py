@@ -1,0 +1,179 @@
+r"""Subnetwork inference as a Pyro ``AutoGuide`` (Daxberger et al. 2021 [1]).
+
+A full-covariance Gaussian over a selected subnetwork :math:`S` of the weights, the rest at point estimates:
+
+.. math::
+
+    q(w) = \mathcal N(w_S;\ \mu_S,\ L L^\top)\ \prod_{r \notin S} \delta(w_r - \hat w_r),
+    \qquad L = \mathrm{diag}(\sigma)\,\tilde L ,
+
+with :math:`\tilde L` unit lower triangular and :math:`\sigma > 0` (softplus), the parameterization of Pyro's
+``AutoMultivariateNormal``.  :math:`\hat w` is the MAP (the network's weights, or ``init_loc_fn``), fixed, or
+trained as point estimates with ``train_rest=True`` (then the objective treats them like ``AutoDelta``: their
+prior log density enters, no entropy).
+
+As in Pyro's ``AutoContinuous`` the guide samples **one auxiliary latent** ``"_AutoSubnetwork_latent"``
+(:math:`w_S`, ``infer={"is_auxiliary": True}``), scatters it into the flat weight vector (``pp.subnet`` order) and
+emits every weight site as a ``Delta`` at the result.  ``TraceMeanField_ELBO`` therefore scores
+:math:`\log p(w) - \log q(w_S)` (the Delta sites give the prior term, the auxiliary site the entropy term) and
+``RenyiELBO`` the importance weight :math:`p(y, w)/q(w_S)`; both are the correct objectives for this :math:`q`.
+Pyro's plates (vectorized particles, ``Predictive(parallel=True)``) give the auxiliary site its batch shape, so
+every site value carries the leading sample dimensions.
+
+References
+
+[1] Erik Daxberger et al. "Bayesian Deep Learning via Subnetwork Inference", ICML 2021.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, Optional, Sequence, Union
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+from pyro.distributions import constraints
+from pyro.infer.autoguide import AutoGuide
+from pyro.infer.autoguide.initialization import InitMessenger
+from pyro.nn import PyroParam
+
+from .. import subnet as sn
+from ..model import BayesianModel, init_from
+from .base import Marginal, _is_real
+
+__all__ = ["AutoSubnetwork"]
+
+
+class AutoSubnetwork(AutoGuide):
+    r"""Full-covariance Gaussian over a subnetwork :math:`S`, point estimates elsewhere (module docstring).
+
+    :param model: a :class:`~pyro_prune.BayesianModel`.
+    :param subnet: the subnetwork: a :mod:`pyro_prune.subnet` strategy (``LargestVariance(1000, source=guide)``,
+        ``LargestMagnitude(n)``, ``Random(n, seed)``, ``LastLayer()``...), a ``{site: bool mask}`` dict or flat
+        indices (``parameters_to_vector`` order).  Resolved once, at construction (:attr:`indices`).
+    :param init_loc_fn: initial weights (Pyro init strategy); default the network's own weights (the MAP of a
+        pre-trained network, ``pp.init_from(net)`` for another one).  :math:`\mu_S` starts there and the other
+        weights stay there (unless ``train_rest``).
+    :param init_scale: initial :math:`\sigma` (the Cholesky factor starts at ``init_scale * I``).
+    :param train_rest: also train the weights outside :math:`S` as point estimates.
+    """
+
+    def __init__(
+        self,
+        model: BayesianModel,
+        subnet: Any,
+        init_loc_fn: Optional[Callable] = None,
+        init_scale: float = 1e-2,
+        train_rest: bool = False,
+    ):
+        if not isinstance(model, BayesianModel):
+            raise TypeError(f"model must be a BayesianModel (from pp.bayesianize), got {type(model).__name__}")
+        if (
+            isinstance(init_scale, bool)
+            or not isinstance(init_scale, (int, float))
+            or not (math.isfinite(init_scale) and init_scale > 0)
+        ):
+            raise ValueError(f"init_scale must be a positive finite number, got {init_scale!r}")
+        if not isinstance(train_rest, bool):
+            raise TypeError(f"train_rest must be a bool, got {type(train_rest).__name__}")
+        self.selection = sn.as_selection(subnet)
+        idx = self.selection.select(model)
+        if init_loc_fn is None:
+            init_loc_fn = init_from(model.initial_weights())
+        self.init_loc_fn = init_loc_fn
+        self.init_scale = float(init_scale)
+        self.train_rest = train_rest
+        super().__init__(InitMessenger(init_loc_fn)(model))
+        self._bmodel = (model,)  # not a submodule: the guide must not own the model's parameters
+        self._sites = {k: info.shape for k, info in model.sites.items()}
+        self.register_buffer("indices", idx.to(model.device))
+
+    # -- setup -----------------------------------------------------------------------------------------
+    def _setup_prototype(self, *args, **kwargs):
+        super()._setup_prototype(*args, **kwargs)
+        values = {}
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            if not _is_real(site["fn"].support):
+                raise ValueError(f"AutoSubnetwork needs real-valued sites; {name!r} has support {site['fn'].support}")
+            if site["cond_indep_stack"]:
+                raise ValueError(f"AutoSubnetwork supports global weight sites only; {name!r} is inside a plate")
+            values[name] = site["value"].detach()
+        extra = sorted(set(values) - set(self._sites))
+        if extra:
+            raise ValueError(f"AutoSubnetwork covers weight sites only; the model also samples {extra}")
+        flat = sn.flatten_sites(self._bmodel[0], values)
+        self.indices = self.indices.to(flat.device)
+        self.loc = nn.Parameter(flat[self.indices].clone())
+        self.scale = PyroParam(torch.full_like(self.loc, self.init_scale), constraints.softplus_positive)
+        eye = torch.eye(self.loc.numel(), dtype=flat.dtype, device=flat.device)
+        self.scale_tril = PyroParam(eye, constraints.unit_lower_cholesky)
+        if self.train_rest:
+            self.rest = nn.Parameter(flat.clone())
+        else:
+            self.register_buffer("rest", flat.clone())
+        self._sizes = [int(torch.Size(s).numel()) for s in self._sites.values()]
+
+    def _check_init(self) -> None:
+        if self.prototype_trace is None:
+            raise ValueError("guide is not initialized: fit it first (pp.fit) or call guide(x, y) once")
+
+    # -- the posterior ---------------------------------------------------------------------------------
+    def get_posterior(self, *args, **kwargs) -> dist.MultivariateNormal:
+        r""":math:`q(w_S) = \mathcal N(\mu_S, L L^\top)`, event shape ``(|S|,)``."""
+        return dist.MultivariateNormal(self.loc, scale_tril=self.scale[..., None] * self.scale_tril)
+
+    def _assemble(self, w_s: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Scatter ``w_S`` (shape ``batch + (|S|,)``) into the flat vector and split it by site."""
+        batch = w_s.shape[:-1]
+        rest = self.rest
+        flat = rest.expand(batch + rest.shape).index_copy(-1, self.indices, w_s)
+        return {k: v.reshape(batch + shape) for (k, shape), v in zip(self._sites.items(), flat.split(self._sizes, -1))}
+
+    def forward(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
+        """Draw :math:`w_S \\sim q` (one auxiliary site) and emit every weight site as a ``Delta``."""
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        w_s = pyro.sample(f"_{self._pyro_name}_latent", self.get_posterior(), infer={"is_auxiliary": True})
+        values = self._assemble(w_s)
+        return {k: pyro.sample(k, dist.Delta(v, event_dim=len(self._sites[k]))) for k, v in values.items()}
+
+    # -- summaries -------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def covariance(self) -> torch.Tensor:
+        r""":math:`\Sigma_S = L L^\top`, shape ``(|S|, |S|)`` (order of :attr:`indices`)."""
+        self._check_init()
+        return self.get_posterior().covariance_matrix.detach()
+
+    @torch.no_grad()
+    def median(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
+        """Posterior mean (= median) of every weight site: :math:`\\mu_S` inside the subnetwork, the point
+        estimates elsewhere."""
+        self._check_init()
+        return {k: v.detach().clone() for k, v in self._assemble(self.loc).items()}
+
+    @torch.no_grad()
+    def marginals(self) -> Dict[str, Marginal]:
+        """``{site: Marginal(loc, scale)}``: :math:`\\sqrt{\\mathrm{diag}\\,\\Sigma_S}` on the subnetwork, 0 elsewhere
+        (so variance-based pruning never removes a point-estimate weight)."""
+        self._check_init()
+        locs = self.median()
+        tril = self.scale[..., None] * self.scale_tril
+        std = tril.pow(2).sum(-1).sqrt()
+        flat = torch.zeros_like(self.rest).index_copy(-1, self.indices, std.detach())
+        scales = dict(zip(self._sites, flat.split(self._sizes, -1)))
+        return {k: Marginal(locs[k], scales[k].reshape(shape).clone()) for k, shape in self._sites.items()}
+
+    @torch.no_grad()
+    def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
+        """Marginal quantiles ``{site: (len(quantiles),) + shape}`` (point estimates: the value itself)."""
+        q = torch.as_tensor(quantiles, dtype=self.loc.dtype if self.prototype_trace is not None else None)
+        if q.dim() != 1 or bool(((q <= 0) | (q >= 1)).any()):
+            raise ValueError(f"quantiles must be a 1-D sequence in (0, 1), got {quantiles!r}")
+        z = dist.Normal(0.0, 1.0).icdf(q.double()).to(self.loc.dtype)
+        return {k: m.loc + z.reshape((-1,) + (1,) * m.loc.dim()) * m.scale for k, m in self.marginals().items()}
+
+    def site_masks(self) -> Dict[str, torch.Tensor]:
+        """The subnetwork as ``{site: bool mask}``."""
+        return sn.indices_to_masks(self._bmodel[0], self.indices)
