@@ -193,6 +193,11 @@ def main(argv=None):
         peer["mc100"] = dict(seconds=round(t, 3), **scores(p, yte))
     rows["laplace_torch_marglik"] = peer
     res["marglik"] = rows
+    # timings inside this run, as ratios to laplace-torch's GLM-probit predictive (machines are noisy)
+    lt = peer["glm"]["seconds"]
+    res["predict_ratio_to_laplace_torch_glm"] = {
+        k: round(rows[f"ours_marglik_scalar_{k}"]["seconds"] / lt, 4) for k in ("glm", "mc100")
+    }
 
     # -- pruning from the marginals (scalar marglik prior) -----------------------------------------------
     guide.set_prior_precision(rows["marglik_scalar"]["tau"][0])
@@ -303,6 +308,9 @@ def report(res: dict) -> None:
         line(f"ours kron, marglik {s}, MC 100", m[f"ours_marglik_{s}_mc100"])
     line("laplace-torch kron, marglik, GLM probit", m["laplace_torch_marglik"]["glm"])
     line("laplace-torch kron, marglik, MC 100 (nn)", m["laplace_torch_marglik"]["mc100"])
+    r = res["predict_ratio_to_laplace_torch_glm"]
+    print(f"   ours / laplace-torch GLM-probit time: GLM {r['glm']:.4f}, MC 100 {r['mc100']:.4f} "
+          f"(load average {res['config']['load_average_1min']} at the start)")  # fmt: skip
     v = res["validation_tuned"]
     print(f"-- held-out tau (MAP on 80 %, tau on 20 %): tau={v['tau']}, MAP alone {v['map80']}")
     line("ours kron, held-out tau, GLM probit", v["ours_val_glm"])
