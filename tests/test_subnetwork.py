@@ -254,3 +254,27 @@ def test_renyi_particles_predict_parallel_and_prune_float64():
         assert bool(res.masks[k][~masks[k]].all())  # outside S: kept
         assert not bool(res.masks[k][masks[k]].any())  # SNR < 1e6 inside S: pruned
     assert pp.predict(model, res.guide, x, num_samples=3).samples.shape == (3, len(x), 3)
+
+
+def test_log_q_of_draws_is_stable_for_an_ill_conditioned_float32_factor():
+    """q's log density of its own draws must not solve with the Cholesky factor: a 300-dim unit-triangular factor
+    with off-diagonal entries of 0.2 has an astronomically large inverse, and a float32 solve returns garbage (the
+    ELBO then exploits it).  The mean of -log q over draws is the analytic entropy."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(30, 10))
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(8))
+    x, y = torch.randn(8, 30), torch.randint(0, 10, (8,))
+    guide = pp.AutoSubnetwork(model, sn.Random(300, seed=0), init_scale=0.5)
+    guide(x, y)
+    with torch.no_grad():
+        raw = pyro.param("AutoSubnetwork.scale_tril")
+        raw.copy_(torch.eye(300) + 0.2 * torch.randn(300, 300).tril(-1))
+    h = float(guide.get_posterior().entropy().detach())
+    logq = []
+    with torch.no_grad():
+        for _ in range(40):
+            tr = pyro.poutine.trace(guide).get_trace(x, y)
+            logq.append(
+                float(tr.nodes["_AutoSubnetwork_latent"]["fn"].log_prob(tr.nodes["_AutoSubnetwork_latent"]["value"]))
+            )
+    assert abs(-sum(logq) / len(logq) - h) < 10, (h, logq[:3])
