@@ -80,7 +80,7 @@ class LayerReport:
 class CompressionReport:
     """Per-layer and total compression of a pruned network (see the module docstring for definitions)."""
 
-    layers: List[LayerReport] = field(default_factory=list)
+    layers: List[LayerReport] = field(default_factory=list)  # kept/total: entries the rule keeps (masks)
     rule: str = ""
     #: structured pruning only: architecture, parameters, FLOPs before/after, groups kept and bits per layer
     structure: Optional[Dict[str, Any]] = None
@@ -160,6 +160,11 @@ class CompressionReport:
                 f"({st['params_before'] / max(st['params_after'], 1):.1f}x), FLOPs {st['flops_before']:,} -> "
                 f"{st['flops_after']:,} ({st['flops_before'] / max(st['flops_after'], 1):.1f}x)"
             )
+            shapes = ", ".join(
+                f"{c['name']} {c['in_before']}x{c['out_before']}->{c['in_after']}x{c['out_after']}"
+                for c in st.get("layers", ())
+            )
+            out.append(f"layers (in x out) {shapes}")
             groups = ", ".join(f"{k}: {v[0]}/{v[1]}" for k, v in st["groups_kept"].items())
             out.append(f"groups kept {groups}")
             out.append("bits per layer " + ", ".join(f"{k}: {v}" for k, v in st["bits"].items()))
@@ -395,6 +400,7 @@ def prune(
         "groups_kept": {w: (int(g.sum()), g.numel()) for w, g in group_masks.items()},
         "bits": {w: bit_precision(margs[w], masks[w]) for w in group_masks},
         "masked_only": list(small.masked_only),
+        "layers": [vars(change).copy() for change in small.layers],
     }
     return PruneResult(
         masks=masks,

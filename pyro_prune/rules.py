@@ -204,7 +204,8 @@ class GroupLogAlpha(GroupRule):
     r"""Keep groups with :math:`\log\alpha_g < \text{threshold}` (default 3).
 
     For the horseshoe, :math:`\log\alpha_g` is re-computed over the weights that feed units the next layer keeps
-    (see :class:`~pyro_prune.guides.GroupMarginal`); layers are visited from the output back.
+    (see :class:`~pyro_prune.guides.GroupMarginal`); layers are visited from the output back.  It is a pooled
+    noise-to-signal ratio, so 0 (noise equals signal) is its natural threshold; 3 keeps more groups.
     """
 
     def __init__(self, threshold: float = 3.0):
