@@ -278,3 +278,24 @@ def test_log_q_of_draws_is_stable_for_an_ill_conditioned_float32_factor():
                 float(tr.nodes["_AutoSubnetwork_latent"]["fn"].log_prob(tr.nodes["_AutoSubnetwork_latent"]["value"]))
             )
     assert abs(-sum(logq) / len(logq) - h) < 10, (h, logq[:3])
+
+
+def test_glm_predictive_is_exact_for_a_linear_model():
+    model, x, y, mean, cov, _ = regression()
+    guide = pp.AutoSubnetwork(model, sn.Indices([0, 2]), init_scale=0.3)
+    guide(x, y)
+    with torch.no_grad():
+        pyro.param("AutoSubnetwork.scale_tril").copy_(torch.tensor([[1.0, 0.0], [0.7, 1.0]], dtype=D))
+    f, fcov = guide.glm_predictive(x[:5])
+    w = flat(guide.median(), model)
+    xb = torch.cat([x[:5], torch.ones(5, 1, dtype=D)], 1)
+    assert_close(f.squeeze(-1), xb @ w, rtol=1e-10)
+    xs = xb[:, [0, 2]]
+    assert_close(fcov[:, 0, 0], torch.einsum("bi,ij,bj->b", xs, guide.covariance(), xs), rtol=1e-10)
+    net, cmodel, cx, cy = classifier()
+    pyro.clear_param_store()  # guides of one class share Pyro's global param names, as Pyro's own autoguides do
+    g = pp.AutoSubnetwork(cmodel, sn.LargestMagnitude(15))
+    g(cx, cy)
+    pred = pp.predict(cmodel, g, cx, method="glm")
+    assert pred.probs.shape == (len(cx), 3)
+    assert_close(pred.probs.sum(-1), torch.ones(len(cx), dtype=D), rtol=1e-10)

@@ -28,7 +28,7 @@ References
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
@@ -39,6 +39,7 @@ from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.nn import PyroParam
 
+from .. import curvature as cv
 from .. import subnet as sn
 from ..model import BayesianModel, init_from
 from .base import Marginal, _is_real
@@ -123,7 +124,9 @@ class AutoSubnetwork(AutoGuide):
     def get_posterior(self, *args, **kwargs) -> dist.MultivariateNormal:
         r""":math:`q(w_S) = \mathcal N(\mu_S, L L^\top)`, event shape ``(|S|,)``."""
         # the factor is lower triangular with a positive diagonal by construction: skip the O(|S|^2) validation
-        return dist.MultivariateNormal(self.loc, scale_tril=self.scale[..., None] * self.scale_tril, validate_args=False)
+        return dist.MultivariateNormal(
+            self.loc, scale_tril=self.scale[..., None] * self.scale_tril, validate_args=False
+        )
 
     def _sampling_distribution(self) -> dist.TransformedDistribution:
         r""":math:`q(w_S)` as :math:`\mu_S + L\varepsilon`, :math:`\varepsilon \sim \mathcal N(0, I)`, with the
@@ -188,3 +191,35 @@ class AutoSubnetwork(AutoGuide):
     def site_masks(self) -> Dict[str, torch.Tensor]:
         """The subnetwork as ``{site: bool mask}``."""
         return sn.indices_to_masks(self._bmodel[0], self.indices)
+
+    # -- linearized predictive ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def glm_predictive(self, x: torch.Tensor, batch_size: int = 512) -> Tuple[torch.Tensor, torch.Tensor]:
+        r"""Linearized (GLM) predictive of the outputs around the posterior mean,
+        :math:`f(x) \sim \mathcal N(f_{\mu}(x), J_S \Sigma_S J_S^\top)` with :math:`J_S` the Jacobian wrt the
+        subnetwork (``torch.func``), so ``pp.predict(model, guide, x, method="glm")`` works as for the Laplace guide.
+
+        :param x: inputs ``(B, ...)``.
+        :returns: mean ``(B, K)`` and covariance ``(B, K, K)`` of the outputs.
+        """
+        self._check_init()
+        model = self._bmodel[0]
+        net = model.template().to(dtype=model.dtype)
+        state = net.state_dict()
+        for source in (model.net.state_dict(), self.median()):
+            for k, v in source.items():
+                if k in state and state[k].shape == v.shape:
+                    state[k] = v.detach().to(dtype=state[k].dtype) if state[k].is_floating_point() else v.detach()
+        net.load_state_dict(state)
+        net.eval()
+        masks = {k: m.reshape(-1) for k, m in self.site_masks().items() if bool(m.any())}  # sorted-index order
+        tril = (self.scale[..., None] * self.scale_tril).detach()
+        x = x.to(device=model.device, dtype=model.dtype if x.is_floating_point() else None)
+        means, covs = [], []
+        for xb in x.split(batch_size):
+            with torch.enable_grad():
+                f, jac = cv.param_jacobians(net, xb, model.likelihood, masks)  # (B, K), (B, K, |S|)
+            jl = jac @ tril
+            means.append(f)
+            covs.append(jl @ jl.transpose(-1, -2))
+        return torch.cat(means), torch.cat(covs)

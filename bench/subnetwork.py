@@ -1,0 +1,349 @@
+"""Subnetwork inference (``pp.AutoSubnetwork`` and the subnetwork Laplace) beside laplace-torch 0.3's
+``SubnetLaplace``, on the same MAP network and data, in one process.
+
+Digits MLP 64-300-100-10 of ../shared/TARGETS.md, trained as ../shared/bench/peers.py trains it (100 epochs, Adam
+lr 1e-3, weight decay 1e-4, batch 64, seed 0) on the 1437 training digits; scored on the 360 test digits
+(NLL, ECE with 15 bins).  Prior :math:`\\mathcal N(0, 1)` (laplace-torch's default prior precision 1) throughout.
+
+* laplace-torch: ``LargestVarianceDiagLaplaceSubnetMask`` (n = 1000, from a diagonal ``Laplace``), then
+  ``SubnetLaplace`` (``hessian_structure="full"``), GLM-probit predictive — exactly as peers.py calls it;
+* ours, Laplace: ``pp.laplace_guide(model, data, "full", subnet=pp.subnet.LargestVariance(1000, data=data))``,
+  GLM-probit predictive (``pp.predict(..., method="glm")``);
+* ours, VI: ``pp.AutoSubnetwork(model, subnet)`` (same subnetwork) trained by ``pp.fit`` (ELBO) from the MAP;
+  100-sample ensemble and the GLM-probit predictive around its mean with its covariance;
+* the selection compared: ``AutoSparseVD`` marginals (mean-field VI with the same prior, started at the MAP),
+  diagonal-Laplace variance, magnitude, random — each with the Laplace and the VI posterior;
+* 1-D regression with a gap (``pp.data.load_gap_regression()``): MLP 1-50-50-1 (tanh) MAP, then AutoSubnetwork and
+  the subnetwork Laplace over the 400 largest-magnitude weights; epistemic std of the predictive mean inside the gap
+  vs on the training inputs (target ratio >= 2), figure ``docs/subnetwork_gap.png``; the Laplace ratio for each
+  selection (the diagonal-Laplace variance picks weights of saturated units there, whose Jacobian is 0).
+
+laplace-torch is imported here only.  Run it with the peers' interpreter:
+``PYTHONPATH=. /work/peers/bin/python bench/subnetwork.py [--out bench/results/subnetwork.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+
+# bench/ holds a laplace.py: keep this folder off sys.path so that `import laplace` finds laplace-torch
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+
+import pyro  # noqa: E402
+import pyro.distributions as dist  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import pyro_prune as pp  # noqa: E402
+from pyro_prune import subnet as sn  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+
+
+def train_map(x, y, seed=0):
+    """The peers' recipe: seed, shuffled loader of 64, Adam 1e-3 with weight decay 1e-4, 100 epochs."""
+    torch.manual_seed(seed)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=True)
+    net = mlp()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    for _ in range(100):
+        for xb, yb in loader:
+            opt.zero_grad()
+            F.cross_entropy(net(xb), yb).backward()
+            opt.step()
+    return net.eval()
+
+
+def scores(probs, y):
+    m = pp.metrics.classification_metrics(probs, y)
+    return {k: round(float(m[k]), 4) for k in ("accuracy", "nll", "ece")}
+
+
+def timed(fn, *args, **kw):
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t
+
+
+def fit_vi(model, subnet, loader, epochs, lr, init_scale, lr_tril, seed=0):
+    """AutoSubnetwork from the MAP; Adam with a smaller step for the |S|(|S|-1)/2 off-diagonal Cholesky entries
+    (Adam moves every entry by about lr per step whatever its gradient, and their noise adds up in the variances)."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    guide = pp.AutoSubnetwork(model, subnet, init_scale=init_scale)
+    opt = pyro.optim.Adam(lambda module, name: {"lr": lr_tril if name.endswith("scale_tril") else lr})
+    t = time.perf_counter()
+    pp.fit(model, guide, loader, epochs=epochs, optimizer=opt, progress=False)
+    return guide, time.perf_counter() - t
+
+
+def vi_scores(model, guide, x, y, seed=0):
+    pyro.set_rng_seed(seed)
+    with torch.no_grad():
+        return scores(pp.predict(model, guide, x, num_samples=100).probs, y)
+
+
+def glm_scores(model, guide, x, y):
+    with torch.no_grad():
+        return scores(pp.predict(model, guide, x, method="glm").probs, y)
+
+
+def digits(args, res):
+    torch.set_num_threads(args.threads)
+    split = pp.data.load_digits()
+    xtr, ytr, xte, yte = split.x_train, split.y_train, split.x_test, split.y_test
+    n = len(xtr)
+    t = time.perf_counter()
+    if args.map_cache and os.path.exists(args.map_cache):  # development only: reuse a MAP trained by train_map
+        net = mlp()
+        net.load_state_dict(torch.load(args.map_cache))
+        net.eval()
+    else:
+        net = train_map(xtr, ytr)
+        if args.map_cache:
+            torch.save(net.state_dict(), args.map_cache)
+    res["config"]["map_train_s"] = round(time.perf_counter() - t, 1)
+    with torch.no_grad():
+        res["map"] = scores(net(xte).softmax(-1), yte)
+    tl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr), batch_size=64)
+    shuffled = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr), batch_size=args.vi_batch,
+                                           shuffle=True)  # fmt: skip
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(n))
+    N_SUB = args.n
+
+    # -- laplace-torch, as peers.py calls it ------------------------------------------------------------
+    from laplace import Laplace
+    from laplace.utils import LargestVarianceDiagLaplaceSubnetMask
+
+    t0 = time.perf_counter()
+    dl = Laplace(copy.deepcopy(net), "classification", subset_of_weights="all", hessian_structure="diag")
+    dl.fit(tl)
+    mask = LargestVarianceDiagLaplaceSubnetMask(net, n_params_subnet=N_SUB, diag_laplace_model=dl)
+    peer_idx = mask.select(tl)
+    t_sel_peer = time.perf_counter() - t0
+    sl = Laplace(copy.deepcopy(net), "classification", subset_of_weights="subnetwork", hessian_structure="full",
+                 subnetwork_indices=peer_idx)  # fmt: skip
+    _, t_fit_peer = timed(sl.fit, tl)
+    with torch.no_grad():
+        p_peer = sl(xte, pred_type="glm", link_approx="probit")
+    res["laplace_torch_subnet"] = dict(select_s=round(t_sel_peer, 3), fit_s=round(t_fit_peer, 3), **scores(p_peer, yte))
+
+    # -- ours: selection by diagonal-Laplace variance, then the subnetwork Laplace ------------------------
+    sel_lap = sn.LargestVariance(N_SUB, data=tl)
+    idx_lap, t_sel = timed(sel_lap.select, model)
+    pyro.clear_param_store()
+    lap, t_fit = timed(pp.laplace_guide, model, tl, "full", subnet=idx_lap, prior_precision=1.0)
+    peer_set = set(peer_idx.tolist())
+    res["ours_subnet_laplace"] = dict(select_s=round(t_sel, 3), fit_s=round(t_fit, 3),
+                                      overlap_with_laplace_torch=len(peer_set & set(idx_lap.tolist())) / N_SUB,
+                                      **glm_scores(model, lap, xte, yte))  # fmt: skip
+    pyro.set_rng_seed(0)
+    with torch.no_grad():
+        res["ours_subnet_laplace"]["mc100"] = scores(pp.predict(model, lap, xte, num_samples=100).probs, yte)
+
+    # -- ours: VI on the same subnetwork ---------------------------------------------------------------
+    vi, t_vi = fit_vi(model, idx_lap, shuffled, args.vi_epochs, args.vi_lr, args.init_scale, args.vi_lr_tril)
+    res["ours_subnet_vi"] = dict(fit_s=round(t_vi, 3), epochs=args.vi_epochs, batch=args.vi_batch, lr=args.vi_lr,
+                                 lr_tril=args.vi_lr_tril,
+                                 **vi_scores(model, vi, xte, yte))  # fmt: skip
+    res["ours_subnet_vi"]["glm"] = glm_scores(model, vi, xte, yte)
+    print(json.dumps({k: res[k] for k in ("map", "laplace_torch_subnet", "ours_subnet_laplace", "ours_subnet_vi")}),
+          flush=True)  # fmt: skip
+    if args.only_main:
+        return
+
+    # -- selection strategies --------------------------------------------------------------------------
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    svd = pp.AutoSparseVD(model, init_log_sigma2=-4.0)  # mean-field VI with the same N(0, 1) prior, from the MAP
+    _, t_svd = timed(pp.fit, model, svd, shuffled, epochs=args.svd_epochs, lr=2e-2, progress=False)
+    sel_svd = sn.LargestVariance(N_SUB, source=svd)
+    strategies = {
+        "autosparsevd_marginals": sel_svd.select(model),
+        "diag_laplace_variance": idx_lap,
+        "magnitude": sn.LargestMagnitude(N_SUB).select(model),
+        "random": sn.Random(N_SUB, seed=0).select(model),
+    }
+    rows = {}
+    for name, idx in strategies.items():
+        pyro.clear_param_store()
+        g = pp.laplace_guide(model, tl, "full", subnet=idx, prior_precision=1.0)
+        row = {"laplace_glm": glm_scores(model, g, xte, yte)}
+        if name == "diag_laplace_variance":
+            row["vi_mc100"] = {k: res["ours_subnet_vi"][k] for k in ("accuracy", "nll", "ece")}
+            row["vi_glm"] = res["ours_subnet_vi"]["glm"]
+        else:
+            g2, t = fit_vi(model, idx, shuffled, args.vi_epochs, args.vi_lr, args.init_scale, args.vi_lr_tril)
+            row["vi_mc100"] = dict(fit_s=round(t, 3), **vi_scores(model, g2, xte, yte))
+            row["vi_glm"] = glm_scores(model, g2, xte, yte)
+        row["overlap_with_diag_laplace"] = len(set(idx.tolist()) & set(idx_lap.tolist())) / N_SUB
+        rows[name] = row
+        print(json.dumps({name: row}), flush=True)
+    res["selection"] = dict(autosparsevd_fit_s=round(t_svd, 3), autosparsevd_epochs=args.svd_epochs, rows=rows)
+
+
+def gap(args, res):
+    torch.set_num_threads(args.threads)
+    split = pp.data.load_gap_regression()
+    x, y, xg = split.x_train, split.y_train, split.x_test
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 50), nn.Tanh(), nn.Linear(50, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(3000):
+        opt.zero_grad()
+        (F.mse_loss(net(x).squeeze(-1), y) + 1e-4 * sum(p.pow(2).sum() for p in net.parameters())).backward()
+        opt.step()
+    net.eval()
+    noise = 0.1  # the generating noise of load_gap_regression
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Gaussian(len(x), scale=noise))
+    n_sub = args.gap_n
+    inside = (xg.squeeze(-1) > -0.5) & (xg.squeeze(-1) < 0.5)
+
+    def ratio(guide, **kw):
+        pyro.set_rng_seed(0)
+        with torch.no_grad():
+            s_gap = float(pp.predict(model, guide, xg, **kw).epistemic_std.reshape(-1)[inside].mean())
+            s_train = float(pp.predict(model, guide, x, **kw).epistemic_std.reshape(-1).mean())
+        return dict(std_gap=round(s_gap, 4), std_train=round(s_train, 4), ratio=round(s_gap / max(s_train, 1e-12), 2))
+
+    # the selections, by the Laplace GLM predictive (cheap)
+    by_selection = {}
+    for name, sel in (("largest_magnitude", sn.LargestMagnitude(n_sub)), ("random", sn.Random(n_sub, seed=0)),
+                      ("diag_laplace_variance", sn.LargestVariance(n_sub, data=(x, y))), ("last_layer", sn.LastLayer()),
+                      ("all_weights", torch.arange(sn.num_weights(model)))):  # fmt: skip
+        pyro.clear_param_store()
+        by_selection[name] = ratio(pp.laplace_guide(model, (x, y), "full", subnet=sel, prior_precision=1.0),
+                                   method="glm")  # fmt: skip
+    idx = sn.LargestMagnitude(n_sub).select(model)
+    pyro.clear_param_store()
+    lap = pp.laplace_guide(model, (x, y), "full", subnet=idx, prior_precision=1.0)
+    vi, t_vi = fit_vi(model, idx, (x, y), args.gap_epochs, 1e-2, 1e-2, 1e-3)
+    out = {"n_subnet": n_sub, "selection": "largest_magnitude", "num_weights": sn.num_weights(model),
+           "vi_fit_s": round(t_vi, 3), "laplace_glm_by_selection": by_selection}  # fmt: skip
+    curves = {}
+    with torch.no_grad():
+        for name, kw, g in (("vi", dict(num_samples=200), vi), ("laplace_glm", dict(method="glm"), lap)):
+            pyro.set_rng_seed(0)
+            pg = pp.predict(model, g, xg, **kw)
+            pt = pp.predict(model, g, x, **kw)
+            mean, std = pg.mean.reshape(-1), pg.epistemic_std.reshape(-1)
+            s_train = float(pt.epistemic_std.reshape(-1).mean())
+            s_gap = float(std[inside].mean())
+            out[name] = dict(std_gap=round(s_gap, 4), std_train=round(s_train, 4), ratio=round(s_gap / s_train, 2),
+                             rmse_test=round(float((mean - split.y_test).pow(2).mean().sqrt()), 4))  # fmt: skip
+            curves[name] = (mean, std)
+    res["gap"] = out
+    print(json.dumps({"gap": out}), flush=True)
+    if args.figure:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+        titles = {"vi": "AutoSubnetwork (VI, 200 draws)", "laplace_glm": "subnetwork Laplace (GLM)"}
+        xs = xg.squeeze(-1)
+        for ax, (name, (mean, std)) in zip(axes, curves.items()):
+            ax.axvspan(-0.5, 0.5, color="0.92", label="gap")
+            ax.fill_between(xs, mean - 2 * std, mean + 2 * std, alpha=0.3, label="±2 epistemic std")
+            ax.plot(xs, mean, lw=1.5, label="predictive mean")
+            ax.plot(xs, split.y_test, "k--", lw=1, label="f(x)")
+            ax.scatter(x.squeeze(-1), y, s=6, c="k", alpha=0.5, label="train")
+            r = out[name]
+            ax.set_title(f"{titles[name]}\nstd gap/train = {r['ratio']}", fontsize=10)
+            ax.set_xlabel("x")
+        axes[0].set_ylabel("y")
+        axes[0].legend(fontsize=7, loc="lower right")
+        fig.suptitle(f"1-D regression with a gap, MLP 1-50-50-1, {n_sub} of {out['num_weights']} weights "
+                     "(largest magnitude)",
+                     fontsize=10)  # fmt: skip
+        fig.tight_layout()
+        os.makedirs(os.path.dirname(os.path.abspath(args.figure)), exist_ok=True)
+        fig.savefig(args.figure, dpi=120)
+
+
+def table(res):
+    lines = ["", f"Digits MLP 64-300-100-10, subnetwork of {res['config']['n']} weights, prior N(0, 1)"]
+    lines.append(f"{'system':44s} {'fit s':>8s} {'acc':>7s} {'NLL':>7s} {'ECE':>7s}")
+    m = res["map"]
+    lines.append(f"{'MAP':44s} {'':>8s} {m['accuracy']:7.4f} {m['nll']:7.4f} {m['ece']:7.4f}")
+    for key, label in (("laplace_torch_subnet", "laplace-torch SubnetLaplace (GLM probit)"),
+                       ("ours_subnet_laplace", "pp subnetwork Laplace (GLM probit)"),
+                       ("ours_subnet_vi", "pp AutoSubnetwork VI (MC 100)")):  # fmt: skip
+        r = res[key]
+        lines.append(f"{label:44s} {r['fit_s']:8.2f} {r['accuracy']:7.4f} {r['nll']:7.4f} {r['ece']:7.4f}")
+        for sub, what in (("mc100", "MC 100"), ("glm", "GLM probit")):
+            if sub in r:
+                m = r[sub]
+                lines.append(f"{'  same posterior, ' + what + ' predictive':44s} {'':>8s} {m['accuracy']:7.4f} "
+                             f"{m['nll']:7.4f} {m['ece']:7.4f}")  # fmt: skip
+    if "selection" in res:
+        lines += ["", f"Selection (n = {res['config']['n']})"]
+        lines.append("NLL / ECE of the test digits; Laplace: GLM probit; VI: GLM probit and MC 100")
+        lines.append(f"{'selection':24s} {'Laplace GLM':>16s} {'VI GLM':>16s} {'VI MC':>16s} {'overlap':>8s}")
+        for name, r in res["selection"]["rows"].items():
+            cells = [f"{r[k]['nll']:.4f} / {r[k]['ece']:.4f}" for k in ("laplace_glm", "vi_glm", "vi_mc100")]
+            lines.append(f"{name:24s} {cells[0]:>16s} {cells[1]:>16s} {cells[2]:>16s} "
+                         f"{r['overlap_with_diag_laplace']:8.2f}")  # fmt: skip
+    if "gap" in res:
+        g = res["gap"]
+        lines += ["", f"Gap regression: epistemic std of the mean, gap / training inputs (target >= 2), "
+                      f"{g['n_subnet']} of {g['num_weights']} weights by {g['selection']}"]  # fmt: skip
+        for name in ("vi", "laplace_glm"):
+            r = g[name]
+            lines.append(f"{name:14s} std gap {r['std_gap']:.4f}  std train {r['std_train']:.4f}  "
+                         f"ratio {r['ratio']:.2f}  rmse {r['rmse_test']:.4f}")  # fmt: skip
+        lines.append("Laplace GLM ratio by selection: " + ", ".join(
+            f"{k} {v['ratio']:.2f}" for k, v in g["laplace_glm_by_selection"].items()))  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--vi-epochs", type=int, default=30)
+    ap.add_argument("--vi-batch", type=int, default=128)
+    ap.add_argument("--vi-lr", type=float, default=1e-2)
+    ap.add_argument("--vi-lr-tril", type=float, default=1e-3)
+    ap.add_argument("--init-scale", type=float, default=0.1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: the 2 cores are shared)")
+    ap.add_argument("--svd-epochs", type=int, default=60)
+    ap.add_argument("--gap-n", type=int, default=400)
+    ap.add_argument("--gap-epochs", type=int, default=1000)
+    ap.add_argument("--only-main", action="store_true", help="skip the selection table and the gap regression")
+    ap.add_argument("--only-gap", action="store_true")
+    ap.add_argument("--map-cache", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "subnetwork.json"))
+    ap.add_argument("--figure", default=os.path.join(ROOT, "docs", "subnetwork_gap.png"))
+    args = ap.parse_args(argv)
+    from importlib.metadata import version
+
+    res: dict = {"config": dict(vars(args), torch=torch.__version__, laplace_torch=version("laplace-torch"),
+                                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                load_average_1min=round(os.getloadavg()[0], 2))}  # fmt: skip
+    t0 = time.perf_counter()
+    if not args.only_gap:
+        digits(args, res)
+    if not args.only_main:
+        gap(args, res)
+    res["config"]["total_s"] = round(time.perf_counter() - t0, 1)
+    print(table(res) if not args.only_gap else json.dumps(res.get("gap")))
+    if args.out and not args.only_main and not args.only_gap:
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+        with open(args.out, "w") as fh:
+            json.dump(res, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
