@@ -375,7 +375,7 @@ def run_groups(args):
 
             tag = kind.replace("-", "_")
             plots.kept_groups(res.group_masks).savefig(os.path.join(args.figures, f"groups_kept_{tag}.png"), dpi=90)
-            la = {k: m.group.log_alpha for k, m in res.guide.guide.marginals().items() if m.group is not None}
+            la = rules.group_log_alpha(res.guide.guide.marginals())
             fig = plots.group_log_alpha(la, threshold=args.group_threshold)
             fig.savefig(os.path.join(args.figures, f"groups_log_alpha_{tag}.png"), dpi=90)
     if args.mnist1d:

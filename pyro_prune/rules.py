@@ -36,7 +36,17 @@ import torch
 from .distributions.kl import LOG_ALPHA_CLIP, LOG_ALPHA_EPS
 from .guides.base import Marginal
 
-__all__ = ["Rule", "LogAlpha", "SNR", "Sparsity", "GroupRule", "GroupLogAlpha", "GroupSparsity", "apply_rule"]
+__all__ = [
+    "Rule",
+    "LogAlpha",
+    "SNR",
+    "Sparsity",
+    "GroupRule",
+    "GroupLogAlpha",
+    "GroupSparsity",
+    "group_log_alpha",
+    "apply_rule",
+]
 
 
 def _check_threshold(name: str, t: float, positive: bool = False) -> float:
@@ -198,6 +208,19 @@ def _chain_scores(groups: Dict[str, Marginal], keep_fn) -> Dict[str, torch.Tenso
                 la = _noise_to_signal(m, out[names[i + 1]])
         out[names[i]] = keep_fn(names[i], la)
     return {n: out[n] for n in names}
+
+
+def group_log_alpha(marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
+    """``{weight site: (G,) log alpha}`` as :class:`GroupLogAlpha` reads them (for the horseshoe, over the weights
+    into the units the next layer keeps at threshold 3), e.g. for :func:`pyro_prune.plots.group_log_alpha`."""
+    scores: Dict[str, torch.Tensor] = {}
+
+    def keep(name: str, la: torch.Tensor) -> torch.Tensor:
+        scores[name] = la
+        return la < 3.0
+
+    _chain_scores(GroupRule._groups(marginals), keep)
+    return {n: scores[n] for n in marginals if n in scores}
 
 
 class GroupLogAlpha(GroupRule):

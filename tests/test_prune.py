@@ -268,3 +268,17 @@ def test_horseshoe_group_log_alpha_ignores_weights_into_removed_units():
             assert masks["a.weight"].tolist() == [True, False, True]
         else:  # the log-uniform scale's own log alpha is used as is
             assert masks["a.weight"].tolist() == [False, False, False]
+
+
+def test_group_log_alpha_scores_are_what_the_rule_thresholds():
+    torch.manual_seed(0)
+    x = torch.randn(64, 6)
+    y = (x[:, 0] > 0).long()
+    net = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 2))
+    model, guide = group_trained(net, x, y, "horseshoe", epochs=10)
+    margs = guide.marginals()
+    scores = rules.group_log_alpha(margs)
+    masks = rules.GroupLogAlpha(3.0).group_masks(margs)
+    assert list(scores) == ["0.weight", "2.weight", "4.weight"]
+    for k in scores:
+        assert torch.equal(masks[k], scores[k] < 3.0)
