@@ -60,6 +60,15 @@ def _check_threshold(name: str, t: float, positive: bool = False) -> float:
     return t
 
 
+def _check_target_scope(target: float, scope: str):
+    target = _check_threshold("target", target)
+    if not 0 <= target < 1:
+        raise ValueError(f"target sparsity must be in [0, 1), got {target}")
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    return target, scope
+
+
 class Rule:
     """Base class: ``rule(marginals) -> {site: keep mask}`` over the sites to prune."""
 
@@ -108,12 +117,7 @@ class Sparsity(Rule):
     """
 
     def __init__(self, target: float, scope: Literal["global", "layer"] = "global"):
-        target = _check_threshold("target", target)
-        if not 0 <= target < 1:
-            raise ValueError(f"target sparsity must be in [0, 1), got {target}")
-        if scope not in ("global", "layer"):
-            raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-        self.target, self.scope = target, scope
+        self.target, self.scope = _check_target_scope(target, scope)
 
     @staticmethod
     def _score(m: Marginal) -> torch.Tensor:
@@ -250,12 +254,7 @@ class GroupSparsity(GroupRule):
     """
 
     def __init__(self, target: float, scope: Literal["global", "layer"] = "layer"):
-        target = _check_threshold("target", target)
-        if not 0 <= target < 1:
-            raise ValueError(f"target sparsity must be in [0, 1), got {target}")
-        if scope not in ("global", "layer"):
-            raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-        self.target, self.scope = target, scope
+        self.target, self.scope = _check_target_scope(target, scope)
 
     def group_masks(self, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
         groups = self._groups(marginals)
