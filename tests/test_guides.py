@@ -174,3 +174,12 @@ def test_sparse_vd_fit_predict_prune_in_float64():
     res = pp.prune(model, vd, pp.rules.LogAlpha(3.0))
     assert res.module[0].weight.dtype == torch.float64
     assert pp.predict(model, res.guide, x, num_samples=4).probs.dtype == torch.float64
+
+
+@pytest.mark.parametrize("bad", [[0.0, 0.5], [0.5, 1.0], [[0.5]], [math.nan]])
+def test_check_quantiles_shared_by_every_guide(bad):
+    from pyro_prune.guides.base import check_quantiles
+
+    assert check_quantiles([0.1, 0.9]).tolist() == pytest.approx([0.1, 0.9])
+    with pytest.raises(ValueError, match="quantiles"):
+        check_quantiles(bad)

@@ -23,7 +23,7 @@ from torch.distributions import constraints
 
 from ..distributions.kl import LOG_ALPHA_EPS, normal_log_alpha
 
-__all__ = ["Marginal", "marginals", "LOG_ALPHA_EPS"]
+__all__ = ["Marginal", "marginals", "check_quantiles", "LOG_ALPHA_EPS"]
 
 
 @dataclass
@@ -55,6 +55,17 @@ class Marginal:
         if self.log_alpha is not None:
             return self.log_alpha
         return normal_log_alpha(self.loc, self.scale)
+
+
+def check_quantiles(quantiles: Any, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``quantiles`` as a 1-D tensor of levels in (0, 1) (shared by every guide's ``quantiles()``).
+
+    :raises ValueError: not 1-D, or a level outside (0, 1) (NaN included).
+    """
+    q = torch.as_tensor(quantiles, dtype=dtype)
+    if q.dim() != 1 or not bool(((q > 0) & (q < 1)).all()):
+        raise ValueError(f"quantiles must be a 1-D sequence in (0, 1), got {quantiles!r}")
+    return q
 
 
 def _split_flat(guide: AutoContinuous, flat: torch.Tensor) -> Dict[str, torch.Tensor]:

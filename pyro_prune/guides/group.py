@@ -53,7 +53,7 @@ from .. import layers
 from ..distributions import molchanov_kl_sum
 from ..groups import GroupInfo, GroupPrior
 from ..model import BayesianModel, init_from
-from .base import LOG_ALPHA_EPS, Marginal
+from .base import LOG_ALPHA_EPS, Marginal, check_quantiles
 
 __all__ = ["AutoGroupSparse", "GroupMarginal"]
 
@@ -402,9 +402,7 @@ class AutoGroupSparse(AutoGuide):
     @torch.no_grad()
     def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
         """Quantiles of every site: exact for scales and biases, Gaussian (moment-matched) for the weights."""
-        q = torch.as_tensor(quantiles)
-        if q.dim() != 1 or bool(((q <= 0) | (q >= 1)).any()):
-            raise ValueError(f"quantiles must be a 1-D sequence in (0, 1), got {quantiles!r}")
+        q = check_quantiles(quantiles)
         out = {}
         for name, m in self.marginals().items():
             qq = q.to(m.loc).reshape((-1,) + (1,) * m.loc.dim())

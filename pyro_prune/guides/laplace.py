@@ -50,7 +50,7 @@ from pyro.infer.autoguide.initialization import InitMessenger
 
 from .. import curvature as cv
 from ..model import BayesianModel, init_from
-from .base import Marginal
+from .base import Marginal, check_quantiles
 from .laplace_glm import glm_covariance, glm_features, tune_prior_precision
 from .laplace_parts import check_positive, make_layers, map_values, subnet_masks
 
@@ -419,9 +419,7 @@ class LaplaceGuide(AutoGuide):
     @torch.no_grad()
     def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
         """Marginal quantiles ``{site: (len(quantiles),) + shape}``."""
-        q = torch.as_tensor(quantiles, dtype=self._dtype)
-        if q.dim() != 1 or bool(((q <= 0) | (q >= 1)).any()):
-            raise ValueError(f"quantiles must be a 1-D sequence in (0, 1), got {quantiles!r}")
+        q = check_quantiles(quantiles, self._dtype)
         z = dist.Normal(0.0, 1.0).icdf(q.double()).to(self._dtype)
         return {k: m.loc + z.reshape((-1,) + (1,) * m.loc.dim()) * m.scale for k, m in self.marginals().items()}
 

@@ -48,7 +48,7 @@ from pyro.nn import PyroModule, PyroParam
 
 from ..distributions import ImproperLogUniform, molchanov_kl_sum
 from ..model import BayesianModel, init_from
-from .base import LOG_ALPHA_EPS, Marginal, _is_real
+from .base import LOG_ALPHA_EPS, Marginal, _is_real, check_quantiles
 
 __all__ = ["AutoSparseVD"]
 
@@ -213,9 +213,7 @@ class AutoSparseVD(AutoGuide):
     @torch.no_grad()
     def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
         """Marginal quantiles ``{site: tensor (len(quantiles),) + shape}``."""
-        q = torch.as_tensor(quantiles)
-        if q.dim() != 1 or bool(((q <= 0) | (q >= 1)).any()):
-            raise ValueError(f"quantiles must be a 1-D sequence in (0, 1), got {quantiles!r}")
+        q = check_quantiles(quantiles)
         out = {}
         for name in self._site_names():
             loc, log_sigma2 = self._params(name)

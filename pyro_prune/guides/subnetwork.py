@@ -42,7 +42,7 @@ from pyro.nn import PyroParam
 from .. import curvature as cv
 from .. import subnet as sn
 from ..model import BayesianModel, init_from
-from .base import Marginal, _is_real
+from .base import Marginal, _is_real, check_quantiles
 
 __all__ = ["AutoSubnetwork"]
 
@@ -182,9 +182,7 @@ class AutoSubnetwork(AutoGuide):
     @torch.no_grad()
     def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
         """Marginal quantiles ``{site: (len(quantiles),) + shape}`` (point estimates: the value itself)."""
-        q = torch.as_tensor(quantiles, dtype=self.loc.dtype if self.prototype_trace is not None else None)
-        if q.dim() != 1 or bool(((q <= 0) | (q >= 1)).any()):
-            raise ValueError(f"quantiles must be a 1-D sequence in (0, 1), got {quantiles!r}")
+        q = check_quantiles(quantiles, self.loc.dtype if self.prototype_trace is not None else None)
         z = dist.Normal(0.0, 1.0).icdf(q.double()).to(self.loc.dtype)
         return {k: m.loc + z.reshape((-1,) + (1,) * m.loc.dim()) * m.scale for k, m in self.marginals().items()}
 
