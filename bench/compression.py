@@ -236,14 +236,21 @@ def speed(split, loader, prior, rounds, epochs=5):
     }
 
 
-def run_digits(args, prior):
+def dense_digits(args):
+    """The digits split, its loader and the dense MLP every method starts from (100 epochs, wd 1e-4, seed 0)."""
     split = pp.data.load_digits()
     loader, _ = split.loaders(batch_size=64, seed=0)
-    x_test, y_test = split.x_test, split.y_test
     torch.manual_seed(0)
     dense = train_dense(mlp(), loader, args.dense_epochs, wd=1e-4)
     with torch.no_grad():
-        res = {"dense": scores(dense(x_test).softmax(-1), y_test)}
+        dense_scores = scores(dense(split.x_test).softmax(-1), split.y_test)
+    return split, loader, dense, dense_scores
+
+
+def run_digits(args, prior):
+    split, loader, dense, dense_scores = dense_digits(args)
+    x_test, y_test = split.x_test, split.y_test
+    res = {"dense": dense_scores}
     res["ours"], model, guide = ours(dense, split, loader, args.epochs, args.warmup, args.lr, None, prior)
     sp = res["ours"]["log_alpha_3"]["sparsity"]
     res["magnitude_at_our_sparsity"] = magnitude(dense, loader, x_test, y_test, sp, 20)
@@ -351,13 +358,9 @@ def inference_ratio(dense, small, x, rounds=7, reps=200):
 
 
 def run_groups(args):
-    split = pp.data.load_digits()
-    loader, _ = split.loaders(batch_size=64, seed=0)
+    split, loader, dense, dense_scores = dense_digits(args)
     x_test, y_test = split.x_test, split.y_test
-    torch.manual_seed(0)
-    dense = train_dense(mlp(), loader, args.dense_epochs, wd=1e-4)
-    with torch.no_grad():
-        out = {"dense": scores(dense(x_test).softmax(-1), y_test)}
+    out = {"dense": dense_scores}
     for kind, tau0 in (("log-uniform", 1.0), ("horseshoe", args.tau0)):
         torch.manual_seed(0)
         pyro.set_rng_seed(0)
