@@ -191,6 +191,7 @@ def local_reparam_conv(
     sample_shape: torch.Size = torch.Size(),
     bias_var: Optional[torch.Tensor] = None,
     *,
+    out_scale: Optional[torch.Tensor] = None,
     nd: int,
     stride: _Size = 1,
     padding: _Size = 0,
@@ -199,12 +200,24 @@ def local_reparam_conv(
 ) -> torch.Tensor:
     r"""Local reparameterization for convolutions: ``conv(x, θ) + sqrt(conv(x², σ²)) ε``.
 
+    With ``out_scale`` :math:`z` (per example and output channel, ``(B, C_out)``; the group scales of
+    Bayesian Compression, :math:`w_c = z_c \tilde w_c`) the weight part is scaled and the bias is not:
+    :math:`z\,\mathrm{conv}(x, \theta) + b + \sqrt{z^2\,\mathrm{conv}(x^2, \sigma^2) + \sigma_b^2}\,\varepsilon`.
+
     Arguments as :func:`conv` and :func:`local_reparam_linear`.
     """
     kw = dict(nd=nd, stride=stride, padding=padding, dilation=dilation, groups=groups)
-    mean = conv(x, weight_loc, bias, **kw)
-    var = conv(x * x, weight_var, bias_var, **kw)
-    return mean + (var + LRT_EPS).sqrt() * _noise_like(mean, sample_shape, nd + 2)
+    if out_scale is None:
+        mean = conv(x, weight_loc, bias, **kw)
+        var = conv(x * x, weight_var, bias_var, **kw)
+        return mean + (var + LRT_EPS).sqrt() * _noise_like(mean, sample_shape, nd + 2)
+    z = out_scale.reshape(out_scale.shape + (1,) * nd)
+    mean = z * conv(x, weight_loc, None, **kw)
+    var = z * z * conv(x * x, weight_var, None, **kw)
+    if bias_var is not None:
+        var = var + bias_var.reshape((-1,) + (1,) * nd)
+    out = mean + (var + LRT_EPS).sqrt() * _noise_like(mean, sample_shape, nd + 2)
+    return out if bias is None else out + bias.reshape((-1,) + (1,) * nd)
 
 
 class _LocalReparamState:

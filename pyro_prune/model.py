@@ -207,7 +207,11 @@ class _BayesianLayer:
         return w, b
 
     def _lrt(self, x: torch.Tensor):
-        """Local-reparameterization inputs ``(w_loc, w_var, bias, bias_var, sample_shape)``, or ``None``.
+        """Local-reparameterization inputs ``(w_loc, w_var, bias, bias_var, sample_shape, group_scale)``, or ``None``.
+
+        ``group_scale`` is ``None`` except for group-scaled layers under the fused objective: then it holds the
+        scales :math:`z` drawn per example by the source, ``(B, G)``, and ``(w_loc, w_var)`` are the moments of
+        :math:`\tilde w = w / z`.
 
         Inside Pyro inference the weight sites are still drawn (the ELBO needs them; their batch shape
         gives the particle dimensions); under the fused objective they are not touched at all.
@@ -220,11 +224,10 @@ class _BayesianLayer:
             return None
         if layers.local_reparam_samples_weights():
             w, b = self._weights(x)  # notes the sample dims
-            return moments[0], moments[1], b, None, w.shape[: w.dim() - self.weight_event_dim]
+            return moments[0], moments[1], b, None, w.shape[: w.dim() - self.weight_event_dim], None
+        group_scale = None
         if self._pp_group is not None:
-            # groups scale the weights: the source draws z per example; layers apply it (linear: to the inputs,
-            # conv: to the output channels) before the Gaussian pass over w~ = w / z
-            self._pp_group_draw = source.local_reparam_group_scale(self._pp_group[1].module, x.shape[0])
+            group_scale = source.local_reparam_group_scale(self._pp_group[1].module, x.shape[0])
         if x.dtype != self._pp_ref.dtype:
             raise TypeError(f"x has dtype {x.dtype} but the model is {self._pp_ref.dtype}; call model.to({x.dtype})")
         if "bias" in self._pp_priors:
@@ -234,7 +237,7 @@ class _BayesianLayer:
             bias, bias_var = bm
         else:
             bias, bias_var = self.bias, None  # a point estimate, or no bias
-        return moments[0], moments[1], bias, bias_var, torch.Size()
+        return moments[0], moments[1], bias, bias_var, torch.Size(), group_scale
 
 
 class BayesianLinear(PyroModule[nn.Linear], _BayesianLayer):
@@ -246,8 +249,8 @@ class BayesianLinear(PyroModule[nn.Linear], _BayesianLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lrt = self._lrt(x)
         if lrt is not None:
-            if self._pp_group is not None and not layers.local_reparam_samples_weights():
-                x = x * self._pp_group_draw  # w_ij = z_j w~_ij: scale input unit j
+            if lrt[5] is not None:
+                x = x * lrt[5]  # w_ij = z_j w~_ij: scale input unit j
             return layers.local_reparam_linear(x, lrt[0], lrt[1], lrt[2], sample_shape=lrt[4], bias_var=lrt[3])
         return layers.linear(x, *self._weights(x))
 
@@ -276,16 +279,7 @@ class _BayesianConv(_BayesianLayer):
         x = self._pad(x)
         lrt = self._lrt(x)
         if lrt is not None:
-            if self._pp_group is not None and not layers.local_reparam_samples_weights():
-                # w_c = z_c w~_c per output channel: out = z (conv(x, mu) + sqrt(conv(x^2, s^2)) eps) + b
-                z = self._pp_group_draw.reshape(self._pp_group_draw.shape + (1,) * self.nd)
-                mean = layers.conv(x, lrt[0], None, **kw)
-                var = layers.conv(x * x, lrt[1], None, **kw) * z * z
-                if lrt[3] is not None:
-                    var = var + lrt[3].reshape((-1,) + (1,) * self.nd)
-                out = z * mean + (var + layers.LRT_EPS).sqrt() * torch.randn_like(mean)
-                return out if lrt[2] is None else out + lrt[2].reshape((-1,) + (1,) * self.nd)
-            return layers.local_reparam_conv(x, lrt[0], lrt[1], lrt[2], lrt[4], lrt[3], **kw)
+            return layers.local_reparam_conv(x, lrt[0], lrt[1], lrt[2], lrt[4], lrt[3], out_scale=lrt[5], **kw)
         return layers.conv(x, *self._weights(x), **kw)
 
 

@@ -132,3 +132,21 @@ def test_local_reparameterization_context_nests_and_restores():
             assert layers.local_reparam_source() is b
         assert layers.local_reparam_source() is a
     assert layers.local_reparam_source() is None
+
+
+def test_local_reparam_conv_out_scale_matches_scaled_kernels():
+    """out_scale z: the mean is conv(x, z_c w_c) + b, the variance z_c^2 conv(x^2, s^2) + bias variance (MC, 4 %)."""
+    x = torch.randn(3, 2, 9, dtype=torch.float64)
+    loc = torch.randn(4, 2, 3, dtype=torch.float64)
+    var = torch.rand(4, 2, 3, dtype=torch.float64)
+    bias, bias_var = torch.randn(4, dtype=torch.float64), torch.rand(4, dtype=torch.float64)
+    z = torch.rand(3, 4, dtype=torch.float64) + 0.5
+    S = 40000
+    xs = x.repeat(S, 1, 1)
+    out = layers.local_reparam_conv(xs, loc, var, bias, bias_var=bias_var, out_scale=z.repeat(S, 1), nd=1, padding=1)
+    out = out.reshape(S, 3, 4, 9)
+    zc = z[..., None]
+    mean = zc * F.conv1d(x, loc, padding=1) + bias[:, None]
+    variance = zc**2 * F.conv1d(x * x, var, padding=1) + bias_var[:, None]
+    assert_close(out.mean(0), mean, rtol=0.0, atol=float(4 * (variance.max() / S) ** 0.5))
+    assert_close(out.var(0), variance, rtol=0.04)
