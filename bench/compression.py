@@ -269,13 +269,20 @@ def run_digits(args, prior):
     return res
 
 
-def run_mnist1d(args, prior):
+def dense_mnist1d(args):
+    """The mnist1d split (4000 samples), its loader and the dense Conv1d network (wd 1e-4, seed 0)."""
     split = pp.data.load_mnist1d(num_samples=4000)
     loader, _ = split.loaders(batch_size=64, seed=0)
     torch.manual_seed(0)
     dense = train_dense(cnn1d(), loader, args.mnist1d_dense_epochs, wd=1e-4)
     with torch.no_grad():
-        res = {"dense": scores(dense(split.x_test).softmax(-1), split.y_test)}
+        dense_scores = scores(dense(split.x_test).softmax(-1), split.y_test)
+    return split, loader, dense, dense_scores
+
+
+def run_mnist1d(args, prior):
+    split, loader, dense, dense_scores = dense_mnist1d(args)
+    res = {"dense": dense_scores}
     res["ours"], *_ = ours(
         dense, split, loader, args.mnist1d_epochs, args.mnist1d_epochs // 4, args.lr, split.x_test[:1], prior
     )
@@ -382,12 +389,8 @@ def run_groups(args):
             fig = plots.group_log_alpha(la, threshold=args.group_threshold)
             fig.savefig(os.path.join(args.figures, f"groups_log_alpha_{tag}.png"), dpi=90)
     if args.mnist1d:
-        split = pp.data.load_mnist1d(num_samples=4000)
-        loader, _ = split.loaders(batch_size=64, seed=0)
-        torch.manual_seed(0)
-        dense = train_dense(cnn1d(), loader, args.mnist1d_dense_epochs, wd=1e-4)
-        with torch.no_grad():
-            m1 = {"dense": scores(dense(split.x_test).softmax(-1), split.y_test)}
+        split, loader, dense, dense_scores = dense_mnist1d(args)
+        m1 = {"dense": dense_scores}
         torch.manual_seed(0)
         r, res = groups_ours(dense, split, loader, "log-uniform", 1.0, args.mnist1d_epochs, args.mnist1d_epochs // 4,
                              args.group_lr, args.group_threshold, args.group_kl_weight,
