@@ -1,43 +1,43 @@
 """pyro_prune: Bayesian neural networks in Pyro, for pruning and calibrated prediction.
 
-``bayesianize`` turns a PyTorch network into a Pyro model, ``fit`` trains a guide with the
-(Rényi) ELBO, ``predict``/``evaluate`` give posterior-predictive ensembles and their scores.
+The pipeline, one folder or module a step: ``bayesianize`` (:mod:`pyro_prune.model`) turns a PyTorch network into a
+Pyro model; a guide (:mod:`pyro_prune.guides`) is its posterior; ``fit`` (:mod:`pyro_prune.infer`) trains it with
+the (Rényi) ELBO; :func:`marginals` (:mod:`pyro_prune.marginals`) summarizes any guide per weight; ``prune``
+(:mod:`pyro_prune.pruning`) turns the marginals into a smaller network; ``predict``/``evaluate``
+(:mod:`pyro_prune.prediction`) give posterior-predictive ensembles and their scores.
+``pyro_prune.plots`` imports matplotlib only when first used.
 """
 
 from __future__ import annotations
 
-from . import (
-    compact,
-    curvature,
-    data,
-    distributions,
-    groups,
-    guides,
-    layers,
-    likelihoods,
-    metrics,
-    plots,
-    rules,
-    subnet,
-)
+import importlib
+from typing import Any
+
+from . import curvature, data, distributions, guides, metrics, subnet
 from .curvature import Kron
 from .distributions import HalfCauchyScaleMixture, Horseshoe, ImproperLogUniform, LogUniform, LogUniformScaleMixture
-from .groups import GroupPrior
-from .guides import (
-    AutoGroupSparse,
-    AutoSparseVD,
-    AutoSubnetwork,
-    GroupMarginal,
-    LaplaceGuide,
-    Marginal,
-    laplace_guide,
-    marginals,
-)
+from .guides import AutoGroupSparse, AutoSparseVD, AutoSubnetwork, LaplaceGuide, laplace_guide
 from .infer import EarlyStopping, History, fit
-from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
-from .model import BayesianModel, SiteInfo, bayesianize, init_from
+from .marginals import GroupMarginal, Marginal, marginals, register_marginals
+from .model import (
+    BayesianModel,
+    Bernoulli,
+    Categorical,
+    Gaussian,
+    GroupPrior,
+    Likelihood,
+    SiteInfo,
+    bayesianize,
+    group_prior,
+    init_from,
+    layers,
+    likelihoods,
+)
 from .prediction import Prediction, evaluate, predict
-from .prune import CompressionReport, PruneResult, prune
+from .pruning import CompressionReport, PruneResult, compact, prune, rules
+
+# ``pp.groups`` is the historical name of the group-prior module.
+groups = group_prior
 
 __version__ = "0.1.0"
 
@@ -67,6 +67,7 @@ __all__ = [
     "GroupPrior",
     "Marginal",
     "marginals",
+    "register_marginals",
     "prune",
     "PruneResult",
     "CompressionReport",
@@ -85,5 +86,13 @@ __all__ = [
     "rules",
     "compact",
     "groups",
+    "group_prior",
     "subnet",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy ``pp.plots`` (PEP 562): matplotlib is imported when a plot is first asked for."""
+    if name == "plots":
+        return importlib.import_module(".plots", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

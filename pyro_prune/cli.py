@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from . import data as _data
 from .distributions import LogUniform
 from .guides import AutoSparseVD
-from .infer import evaluate, fit
-from .likelihoods import Categorical
+from .infer import fit
 from .model import bayesianize, init_from
-from .prune import prune
-from .rules import LogAlpha
+from .model.likelihoods import Categorical
+from .prediction import evaluate
+from .pruning import prune
+from .pruning.rules import LogAlpha
 
 
 def _mlp(n_in: int, hidden: List[int], n_out: int) -> nn.Sequential:

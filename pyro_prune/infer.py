@@ -1,4 +1,4 @@
-r"""Training (``fit``), posterior-predictive ensembles (``predict``) and scores (``evaluate``).
+r"""Training: ``fit`` a guide to a model with the (Rényi) ELBO, with KL warm-up and an optional fused path.
 
 **Objective.** With :math:`\alpha = 1`, ``fit`` maximizes the mean-field ELBO with analytic KL
 terms wherever a KL is registered (``pyro.infer.TraceMeanField_ELBO``; Monte Carlo otherwise):
@@ -20,7 +20,7 @@ and is non-increasing in :math:`\alpha`.  **KL warm-up** multiplies the log dens
 latent site (prior and guide) by :math:`\beta`, rising linearly from 0 to 1 over ``kl_warmup``
 epochs (Sønderby et al. 2016; Molchanov et al. 2017).
 
-``predict`` and ``evaluate`` live in :mod:`pyro_prune.prediction` (re-exported here).
+``predict`` and ``evaluate`` live in :mod:`pyro_prune.prediction`.
 
 References
 
@@ -46,13 +46,14 @@ from pyro.infer.autoguide import AutoGuide
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
-from ._checks import Batches, _check_float, _check_guide, _check_int, _model_ref, _unpack, as_batches
-from .layers import local_reparameterization
-from .likelihoods import OBS_SITE
+from ._checks import Batches, as_batches, check_int, check_positive, check_real, unpack_batch
+from ._checks.guide import check_guide, model_ref
 from .model import BayesianModel
-from .prediction import Prediction, evaluate, predict
+from .model.layers import local_reparameterization
+from .model.likelihoods import OBS_SITE
+from .prediction import evaluate
 
-__all__ = ["fit", "predict", "evaluate", "History", "Prediction", "EarlyStopping", "kl_term", "as_batches"]
+__all__ = ["fit", "History", "EarlyStopping", "kl_term"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ class EarlyStopping:
     def __init__(self, monitor: str = "val_nll", patience: int = 5, mode: str = "min"):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        self.monitor, self.patience, self.mode = monitor, _check_int("patience", patience, 1), mode
+        self.monitor, self.patience, self.mode = monitor, check_int("patience", patience, 1), mode
         self.best, self.bad = None, 0
 
     def __call__(self, epoch: int, record: Dict[str, float], model: Any, guide: Any) -> bool:
@@ -284,20 +285,20 @@ def fit(
     :param val_samples: ensemble size for validation scores.
     :returns: a :class:`History`.
     """
-    _check_int("epochs", epochs, 1)
-    alpha = _check_float("alpha", alpha)
-    _check_int("num_particles", num_particles, 1)
-    _check_int("kl_warmup", kl_warmup, 0)
-    kl_weight = _check_float("kl_weight", kl_weight, positive=True)
-    _check_int("val_samples", val_samples, 1)
+    check_int("epochs", epochs, 1)
+    alpha = check_real("alpha", alpha)
+    check_int("num_particles", num_particles, 1)
+    check_int("kl_warmup", kl_warmup, 0)
+    kl_weight = check_positive("kl_weight", kl_weight)
+    check_int("val_samples", val_samples, 1)
     if optimizer is None:
-        lr = _check_float("lr", lr, positive=True)
+        lr = check_positive("lr", lr)
         optimizer = pyro.optim.Adam({"lr": lr})
     elif not isinstance(optimizer, pyro.optim.PyroOptim):
         raise TypeError(f"optimizer must be a pyro.optim optimizer (e.g. pyro.optim.Adam), got {optimizer!r}")
     if not callable(model):
         raise TypeError(f"model must be callable, got {type(model).__name__}")
-    _check_guide(model, guide)
+    check_guide(model, guide)
     batches = as_batches(data)
     if val_data is not None:
         val_data = as_batches(val_data, "val_data")
@@ -312,12 +313,12 @@ def fit(
             f"({n_data()} examples): the log-likelihood is scaled by dataset_size",
             stacklevel=2,
         )
-    ref = _model_ref(model)
+    ref = model_ref(model)
     device = ref.device if ref is not None else None
 
     if isinstance(guide, AutoGuide) and guide.prototype_trace is None and hasattr(guide, "fast_params"):
         with torch.no_grad():
-            guide(*_unpack(next(iter(batches)), "data", device))  # create the guide's parameters
+            guide(*unpack_batch(next(iter(batches)), "data", device))  # create the guide's parameters
     fused = _can_fuse(model, guide, alpha, num_particles)
     scale = _LatentScale(1.0)
     recorder = _ObsRecorder()
@@ -363,7 +364,7 @@ def fit(
             losses, ells, nb, seen = 0.0, 0.0, 0, 0
             last = None
             for batch in batches:
-                x, y = _unpack(batch, "data", device)
+                x, y = unpack_batch(batch, "data", device)
                 ramp = 1.0
                 if kl_warmup:
                     ramp = min(1.0, step / (kl_warmup * steps_per_epoch) if steps_per_epoch else epoch / kl_warmup)
@@ -403,8 +404,3 @@ def fit(
                 break
     bar.close()
     return history
-
-
-# --------------------------------------------------------------------------------------------------
-# predict and evaluate
-# --------------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_sample
 
 from . import metrics as _metrics
-from ._checks import Batches, _check_guide, _check_int, _model_ref, _unpack, as_batches
+from ._checks import Batches, as_batches, check_int, unpack_batch
+from ._checks.guide import check_guide, model_ref
 from .model import BayesianModel
 
 __all__ = ["predict", "evaluate", "Prediction"]
@@ -182,7 +183,7 @@ def predict(
         module docstring; ``num_samples`` and ``parallel`` are not used).
     :returns: a :class:`Prediction`.
     """
-    _check_int("num_samples", num_samples, 1)
+    check_int("num_samples", num_samples, 1)
     if method not in ("mc", "glm"):
         raise ValueError(f"method must be 'mc' or 'glm', got {method!r}")
     if not torch.is_tensor(x):
@@ -191,7 +192,7 @@ def predict(
         raise ValueError(f"x must be a non-empty batch, got shape {tuple(x.shape)}")
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or inf")
-    _check_guide(model, guide)
+    check_guide(model, guide)
     if isinstance(guide, AutoGuide) and guide.prototype_trace is None:
         raise ValueError("guide is not initialized: fit it first (pp.fit) or call guide(x, y) once")
     if method == "glm":
@@ -199,8 +200,8 @@ def predict(
     if parallel is None:
         parallel = isinstance(model, BayesianModel) and model.vectorizable
     if batch_size is not None:
-        _check_int("batch_size", batch_size, 1)
-    ref = _model_ref(model)
+        check_int("batch_size", batch_size, 1)
+    ref = model_ref(model)
     if ref is not None:
         x = x.to(ref.device)
     was_training = getattr(model, "training", False)
@@ -267,10 +268,10 @@ def evaluate(
     :param method: ``"mc"`` or ``"glm"`` (see :func:`predict`).
     :returns: a dict of floats.
     """
-    _check_int("num_samples", num_samples, 1)
+    check_int("num_samples", num_samples, 1)
     preds, ys = [], []
     for batch in as_batches(data):
-        x, y = _unpack(batch, "data", None)
+        x, y = unpack_batch(batch, "data", None)
         preds.append(predict(model, guide, x, num_samples, parallel=parallel, likelihood=likelihood, method=method))
         ys.append(y)
     if not preds:

@@ -9,8 +9,8 @@ exactly the order of ``torch.nn.utils.parameters_to_vector(net.parameters())``, 
 Strategies (each has ``select(model) -> LongTensor`` of sorted, unique indices and ``masks(model)``):
 
 * :class:`LargestMagnitude` — the :math:`n` weights of largest :math:`|w|` at the MAP;
-* :class:`LargestVariance` — the :math:`n` weights of largest marginal variance, from a diagonal Laplace
-  approximation (the Wasserstein-pruning rule of [1] §4) or from **any trained guide's** ``marginals()``
+* :class:`LargestVariance` — the :math:`n` weights of largest marginal variance of a trained guide: a diagonal
+  Laplace guide (the Wasserstein-pruning rule of [1] §4) or **any guide** with registered marginals
   (e.g. an :class:`~pyro_prune.AutoSparseVD`: no extra curvature pass);
 * :class:`Random` — :math:`n` weights uniformly at random (seeded, reproducible);
 * :class:`LastLayer` — every weight and bias of the last Bayesian layer;
@@ -31,6 +31,8 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 
+from ._checks import check_int
+from .marginals import marginals as _marginals
 from .model import BayesianModel
 
 __all__ = [
@@ -95,14 +97,6 @@ def masks_to_indices(model: BayesianModel, masks: Mapping[str, Any]) -> torch.Te
     return Mask(masks).select(model)
 
 
-def _check_n(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise ValueError(f"n must be a positive int (the number of weights to select), got {n!r}")
-    if n < 1:
-        raise ValueError(f"n must be a positive int (the number of weights to select), got {n}")
-    return n
-
-
 def _top(scores: torch.Tensor, n: int, model: BayesianModel) -> torch.Tensor:
     total = scores.numel()
     if n > total:
@@ -156,7 +150,7 @@ class LargestMagnitude(Selection):
     """
 
     def __init__(self, n: int, weights: Any = None):
-        self.n = _check_n(n)
+        self.n = check_int("n", n, 1)
         self.weights = weights
 
     def select(self, model: BayesianModel) -> torch.Tensor:
@@ -165,54 +159,32 @@ class LargestMagnitude(Selection):
 
 
 class LargestVariance(Selection):
-    r"""The ``n`` weights of largest marginal posterior variance.
+    r"""The ``n`` weights of largest marginal posterior variance, read from a trained guide.
 
-    The variances come from ``source.marginals()`` (any pyro_prune guide, or Pyro's ``AutoNormal``...; weights a
-    guide holds as point estimates have variance 0), or, given ``data`` instead, from a diagonal Laplace
-    approximation built on the spot (``pp.laplace_guide(model, data, "diag", prior_precision=...)``) — the
-    Wasserstein-pruning rule of [1] §4: keeping the largest-variance weights minimizes the 2-Wasserstein distance
-    between the full-network and the subnetwork posteriors under a diagonal approximation.
+    The variances come from :func:`pyro_prune.marginals.marginals` of ``source`` (any guide with registered
+    marginals: a pyro_prune guide, Pyro's ``AutoNormal``...; weights a guide holds as point estimates have variance
+    0).  With a diagonal Laplace guide (``pp.laplace_guide(model, data, "diag")``) this is the Wasserstein-pruning
+    rule of [1] §4: keeping the largest-variance weights minimizes the 2-Wasserstein distance between the
+    full-network and the subnetwork posteriors under a diagonal approximation; with an ``AutoSparseVD`` it needs no
+    curvature pass at all.
 
     :param n: number of weights, ``1 <= n <=`` the number of weights.
-    :param source: a trained guide with ``marginals()`` (e.g. an ``AutoSparseVD``, a diagonal Laplace guide).
-    :param data: training data ``(x, y)`` or a ``DataLoader``, for the diagonal Laplace (when ``source`` is None).
-    :param prior_precision: :math:`\tau` of that diagonal Laplace.
-    :param map_from: its MAP (see :func:`~pyro_prune.laplace_guide`; default the network's weights).
+    :param source: a trained guide whose marginals are registered.
+    :raises TypeError: ``source`` has no registered marginals.
     """
 
-    def __init__(
-        self, n: int, source: Any = None, *, data: Any = None, prior_precision: float = 1.0, map_from: Any = None
-    ):
-        self.n = _check_n(n)
-        if (source is None) == (data is None):
-            raise ValueError(
-                "LargestVariance needs exactly one of source (a trained guide) or data (for a diag Laplace)"
-            )
-        if source is not None and not callable(getattr(source, "marginals", None)):
-            from .guides.base import marginals as _marginals
-
-            try:
-                _marginals(source)
-            except (TypeError, ValueError) as e:
-                raise TypeError(f"LargestVariance: source must be a trained guide with marginals(): {e}") from None
+    def __init__(self, n: int, source: Any):
+        self.n = check_int("n", n, 1)
+        try:
+            _marginals(source)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"LargestVariance: source must be a trained guide with marginals: {e}") from None
         self.source = source
-        self.data = data
-        self.prior_precision = prior_precision
-        self.map_from = map_from
 
     def variances(self, model: BayesianModel) -> torch.Tensor:
         """The flat vector of marginal variances used for the ranking."""
-        from .guides.base import marginals as _marginals
-
         _check_model(model)
-        guide = self.source
-        if guide is None:
-            from .guides.laplace import laplace_guide
-
-            guide = laplace_guide(
-                model, self.data, "diag", map_from=self.map_from, prior_precision=self.prior_precision
-            )
-        m = _marginals(guide)
+        m = _marginals(self.source)
         unknown = [k for k in model.sites if k not in m]
         if unknown:
             raise ValueError(f"LargestVariance: the source guide has no marginals for sites {unknown}")
@@ -230,10 +202,8 @@ class Random(Selection):
     """
 
     def __init__(self, n: int, seed: int = 0):
-        self.n = _check_n(n)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        self.seed = seed
+        self.n = check_int("n", n, 1)
+        self.seed = check_int("seed", seed, 0)
 
     def select(self, model: BayesianModel) -> torch.Tensor:
         total = num_weights(model)

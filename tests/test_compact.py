@@ -1,4 +1,4 @@
-"""Structured compaction (pyro_prune.compact): the compact network equals the masked one, and is smaller."""
+"""Structured compaction (pyro_prune.pruning.compact): the compact network equals the masked one, and is smaller."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyro_prune.compact import CompactResult, SelectFeatures, architecture, compact, count_flops
+from pyro_prune.pruning.compact import CompactResult, SelectFeatures, architecture, compact, count_flops
 from tests.helpers import assert_close
 
 

@@ -1,4 +1,4 @@
-"""Group scale-mixture priors (pyro_prune.groups) and the AutoGroupSparse guide (pyro_prune.guides.group)."""
+"""Group scale-mixture priors (pyro_prune.model.group_prior) and AutoGroupSparse (pyro_prune.guides.group_sparse)."""
 
 import math
 
@@ -11,7 +11,7 @@ from pyro import poutine
 
 import pyro_prune as pp
 from pyro_prune.infer import kl_term
-from pyro_prune.layers import local_reparameterization
+from pyro_prune.model.layers import local_reparameterization
 from tests.helpers import assert_close
 
 KINDS = ["log-uniform", "horseshoe"]

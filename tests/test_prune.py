@@ -12,7 +12,7 @@ from pyro.infer.autoguide import AutoNormal
 
 import pyro_prune as pp
 from pyro_prune import rules
-from pyro_prune.guides import Marginal
+from pyro_prune.marginals import Marginal
 from tests.helpers import assert_close
 
 
@@ -151,7 +151,7 @@ def test_bad_input_raises():
         rules.Sparsity(-0.1)
     with pytest.raises(ValueError, match="scope"):
         rules.Sparsity(0.5, scope="net")
-    with pytest.raises(TypeError, match="no marginals"):
+    with pytest.raises(TypeError, match="no registered marginals"):
         pp.prune(model, lambda *a: None, rules.LogAlpha())
     with pytest.raises(TypeError, match="rule"):
         pp.prune(model, guide, "logalpha")
@@ -247,7 +247,7 @@ def test_group_rule_keeps_one_group_when_all_would_go():
 
 
 def test_horseshoe_group_log_alpha_ignores_weights_into_removed_units():
-    from pyro_prune.guides import GroupMarginal
+    from pyro_prune.marginals import GroupMarginal
 
     def gm(prior, la, axis=1):
         z = torch.ones_like(la)

@@ -1,18 +1,14 @@
-"""Posterior families as Pyro ``AutoGuide`` subclasses, and the ``marginals()`` contract."""
+"""Posterior families as Pyro ``AutoGuide`` subclasses; each registers its reader in :mod:`pyro_prune.marginals`."""
 
-from .base import Marginal, marginals
-from .group import AutoGroupSparse, GroupMarginal
+from .group_sparse import AutoGroupSparse
 from .laplace import LaplaceGuide, laplace_guide
 from .sparse_vd import AutoSparseVD
 from .subnetwork import AutoSubnetwork
 
 __all__ = [
-    "Marginal",
-    "marginals",
     "AutoSparseVD",
     "LaplaceGuide",
     "laplace_guide",
     "AutoGroupSparse",
-    "GroupMarginal",
     "AutoSubnetwork",
 ]

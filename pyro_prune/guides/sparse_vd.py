@@ -46,9 +46,10 @@ from pyro.infer.autoguide.initialization import InitMessenger, init_to_median
 from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroModule, PyroParam
 
+from .._checks import check_quantiles
 from ..distributions import ImproperLogUniform, molchanov_kl_sum
+from ..marginals import LOG_ALPHA_EPS, Marginal, is_real_support, register_marginals
 from ..model import BayesianModel, init_from
-from .base import LOG_ALPHA_EPS, Marginal, _is_real, check_quantiles
 
 __all__ = ["AutoSparseVD"]
 
@@ -119,7 +120,7 @@ class AutoSparseVD(AutoGuide):
         self.locs = PyroModule()
         self.log_sigma2 = PyroModule()
         for name, site in self.prototype_trace.iter_stochastic_nodes():
-            if not _is_real(site["fn"].support):
+            if not is_real_support(site["fn"].support):
                 raise ValueError(f"AutoSparseVD needs real-valued sites; {name!r} has support {site['fn'].support}")
             if site["cond_indep_stack"]:
                 raise ValueError(f"AutoSparseVD supports global weight sites only; {name!r} is inside a plate")
@@ -230,3 +231,6 @@ class AutoSparseVD(AutoGuide):
             loc, log_sigma2 = self._params(name)
             out[name] = Marginal(loc.detach().clone(), (0.5 * log_sigma2).exp().detach(), la[name])
         return out
+
+
+register_marginals(AutoSparseVD, AutoSparseVD.marginals)

@@ -41,8 +41,9 @@ from pyro.nn import PyroParam
 
 from .. import curvature as cv
 from .. import subnet as sn
+from .._checks import check_quantiles
+from ..marginals import Marginal, is_real_support, register_marginals
 from ..model import BayesianModel, init_from
-from .base import Marginal, _is_real, check_quantiles
 
 __all__ = ["AutoSubnetwork"]
 
@@ -96,7 +97,7 @@ class AutoSubnetwork(AutoGuide):
         super()._setup_prototype(*args, **kwargs)
         values = {}
         for name, site in self.prototype_trace.iter_stochastic_nodes():
-            if not _is_real(site["fn"].support):
+            if not is_real_support(site["fn"].support):
                 raise ValueError(f"AutoSubnetwork needs real-valued sites; {name!r} has support {site['fn'].support}")
             if site["cond_indep_stack"]:
                 raise ValueError(f"AutoSubnetwork supports global weight sites only; {name!r} is inside a plate")
@@ -221,3 +222,6 @@ class AutoSubnetwork(AutoGuide):
             means.append(f)
             covs.append(jl @ jl.transpose(-1, -2))
         return torch.cat(means), torch.cat(covs)
+
+
+register_marginals(AutoSubnetwork, AutoSubnetwork.marginals)

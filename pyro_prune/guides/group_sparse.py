@@ -37,7 +37,6 @@ References
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import pyro
@@ -49,46 +48,13 @@ from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.nn import PyroModule, PyroParam
 from torch.distributions import constraints
 
-from .. import layers
+from .._checks import check_positive, check_quantiles, check_real
 from ..distributions import molchanov_kl_sum
-from ..groups import GroupInfo, GroupPrior
-from ..model import BayesianModel, init_from
-from .base import LOG_ALPHA_EPS, Marginal, check_quantiles
+from ..marginals import LOG_ALPHA_EPS, GroupMarginal, Marginal, register_marginals
+from ..model import BayesianModel, init_from, layers
+from ..model.group_prior import GroupInfo, GroupPrior
 
-__all__ = ["AutoGroupSparse", "GroupMarginal"]
-
-
-@dataclass
-class GroupMarginal:
-    r"""Per-group posterior summary of one layer (tensors of shape ``(G,)``).
-
-    :ivar axis: weight axis indexing the groups (1: input units of a Linear layer; 0: Conv output channels).
-    :ivar log_alpha: :math:`\log\alpha_g` — for ``"log-uniform"`` the scale's :math:`\log\sigma_g^2 - \log\mu_g^2`
-        ([1] §3.1); for ``"horseshoe"`` the group's noise-to-signal ratio
-        :math:`\log\sum_{i\in g}\mathrm{Var}\,w_i - \log\sum_{i\in g}(\mathbb E w_i)^2`. Clipped to ``±clip``.
-    :ivar scale_mean: :math:`\mathbb E\,z_g`.
-    :ivar scale_std: :math:`\mathrm{sd}\,z_g`.
-    :ivar log_scale_mean: :math:`\mathbb E\log|z_g|` (horseshoe) or :math:`\log|\mu_g|` (log-uniform).
-    :ivar prior: ``"log-uniform"`` or ``"horseshoe"``.
-    """
-
-    axis: int
-    log_alpha: torch.Tensor
-    scale_mean: torch.Tensor
-    scale_std: torch.Tensor
-    log_scale_mean: torch.Tensor
-    prior: str
-
-    @property
-    def num_groups(self) -> int:
-        return self.log_alpha.numel()
-
-
-def _check_number(name: str, value, lo: float = -math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= lo:
-        bound = "" if lo == -math.inf else f" above {lo:g}"
-        raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
-    return float(value)
+__all__ = ["AutoGroupSparse"]
 
 
 class _FastRefs:
@@ -146,9 +112,9 @@ class AutoGroupSparse(AutoGuide):
                 f"prior={kind!r} does not match the model's {model.group_prior!r}; bayesianize with "
                 f"pp.GroupPrior({kind!r}) or leave prior=None"
             )
-        self.init_log_sigma2 = _check_number("init_log_sigma2", init_log_sigma2)
-        self.init_scale_log_alpha = _check_number("init_scale_log_alpha", init_scale_log_alpha)
-        self.log_alpha_clip = _check_number("log_alpha_clip", log_alpha_clip, 0.0)
+        self.init_log_sigma2 = check_real("init_log_sigma2", init_log_sigma2)
+        self.init_scale_log_alpha = check_real("init_scale_log_alpha", init_scale_log_alpha)
+        self.log_alpha_clip = check_positive("log_alpha_clip", log_alpha_clip)
         if not isinstance(local_reparameterization, bool):
             raise TypeError("local_reparameterization must be a bool")
         self.local_reparameterization = local_reparameterization
@@ -417,3 +383,6 @@ class AutoGroupSparse(AutoGuide):
                     f = self._factor(info, sfx)
                     out[name] = dist.LogNormal(f.loc.detach(), f.scale.detach()).icdf(q.to(f.loc).unsqueeze(-1))
         return out
+
+
+register_marginals(AutoGroupSparse, AutoGroupSparse.marginals)

@@ -63,7 +63,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
+from .._checks import as_batches
+from ..model.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 
 __all__ = [
     "Kron",
@@ -462,7 +463,7 @@ def _augment(a: torch.Tensor, bias: bool) -> torch.Tensor:
     return torch.cat([a, torch.ones(a.shape[:-1] + (1,), dtype=a.dtype, device=a.device)], -1)
 
 
-def _check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
+def check_batch(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape[0] == 0:
         raise ValueError("data yielded an empty batch")
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
@@ -505,16 +506,6 @@ class Curvature:
     layers: Dict[str, LayerFactors] = field(default_factory=dict)
     num_examples: int = 0
     log_likelihood: float = 0.0
-
-
-def _batches(data) -> Iterable:
-    if isinstance(data, tuple) and len(data) == 2 and all(torch.is_tensor(t) for t in data):
-        if data[0].shape[0] != data[1].shape[0]:
-            raise ValueError(f"data: x and y have different lengths ({data[0].shape[0]} and {data[1].shape[0]})")
-        return [data]
-    if torch.is_tensor(data) or not isinstance(data, Iterable):
-        raise TypeError("data must be a DataLoader / iterable of (x, y) batches or an (x, y) tuple")
-    return data
 
 
 def _merged(batches: Iterable, rows: int) -> Iterable:
@@ -589,7 +580,7 @@ def kfac(
         p.requires_grad_(False)
     try:
         with _Recorder(modules) as rec:
-            batches = _batches(data)
+            batches = as_batches(data)
             if chunk_rows > 0 and all(isinstance(m, nn.Linear) for m in modules.values()):
                 # small per-example tensors: fewer, larger passes, with the chunk's activations and output
                 # gradients (about rows · outputs · Σ widths numbers) kept under 2^23
@@ -603,7 +594,7 @@ def kfac(
                 x, y = x.to(ref.device), y.to(ref.device)
                 if x.is_floating_point():
                     x = x.to(ref.dtype)
-                _check_batch(x, y)
+                check_batch(x, y)
                 rec.clear()
                 with torch.enable_grad():
                     f = net(x)
@@ -728,12 +719,12 @@ def full_ggn(
     """
     ref = next(net.parameters())
     ggn, n, loglik = None, 0, 0.0
-    for batch in _batches(data):
+    for batch in as_batches(data):
         x, y = batch
         x, y = x.to(ref.device), y.to(ref.device)
         if x.is_floating_point():
             x = x.to(ref.dtype)
-        _check_batch(x, y)
+        check_batch(x, y)
         f, J = param_jacobians(net, x, likelihood, params)
         likelihood.check_target(y, f if not isinstance(likelihood, Bernoulli) else f.squeeze(-1))
         loglik += float(likelihood.log_likelihood(f if not isinstance(likelihood, Bernoulli) else f.squeeze(-1), y,

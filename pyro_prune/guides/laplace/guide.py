@@ -48,11 +48,12 @@ import torch.nn as nn
 from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger
 
-from .. import curvature as cv
-from ..model import BayesianModel, init_from
-from .base import Marginal, check_quantiles
-from .laplace_glm import glm_covariance, glm_features, tune_prior_precision
-from .laplace_parts import check_positive, make_layers, map_values, subnet_masks
+from ... import curvature as cv
+from ..._checks import as_batches, check_quantiles
+from ...marginals import Marginal, register_marginals
+from ...model import BayesianModel, init_from
+from .glm import glm_covariance, glm_features, tune_prior_precision
+from .layer_view import check_positive, make_layers, map_values, subnet_masks
 
 __all__ = ["LaplaceGuide", "laplace_guide", "DEFAULT_MAX_MEMORY"]
 
@@ -168,7 +169,7 @@ class LaplaceGuide(AutoGuide):
         first: List[torch.Tensor] = []
 
         def batches():
-            for batch in cv._batches(data):
+            for batch in as_batches(data):
                 if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
                     raise TypeError(f"data must yield (x, y) pairs, got {type(batch).__name__}")
                 if not first:
@@ -493,3 +494,6 @@ def laplace_guide(
         prior_structure=prior_structure,
         max_memory=max_memory,
     )
+
+
+register_marginals(LaplaceGuide, LaplaceGuide.marginals)

@@ -66,7 +66,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from ._dataflow import (
+from .dataflow import (
     _WEIGHT_TYPES,
     _in_size,
     _kind,

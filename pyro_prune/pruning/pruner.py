@@ -41,8 +41,9 @@ import torch.nn as nn
 from pyro.distributions import TorchDistribution
 from pyro.poutine.messenger import Messenger
 
-from .guides.base import Marginal, marginals
-from .model import BayesianModel
+from ..marginals import Marginal, marginals, register_marginals
+from ..model import BayesianModel
+from .compact import compact
 from .rules import GroupRule, Rule, RuleLike, apply_rule
 
 __all__ = ["prune", "PruneResult", "CompressionReport", "LayerReport", "PrunedGuide"]
@@ -386,8 +387,6 @@ def prune(
     )
     if group_masks is None:
         return PruneResult(masks=masks, module=net, guide=PrunedGuide(guide, masks), report=report)
-    from .compact import compact
-
     keep = {model.sites[w].module: g for w, g in group_masks.items()}
     small = compact(net, keep, example_input=example_input)
     report.structure = {
@@ -462,3 +461,6 @@ def _expand_group_masks(
         if info.axis == 0 and info.bias is not None:
             masks[info.bias] = g.clone()
     return masks
+
+
+register_marginals(PrunedGuide, PrunedGuide.marginals)

@@ -43,7 +43,7 @@ from typing import Dict, Literal, Optional, Tuple
 import pyro.distributions as dist
 import torch
 
-from .distributions import ImproperLogUniform, half_cauchy_noncentred
+from ..distributions import ImproperLogUniform, half_cauchy_noncentred
 
 __all__ = ["GroupPrior", "GroupInfo", "PRIOR_KINDS"]
 

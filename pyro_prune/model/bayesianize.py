@@ -32,7 +32,7 @@ from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
 
 from . import layers
-from .groups import GroupInfo, GroupPrior, conditional_weight_prior
+from .group_prior import GroupInfo, GroupPrior, conditional_weight_prior
 from .likelihoods import Likelihood
 
 __all__ = [

@@ -38,8 +38,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from .. import curvature as cv
-from ..likelihoods import Bernoulli, Categorical, Gaussian
+from ... import curvature as cv
+from ..._checks import as_batches
+from ...model.likelihoods import Bernoulli, Categorical, Gaussian
 
 __all__ = ["glm_features", "glm_covariance", "glm_log_likelihood", "tune_prior_precision"]
 
@@ -116,12 +117,12 @@ def tune_prior_precision(guide: Any, val_data: Any, grid: Optional[torch.Tensor]
         raise ValueError("grid must be a non-empty 1-D sequence of positive finite prior precisions")
     batches = []
     with torch.no_grad():
-        for batch in cv._batches(val_data):
+        for batch in as_batches(val_data):
             if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
                 raise TypeError(f"val_data must yield (x, y) pairs, got {type(batch).__name__}")
             x, y = batch
             x = x.to(device=guide._device, dtype=guide._dtype if x.is_floating_point() else None)
-            cv._check_batch(x, y)
+            cv.check_batch(x, y)
             f, feats = glm_features(guide, x)
             batches.append((f, feats, y.to(guide._device)))
     if not batches:

@@ -33,8 +33,8 @@ from typing import Callable, Dict, Literal, Optional, Union
 
 import torch
 
-from .distributions.kl import LOG_ALPHA_CLIP, LOG_ALPHA_EPS
-from .guides.base import Marginal
+from ..distributions.kl import LOG_ALPHA_CLIP, LOG_ALPHA_EPS
+from ..marginals import Marginal
 
 __all__ = [
     "Rule",
@@ -86,7 +86,7 @@ class LogAlpha(Rule):
         self.threshold = _check_threshold("threshold", threshold)
 
     def keep(self, marginal: Marginal) -> torch.Tensor:
-        return marginal.get_log_alpha() < self.threshold
+        return marginal.log_alpha < self.threshold
 
     def __repr__(self) -> str:
         return f"LogAlpha({self.threshold:g})"

@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 from pyro.infer.autoguide import AutoGuide
 
-from ..model import BayesianModel
-from ..subnet import Selection
+from ...model import BayesianModel
+from ...subnet import Selection
 
 __all__ = ["Layer", "check_positive", "map_values", "make_layers", "subnet_masks"]
 
