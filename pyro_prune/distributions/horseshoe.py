@@ -1,14 +1,7 @@
 r"""The horseshoe: :class:`HalfCauchyScaleMixture` (alias :class:`Horseshoe`) with its exact marginal density [3]
 through :func:`log_exp1_scaled`, and the non-centred decomposition :func:`half_cauchy_noncentred` [2].
 
-References
-
-[1] Dmitry Molchanov, Arsenii Ashukha, Dmitry Vetrov. "Variational Dropout Sparsifies Deep Neural Networks",
-    ICML 2017 (the log-uniform prior and the approximation of its KL divergence).
-[2] Christos Louizos, Karen Ullrich, Max Welling. "Bayesian Compression for Deep Learning", NeurIPS 2017
-    (group normal-Jeffreys and group horseshoe priors, the non-centred half-Cauchy and its KL terms).
-[3] Carlos M. Carvalho, Nicholas G. Polson, James G. Scott. "The horseshoe estimator for sparse signals",
-    Biometrika 97(2), 2010 (theorem 1).
+References [1]–[3]: the list in :mod:`pyro_prune.distributions`.
 """
 
 from __future__ import annotations

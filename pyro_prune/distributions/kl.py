@@ -2,14 +2,7 @@ r"""KL divergences of the sparsity priors, registered with :func:`torch.distribu
 :func:`~torch.distributions.kl.kl_divergence` and :class:`pyro.infer.TraceMeanField_ELBO` use them, also through
 ``.to_event()`` and ``.expand()``), and the Molchanov et al. approximation as plain functions for guides.
 
-References
-
-[1] Dmitry Molchanov, Arsenii Ashukha, Dmitry Vetrov. "Variational Dropout Sparsifies Deep Neural Networks",
-    ICML 2017 (the log-uniform prior and the approximation of its KL divergence).
-[2] Christos Louizos, Karen Ullrich, Max Welling. "Bayesian Compression for Deep Learning", NeurIPS 2017
-    (group normal-Jeffreys and group horseshoe priors, the non-centred half-Cauchy and its KL terms).
-[3] Carlos M. Carvalho, Nicholas G. Polson, James G. Scott. "The horseshoe estimator for sparse signals",
-    Biometrika 97(2), 2010 (theorem 1).
+References [1]–[3]: the list in :mod:`pyro_prune.distributions`.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
 r"""Log-uniform priors: :class:`LogUniform` (bounded), :class:`ImproperLogUniform` (:math:`p(w) \propto 1/|w|`, the
 prior of sparse variational dropout [1]) and the group scale mixture :class:`LogUniformScaleMixture` [2].
 
-References
-
-[1] Dmitry Molchanov, Arsenii Ashukha, Dmitry Vetrov. "Variational Dropout Sparsifies Deep Neural Networks",
-    ICML 2017 (the log-uniform prior and the approximation of its KL divergence).
-[2] Christos Louizos, Karen Ullrich, Max Welling. "Bayesian Compression for Deep Learning", NeurIPS 2017
-    (group normal-Jeffreys and group horseshoe priors, the non-centred half-Cauchy and its KL terms).
-[3] Carlos M. Carvalho, Nicholas G. Polson, James G. Scott. "The horseshoe estimator for sparse signals",
-    Biometrika 97(2), 2010 (theorem 1).
+References [1]–[3]: the list in :mod:`pyro_prune.distributions`.
 """
 
 from __future__ import annotations
