@@ -1,10 +1,14 @@
 """The last step of the pipeline: read a guide's marginals, apply a rule, export a smaller network.
 
-:mod:`.rules` (what to remove), :mod:`.pruner` (masks, pruned guide, report), :mod:`.compact` and
-:mod:`.dataflow` (a physically smaller network for structured rules).
+One job a module: :mod:`.rules` (what to remove), :mod:`.pruner` (``prune``: masks and the pruned network),
+:mod:`.pruned_guide` (the posterior restricted to kept weights), :mod:`.report` (the compression report),
+:mod:`.compact` with :mod:`.plan` and :mod:`.dataflow` (a physically smaller network for structured rules) and
+:mod:`.counting` (parameters, FLOPs, architecture strings).
 """
 
 from . import compact, rules
-from .pruner import CompressionReport, PruneResult, prune
+from .pruned_guide import PrunedGuide
+from .pruner import PruneResult, prune
+from .report import CompressionReport, LayerReport
 
-__all__ = ["prune", "PruneResult", "CompressionReport", "rules", "compact"]
+__all__ = ["prune", "PruneResult", "CompressionReport", "LayerReport", "PrunedGuide", "rules", "compact"]

@@ -281,6 +281,9 @@ def _walk_forward(
 ) -> Tuple[Optional[_Link], Optional[str]]:
     """Follow the output of weight layer ``name`` to the next weight layer.
 
+    Each user along the way is either the consumer (:func:`_link_to`) or a step that must fit the activation
+    (:func:`_step_error`).
+
     :return: ``(link, None)``, ``(None, None)`` when the output reaches the network output, or
         ``(None, reason)`` when the dataflow is not supported.
     """
@@ -301,47 +304,64 @@ def _walk_forward(
             return None, f"{_describe(user)} combines its output with other values"
         target = modules.get(user.target) if user.op == "call_module" else None
         if isinstance(target, _WEIGHT_TYPES):
-            cname = user.target
-            if calls.get(cname, 0) != 1:
-                return None, f"its consumer {cname!r} is called {calls.get(cname, 0)} times"
-            if getattr(target, "groups", 1) != 1:
-                return None, f"its consumer {cname!r} is a grouped convolution"
-            if user.kwargs or len(user.args) != 1:
-                return None, f"its consumer {cname!r} takes extra arguments"
-            if isinstance(target, nn.Linear):
-                if sd == 0:
-                    if target.in_features != n:
-                        return None, f"{cname!r} has {target.in_features} inputs for {n} units"
-                    return _Link(name, cname, steps, 1), None
-                if not flattened:
-                    return None, f"its channels reach Linear {cname!r} without a flatten"
-                if target.in_features % n:
-                    return None, f"{cname!r} has {target.in_features} inputs, not a multiple of {n} channels"
-                return _Link(name, cname, steps, target.in_features // n), None
-            if sd == 0 or flattened or _spatial_dims(target) != sd:
-                return None, f"its output reaches convolution {cname!r} reshaped"
-            if target.in_channels != n:
-                return None, f"{cname!r} has {target.in_channels} input channels for {n} channels"
-            return _Link(name, cname, steps, 1), None
+            return _link_to(_Link(name, user.target, steps, 1), user, target, n, sd, flattened, calls)
         step = _classify(user, modules)
         if step is None:
             return None, f"its output goes through unsupported {_describe(user)}"
-        if step.cat == "norm":
-            bn = step.module
-            expected = nn.BatchNorm2d if sd == 2 else nn.BatchNorm1d
-            if flattened or type(bn) is not expected or bn.num_features != n:
-                return None, f"batch norm {user.target!r} does not match its {n} units"
-            if calls.get(user.target, 0) != 1:
-                return None, f"batch norm {user.target!r} is called several times"
-        elif step.cat == "pool":
-            if sd == 0 or flattened or _pool_dims(step) != sd:
-                return None, f"pooling {_describe(user)} does not match its output"
-        elif step.cat == "flatten":
-            if sd == 0 or flattened:
-                return None, f"{_describe(user)} reshapes its output"
-            flattened = True
+        error = _step_error(step, n, sd, flattened, calls)
+        if error is not None:
+            return None, error
+        flattened = flattened or step.cat == "flatten"
         steps.append(step)
         cur = user
+
+
+def _link_to(
+    link: _Link, user: fx.Node, target: nn.Module, n: int, sd: int, flattened: bool, calls: Dict[str, int]
+) -> Tuple[Optional[_Link], Optional[str]]:
+    """``link`` to consumer ``target`` (called by ``user``) of ``n`` units with ``sd`` spatial dims, or why not."""
+    cname = link.consumer
+    if calls.get(cname, 0) != 1:
+        return None, f"its consumer {cname!r} is called {calls.get(cname, 0)} times"
+    if getattr(target, "groups", 1) != 1:
+        return None, f"its consumer {cname!r} is a grouped convolution"
+    if user.kwargs or len(user.args) != 1:
+        return None, f"its consumer {cname!r} takes extra arguments"
+    if isinstance(target, nn.Linear):
+        if sd == 0:
+            if target.in_features != n:
+                return None, f"{cname!r} has {target.in_features} inputs for {n} units"
+            return link, None
+        if not flattened:
+            return None, f"its channels reach Linear {cname!r} without a flatten"
+        if target.in_features % n:
+            return None, f"{cname!r} has {target.in_features} inputs, not a multiple of {n} channels"
+        link.block = target.in_features // n
+        return link, None
+    if sd == 0 or flattened or _spatial_dims(target) != sd:
+        return None, f"its output reaches convolution {cname!r} reshaped"
+    if target.in_channels != n:
+        return None, f"{cname!r} has {target.in_channels} input channels for {n} channels"
+    return link, None
+
+
+def _step_error(step: _Step, n: int, sd: int, flattened: bool, calls: Dict[str, int]) -> Optional[str]:
+    """Why ``step`` cannot sit on an activation of ``n`` units with ``sd`` spatial dims, or ``None``."""
+    user = step.node
+    if step.cat == "norm":
+        bn = step.module
+        expected = nn.BatchNorm2d if sd == 2 else nn.BatchNorm1d
+        if flattened or type(bn) is not expected or bn.num_features != n:
+            return f"batch norm {user.target!r} does not match its {n} units"
+        if calls.get(user.target, 0) != 1:
+            return f"batch norm {user.target!r} is called several times"
+    elif step.cat == "pool":
+        if sd == 0 or flattened or _pool_dims(step) != sd:
+            return f"pooling {_describe(user)} does not match its output"
+    elif step.cat == "flatten":
+        if sd == 0 or flattened:
+            return f"{_describe(user)} reshapes its output"
+    return None
 
 
 def _walk_input(node: fx.Node, graph: fx.Graph, modules: Dict[str, nn.Module]) -> Optional[str]:
