@@ -1,5 +1,7 @@
 """Vectorized layers equal a Python loop over samples; local reparameterization matches MC moments."""
 
+import threading
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -123,15 +125,68 @@ def test_local_reparam_conv_moments():
     assert_close(out.var(0), F.conv1d(x * x, var, padding=1), rtol=0.06, atol=1e-3)
 
 
+class _Source:
+    """A minimal local-reparameterization source: no moments for any site."""
+
+    def local_reparam_moments(self, site):
+        return None
+
+
 def test_local_reparameterization_context_nests_and_restores():
+    assert layers.local_reparam_source() is None and layers.local_reparam_samples_weights()
+    a, b = _Source(), _Source()
+    with layers.local_reparameterization(a) as entered:
+        assert entered is a and layers.local_reparam_source() is a
+        with layers.local_reparameterization(b, sample_weights=False):
+            assert layers.local_reparam_source() is b and not layers.local_reparam_samples_weights()
+        assert layers.local_reparam_source() is a and layers.local_reparam_samples_weights()
     assert layers.local_reparam_source() is None
-    a, b = object(), object()
+
+
+def test_local_reparameterization_restored_after_exception():
+    a = _Source()
     with layers.local_reparameterization(a):
-        assert layers.local_reparam_source() is a
-        with layers.local_reparameterization(b):
-            assert layers.local_reparam_source() is b
-        assert layers.local_reparam_source() is a
+        with pytest.raises(RuntimeError, match="boom"):
+            with layers.local_reparameterization(_Source(), sample_weights=False):
+                raise RuntimeError("boom")
+        assert layers.local_reparam_source() is a and layers.local_reparam_samples_weights()
+    with pytest.raises(KeyError):
+        with layers.local_reparameterization(a, sample_weights=False):
+            raise KeyError("x")
+    assert layers.local_reparam_source() is None and layers.local_reparam_samples_weights()
+
+
+def test_local_reparameterization_checks_arguments():
+    with pytest.raises(TypeError, match="local_reparam_moments"):
+        with layers.local_reparameterization(object()):
+            pass
+    with pytest.raises(TypeError, match="sample_weights"):
+        with layers.local_reparameterization(_Source(), sample_weights=1):
+            pass
     assert layers.local_reparam_source() is None
+
+
+def test_local_reparameterization_is_invisible_to_other_threads():
+    """The active source is context-local: a thread started inside the block does not see it."""
+    seen = {}
+    started, release = threading.Event(), threading.Event()
+
+    def other():
+        started.set()
+        release.wait(5)
+        seen["other"] = layers.local_reparam_source()
+        with layers.local_reparameterization(b):
+            seen["other_inner"] = layers.local_reparam_source()
+
+    a, b = _Source(), _Source()
+    with layers.local_reparameterization(a):
+        t = threading.Thread(target=other)
+        t.start()
+        started.wait(5)
+        release.set()
+        t.join(5)
+        assert layers.local_reparam_source() is a  # the thread's own block did not leak here
+    assert seen == {"other": None, "other_inner": b}
 
 
 def test_local_reparam_conv_out_scale_matches_scaled_kernels():

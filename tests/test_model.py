@@ -1,5 +1,8 @@
 """bayesianize: sites, priors, point estimates, errors, vectorized use with Pyro inference."""
 
+import threading
+from collections import OrderedDict
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -9,6 +12,8 @@ from pyro.infer import Predictive, RenyiELBO, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 import pyro_prune as pp
+from pyro_prune.model import folding
+from pyro_prune.model.bayesian_layers import LRTInputs
 from tests.helpers import assert_close
 
 
@@ -258,3 +263,188 @@ def test_categorical_log_likelihood_fast_path_equals_distribution():
         lik.log_likelihood(out, torch.full((6,), 7))
     batched = torch.randn(3, 6, 4)
     assert lik.log_likelihood(batched, y).shape == (3, 6)
+
+
+# --- structure of the model package (issue 11): LRT inputs, context-scoped state, staged bayesianize ---------------
+
+
+class Probe(nn.Module):
+    """A parameter-free module that calls ``hook(x)`` in its forward (kept through bayesianize's deep copy)."""
+
+    def __init__(self, hook):
+        super().__init__()
+        self.hook = hook
+
+    def forward(self, x):
+        self.hook(x)
+        return x
+
+
+def pool_net(hook, prefix=""):
+    """conv -> probe -> max-pool -> flatten -> linear: the pool and flatten need folding under sample dims."""
+    layers_ = [("conv", nn.Conv1d(1, 2, 3, padding=1)), ("probe", Probe(hook)), ("pool", nn.MaxPool1d(2)),
+               ("flat", nn.Flatten()), ("fc", nn.Linear(2 * 4, 3))]  # fmt: skip
+    return nn.Sequential(OrderedDict((prefix + k, m) for k, m in layers_))
+
+
+def sampled_weights(model, S):
+    """``S`` weight samples per site with the data-plate placeholder, ``(S, 1) + shape``."""
+    return {k: torch.randn((S, 1) + tuple(info.shape)) for k, info in model.sites.items()}
+
+
+def loop_outputs(model, weights, x):
+    """The network run once per weight sample (no sample dims anywhere)."""
+    S = next(iter(weights.values())).shape[0]
+    return torch.stack([pyro.poutine.condition(model.run_net, {k: v[s, 0] for k, v in weights.items()})(x)
+                        for s in range(S)])  # fmt: skip
+
+
+class _Moments:
+    """A local-reparameterization source with fixed moments per site."""
+
+    def __init__(self, moments):
+        self.moments = moments
+
+    def local_reparam_moments(self, site):
+        return self.moments.get(site)
+
+
+def test_lrt_inputs_is_a_named_tuple_read_by_field():
+    assert LRTInputs._fields == ("w_loc", "w_var", "bias", "bias_var", "sample_shape", "group_scale")
+    model = pp.bayesianize(nn.Sequential(nn.Linear(4, 3)), dist.Normal(0.0, 1.0), pp.Categorical(10))
+    layer, x = model.net[0], torch.randn(5, 4)
+    w_loc, b_loc = torch.randn(3, 4), torch.randn(3)
+    w_var, b_var = torch.zeros(3, 4), torch.full((3,), 4.0)
+    src = _Moments({"0.weight": (w_loc, w_var), "0.bias": (b_loc, b_var)})
+    assert layer._lrt(x) is None  # no active source
+    with pp.layers.local_reparameterization(src, sample_weights=False):
+        lrt = layer._lrt(x)
+        assert isinstance(lrt, LRTInputs)
+        assert lrt.w_loc is w_loc and lrt.w_var is w_var and lrt.bias is b_loc and lrt.bias_var is b_var
+        assert lrt.sample_shape == torch.Size() and lrt.group_scale is None
+        out = torch.stack([model.run_net(x) for _ in range(4000)])
+    # weights exact (zero variance), bias N(b_loc, 4): mean x w^T + b, variance 4 (+ LRT_EPS)
+    assert_close(out.mean(0), x @ w_loc.T + b_loc, atol=0.15, rtol=0)
+    assert_close(out.var(0), torch.full((5, 3), 4.0), rtol=0.1)
+    with pp.layers.local_reparameterization(src):  # inside inference: weights drawn, sample dims from them
+        lrt = layer._lrt(x)
+        assert lrt.bias_var is None and lrt.bias.shape == (3,) and lrt.sample_shape == torch.Size()
+    with pp.layers.local_reparameterization(_Moments({"0.weight": (w_loc, w_var)}), sample_weights=False):
+        with pytest.raises(ValueError, match="no posterior moments for '0.bias'"):
+            layer._lrt(x)
+
+
+def test_sample_dims_do_not_leak_out_of_a_forward_pass():
+    model = pp.bayesianize(pool_net(lambda x: None), dist.Normal(0.0, 1.0), pp.Categorical(10))
+    x, w = torch.randn(5, 1, 8), sampled_weights(model, 3)
+    out = pyro.poutine.condition(model.run_net, w)(x)
+    assert out.shape == (3, 5, 3)
+    assert_close(out, loop_outputs(model, w, x), rtol=1e-4, atol=1e-5)
+    assert folding.current_sample_dims() == 0
+    with pytest.raises(ValueError, match="does not fit"):  # an exception mid-pass also closes the scope
+        pyro.poutine.condition(model, w)(torch.randn(5, 1, 6))
+    assert folding.current_sample_dims() == 0
+    # another model's plain pass after the vectorized one sees no sample dims
+    other = pp.bayesianize(pool_net(lambda x: None), dist.Normal(0.0, 1.0), pp.Categorical(10))
+    assert other(x).shape == (5, 3)
+
+
+def test_nested_forward_pass_has_its_own_sample_dims():
+    """A forward pass run inside another's (here from a probe module) neither sees nor resets the outer count."""
+    seen = []
+    inner = pp.bayesianize(pool_net(lambda x: seen.append(("inner", folding.current_sample_dims())), "i_"),
+                           dist.Normal(0.0, 1.0), pp.Categorical(10))  # fmt: skip
+    x = torch.randn(5, 1, 8)
+
+    def outer_hook(h):
+        seen.append(("outer", folding.current_sample_dims()))
+        assert inner.run_net(x).shape == (5, 3)
+        seen.append(("outer", folding.current_sample_dims()))
+
+    outer = pp.bayesianize(pool_net(outer_hook), dist.Normal(0.0, 1.0), pp.Categorical(10))
+    w = sampled_weights(outer, 2)
+    out = pyro.poutine.condition(outer.run_net, w)(x)
+    assert seen[:3] == [("outer", 1), ("inner", 0), ("outer", 1)]
+    assert out.shape == (2, 5, 3)
+
+
+def test_interleaved_forward_passes_in_threads_do_not_share_sample_dims():
+    """Thread A is paused inside a vectorized pass while thread B runs a whole plain pass of another model."""
+    a_inside, b_done = threading.Event(), threading.Event()
+    results, errors = {}, []
+
+    def hook_a(h):
+        results["a_before"] = folding.current_sample_dims()
+        a_inside.set()
+        b_done.wait(10)
+        results["a_after"] = folding.current_sample_dims()
+
+    model_a = pp.bayesianize(pool_net(hook_a), dist.Normal(0.0, 1.0), pp.Categorical(10))
+    model_b = pp.bayesianize(pool_net(lambda h: results.setdefault("b", folding.current_sample_dims()), "b_"),
+                             dist.Normal(0.0, 1.0), pp.Categorical(10))  # fmt: skip
+    x, w = torch.randn(5, 1, 8), sampled_weights(model_a, 3)
+
+    def run_a():
+        try:
+            results["out_a"] = pyro.poutine.condition(model_a.run_net, w)(x)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def run_b():
+        try:
+            a_inside.wait(10)
+            results["out_b"] = model_b.run_net(x)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            b_done.set()
+
+    threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert not errors, errors
+    assert (results["a_before"], results["b"], results["a_after"]) == (1, 0, 1)
+    assert results["out_a"].shape == (3, 5, 3) and results["out_b"].shape == (5, 3)
+
+
+def test_unsupported_point_warning_points_at_the_caller():
+    rnn = nn.Sequential(nn.Linear(4, 4), nn.GRU(4, 4))
+    with pytest.warns(UserWarning, match="point estimates") as record:
+        pp.bayesianize(rnn, dist.Normal(0.0, 1.0), pp.Categorical(10), unsupported="point")
+    assert record[0].filename == __file__
+    with pytest.raises(ValueError, match="unsupported"):
+        pp.bayesianize(mlp(), dist.Normal(0.0, 1.0), pp.Categorical(10), unsupported="ignore")
+    with pytest.raises(ValueError, match="bare layer"):
+        pp.bayesianize(nn.Linear(2, 2), dist.Normal(0.0, 1.0), pp.Categorical(10))
+    with pytest.raises(ValueError, match="no Linear"):
+        pp.bayesianize(nn.Sequential(nn.Linear(2, 2)), {"0.weight": None, "0.bias": None}, pp.Categorical(10))
+
+
+def test_moved_names_stay_importable_from_bayesianize():
+    from pyro_prune.model import bayesian_layers, bayesian_model, folding, priors
+    from pyro_prune.model.bayesianize import (
+        FOLDED_MODULES,
+        BayesianConv1d,
+        BayesianConv2d,
+        BayesianLinear,
+        BayesianModel,
+        PriorSpec,
+        SiteInfo,
+    )
+
+    assert BayesianLinear is bayesian_layers.BayesianLinear and BayesianConv1d is bayesian_layers.BayesianConv1d
+    assert BayesianConv2d is bayesian_layers.BayesianConv2d and BayesianModel is bayesian_model.BayesianModel
+    assert SiteInfo is bayesian_model.SiteInfo and PriorSpec is priors.PriorSpec
+    assert FOLDED_MODULES is folding.FOLDED_MODULES
+    assert pp.BayesianModel is BayesianModel and pp.model.SiteInfo is SiteInfo
+
+
+def test_group_prior_layers_and_model_record_their_groups():
+    model = pp.bayesianize(mlp(), pp.GroupPrior("horseshoe"), pp.Categorical(10))
+    assert model.group_prior.kind == "horseshoe" and set(model.group_sites) == {"0", "2"}
+    assert model.group_sites["2"].num_groups == 8 and model.group_sites["2"].axis == 1
+    assert len(model.scale_sites) == 8
+    plain = pp.bayesianize(mlp(), dist.Normal(0.0, 1.0), pp.Categorical(10))
+    assert plain.group_prior is None and plain.group_sites == {} and plain.scale_sites == ()

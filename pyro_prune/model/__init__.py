@@ -1,12 +1,19 @@
 """Step 1 of the pipeline: a PyTorch network becomes a Pyro model.
 
-``bayesianize`` (:mod:`.bayesianize`) wraps the network; :mod:`.layers` holds the functional layers with leading
-sample dimensions and local reparameterization; :mod:`.likelihoods` the observation heads; :mod:`.group_prior` the
-group (neuron/channel) scale-mixture priors.
+* :mod:`.bayesianize` -- ``bayesianize`` (the staged conversion) and ``init_from``;
+* :mod:`.bayesian_model` -- ``BayesianModel`` (the Pyro model) and ``SiteInfo``;
+* :mod:`.bayesian_layers` -- the Bayesian ``Linear``/``Conv1d``/``Conv2d`` and their local-reparameterization
+  inputs (``LRTInputs``);
+* :mod:`.priors` -- prior specifications resolved per parameter, cast to the model's dtype/device;
+* :mod:`.folding` -- folding of leading sample dimensions for pooling/flatten modules (per forward pass);
+* :mod:`.layers` -- functional layers with leading sample dimensions and the local reparameterization context;
+* :mod:`.likelihoods` -- the observation heads;
+* :mod:`.group_prior` -- the group (neuron/channel) scale-mixture priors.
 """
 
-from . import group_prior, layers, likelihoods
-from .bayesianize import BayesianModel, SiteInfo, bayesianize, init_from
+from . import bayesian_layers, bayesian_model, folding, group_prior, layers, likelihoods, priors
+from .bayesian_model import BayesianModel, SiteInfo
+from .bayesianize import bayesianize, init_from
 from .group_prior import GroupPrior
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 
@@ -23,4 +30,8 @@ __all__ = [
     "layers",
     "likelihoods",
     "group_prior",
+    "bayesian_layers",
+    "bayesian_model",
+    "folding",
+    "priors",
 ]

@@ -36,19 +36,22 @@ References
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, Literal, Optional, Tuple
 
 import pyro.distributions as dist
 import torch
 
+from .._checks import check_choice, check_positive
 from ..distributions import ImproperLogUniform, half_cauchy_noncentred
 
-__all__ = ["GroupPrior", "GroupInfo", "PRIOR_KINDS"]
+__all__ = ["GroupPrior", "GroupInfo", "PRIOR_KINDS", "GROUPINGS", "conditional_weight_prior"]
 
 #: The scale priors :class:`GroupPrior` knows.
 PRIOR_KINDS = ("log-uniform", "horseshoe")
+
+#: The groupings :class:`GroupPrior` knows (``"neuron"``: Linear input units, Conv output channels).
+GROUPINGS = ("neuron",)
 
 _SUFFIXES = {"log-uniform": ("scale",), "horseshoe": ("scale_a", "scale_b", "global_a", "global_b")}
 
@@ -62,6 +65,8 @@ class GroupPrior:
     :param bias: prior of every bias (default ``Normal(0, 1)``).
     :param groups: ``"neuron"``: input units of Linear layers and output channels of Conv layers (the only
         grouping implemented; named for DESIGN.md's ``groups="neuron"``).
+    :raises TypeError: ``tau0`` is not a number or ``bias`` not a distribution.
+    :raises ValueError: an unknown ``kind`` or ``groups``, or ``tau0`` not finite and positive.
     """
 
     def __init__(
@@ -71,17 +76,11 @@ class GroupPrior:
         bias: Optional[dist.Distribution] = None,
         groups: Literal["neuron"] = "neuron",
     ):
-        if kind not in PRIOR_KINDS:
-            raise ValueError(f"kind must be one of {PRIOR_KINDS}, got {kind!r}")
-        if isinstance(tau0, bool) or not isinstance(tau0, (int, float)) or not (math.isfinite(tau0) and tau0 > 0):
-            raise ValueError(f"tau0 must be a positive finite number, got {tau0!r}")
-        if groups != "neuron":
-            raise ValueError(f"groups must be 'neuron' (Linear input units, Conv output channels), got {groups!r}")
+        self.kind = check_choice("kind", kind, PRIOR_KINDS)
+        self.tau0 = check_positive("tau0", tau0)
+        self.groups = check_choice("groups", groups, GROUPINGS)
         if bias is not None and not isinstance(bias, torch.distributions.Distribution):
             raise TypeError(f"bias must be a Distribution or None, got {type(bias).__name__}")
-        self.kind = kind
-        self.tau0 = float(tau0)
-        self.groups = groups
         self.bias = bias if bias is not None else dist.Normal(0.0, 1.0)
 
     @property

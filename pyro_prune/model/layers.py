@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Optional, Sequence, Union
+from contextvars import ContextVar
+from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,7 @@ __all__ = [
     "local_reparameterization",
     "local_reparam_source",
     "local_reparam_samples_weights",
+    "LocalReparamState",
     "LRT_EPS",
 ]
 
@@ -220,35 +222,49 @@ def local_reparam_conv(
     return out if bias is None else out + bias.reshape((-1,) + (1,) * nd)
 
 
-class _LocalReparamState:
-    source = None
-    sample_weights = True
+class LocalReparamState(NamedTuple):
+    """The active local reparameterization: its moment ``source`` and whether layers still draw weight sites."""
+
+    source: Optional[Any]
+    sample_weights: bool
+
+
+_INACTIVE = LocalReparamState(None, True)
+_ACTIVE: ContextVar[LocalReparamState] = ContextVar("pyro_prune_local_reparam", default=_INACTIVE)
 
 
 @contextlib.contextmanager
-def local_reparameterization(source, sample_weights: bool = True):
+def local_reparameterization(source: Any, sample_weights: bool = True) -> Iterator[Any]:
     """Context manager under which Bayesian layers use the local reparameterization trick.
 
+    The state is context-local (a :class:`contextvars.ContextVar`): it nests, is restored on exit even after an
+    exception, and never reaches other threads.
+
     :param source: an object with ``local_reparam_moments(site) -> (loc, var) | None`` giving the guide's
-        Gaussian mean and variance of a weight or bias site (``None``: use the sampled value).
+        Gaussian mean and variance of a weight or bias site (``None``: use the sampled value), and, for
+        group-scaled layers, ``local_reparam_group_scale(module, batch) -> (batch, G)`` scales.
         :func:`pyro_prune.fit` enters it for guides that support it; prediction never does.
     :param sample_weights: when ``True`` (inside Pyro inference) layers still draw their weight sites, so the
         ELBO sees them; when ``False`` (the fused objective of :func:`pyro_prune.fit`) layers read moments only
         and never touch the sample sites.
+    :raises TypeError: ``source`` has no ``local_reparam_moments`` or ``sample_weights`` is not a bool.
     """
-    previous = (_LocalReparamState.source, _LocalReparamState.sample_weights)
-    _LocalReparamState.source, _LocalReparamState.sample_weights = source, sample_weights
+    if not callable(getattr(source, "local_reparam_moments", None)):
+        raise TypeError(f"source must have a local_reparam_moments(site) method, got {type(source).__name__}")
+    if not isinstance(sample_weights, bool):
+        raise TypeError(f"sample_weights must be a bool, got {type(sample_weights).__name__}")
+    token = _ACTIVE.set(LocalReparamState(source, sample_weights))
     try:
         yield source
     finally:
-        _LocalReparamState.source, _LocalReparamState.sample_weights = previous
+        _ACTIVE.reset(token)
 
 
-def local_reparam_source():
+def local_reparam_source() -> Optional[Any]:
     """The active local-reparameterization source, or ``None``."""
-    return _LocalReparamState.source
+    return _ACTIVE.get().source
 
 
 def local_reparam_samples_weights() -> bool:
     """Whether layers draw their weight sites under the active local reparameterization."""
-    return _LocalReparamState.sample_weights
+    return _ACTIVE.get().sample_weights
