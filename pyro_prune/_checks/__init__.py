@@ -111,3 +111,13 @@ def unpack_batch(batch: Any, name: str, device: Optional[torch.device] = None) -
     if device is not None:
         x, y = x.to(device), y.to(device)
     return x, y
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """A Python ``bool`` (``True`` or ``False``; not ``0``/``1`` nor a tensor)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+__all__ += ["check_bool"]
