@@ -13,13 +13,14 @@ import argparse
 import json
 import sys
 import time
-from typing import List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from . import data as _data
 from .distributions import LogUniform
@@ -28,7 +29,7 @@ from .infer import fit
 from .model import bayesianize, init_from
 from .model.likelihoods import Categorical
 from .prediction import evaluate
-from .pruning import prune
+from .pruning import CompressionReport, prune
 from .pruning.rules import LogAlpha
 
 
@@ -72,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def _parse(argv: Optional[List[str]]) -> Tuple[argparse.Namespace, List[int]]:
+    """The parsed arguments and the hidden widths; bad values exit with a message naming the option."""
     args = build_parser().parse_args(argv)
     for name in ("pretrain_epochs", "epochs", "num_samples"):
         if getattr(args, name) < (0 if name == "pretrain_epochs" else 1):
@@ -81,46 +83,76 @@ def main(argv: Optional[List[str]] = None) -> int:
         hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
     except ValueError:
         raise SystemExit(f"pyro-prune: --hidden must be comma-separated integers, got {args.hidden!r}") from None
+    return args, hidden
+
+
+def _loaders(split: _data.DataSplit, seed: int) -> Tuple[DataLoader, DataLoader, int]:
+    """Train and test loaders of flat inputs (the ``(1, 40)`` MNIST-1D signals are flattened) and the input width."""
+    n_in = split.x_train.reshape(len(split.x_train), -1).shape[1]
+    if split.x_train.dim() == 2:
+        train, test = split.loaders(batch_size=64, seed=seed)
+        return train, test, n_in
+    train, test = (
+        DataLoader(
+            TensorDataset(x.reshape(len(x), -1), y),
+            batch_size=64,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        for x, y, shuffle in ((split.x_train, split.y_train, True), (split.x_test, split.y_test, False))
+    )
+    return train, test, n_in
+
+
+def _bayesian(net: nn.Module, split: _data.DataSplit, args: argparse.Namespace) -> Tuple[Any, Any, int]:
+    """Model, guide and KL warm-up epochs for ``--guide``: AutoNormal at the pre-trained weights, or AutoSparseVD."""
+    likelihood = Categorical(split.dataset_size)
+    if args.guide == "normal":
+        model = bayesianize(net, dist.Normal(0.0, args.prior_scale), likelihood)
+        return model, pyro.infer.autoguide.AutoNormal(model, init_loc_fn=init_from(net), init_scale=1e-3), 0
+    prior = lambda name, module, param: LogUniform() if name.endswith("weight") else None  # noqa: E731
+    model = bayesianize(net, prior, likelihood)
+    return model, AutoSparseVD(model), max(1, args.epochs // 6)
+
+
+def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Tuple[Any, float]:
+    """``fn(*args, **kwargs)`` and its wall-clock seconds."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def _emit(result: Dict[str, Any], report: Optional[CompressionReport], json_path: Optional[str]) -> None:
+    """Print the report (if pruned) and the results, and write them as JSON when asked."""
+    if report is not None:
+        print(report)
+        result.update(sparsity=round(report.sparsity, 4), compression=round(report.compression, 1))
+    width = max(len(k) for k in result)
+    for k, v in result.items():
+        print(f"{k:<{width}}  {v}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the command: parse, pre-train, fit, prune (``sparse-vd``), score, print; returns the exit code 0."""
+    args, hidden = _parse(argv)
     pyro.set_rng_seed(args.seed)
     pyro.clear_param_store()
     split = _data.get_dataset(args.dataset)
-    train, test = split.loaders(batch_size=64, seed=args.seed)
-    x_train = split.x_train.reshape(len(split.x_train), -1)
-    n_in = x_train.shape[1]
-    if args.dataset == "mnist1d":  # flatten the (1, 40) signals for the MLP
-        train, test = (
-            torch.utils.data.DataLoader(
-                torch.utils.data.TensorDataset(x.reshape(len(x), -1), y),
-                batch_size=64,
-                shuffle=shuffle,
-                generator=torch.Generator().manual_seed(args.seed),
-            )
-            for x, y, shuffle in ((split.x_train, split.y_train, True), (split.x_test, split.y_test, False))
-        )
+    train, test, n_in = _loaders(split, args.seed)
     net = _mlp(n_in, hidden, split.num_classes)
-
-    t0 = time.perf_counter()
-    _pretrain(net, train, args.pretrain_epochs, args.lr)
-    t_pre = time.perf_counter() - t0
+    _, t_pre = _timed(_pretrain, net, train, args.pretrain_epochs, args.lr)
+    model, guide, warmup = _bayesian(net, split, args)
+    history, t_fit = _timed(
+        fit, model, guide, train, epochs=args.epochs, lr=args.lr, kl_warmup=warmup, progress=not args.no_progress
+    )
     report = None
-    if args.guide == "normal":
-        model = bayesianize(net, dist.Normal(0.0, args.prior_scale), Categorical(split.dataset_size))
-        guide = pyro.infer.autoguide.AutoNormal(model, init_loc_fn=init_from(net), init_scale=1e-3)
-        warmup = 0
-    else:
-        prior = lambda name, module, param: LogUniform() if name.endswith("weight") else None  # noqa: E731
-        model = bayesianize(net, prior, Categorical(split.dataset_size))
-        guide = AutoSparseVD(model)
-        warmup = max(1, args.epochs // 6)
-    t0 = time.perf_counter()
-    history = fit(model, guide, train, epochs=args.epochs, lr=args.lr, kl_warmup=warmup, progress=not args.no_progress)
-    t_fit = time.perf_counter() - t0
     if args.guide == "sparse-vd":
-        result = prune(model, guide, LogAlpha(args.threshold))
-        report, guide = result.report, result.guide
-    t0 = time.perf_counter()
-    scores = evaluate(model, guide, test, num_samples=args.num_samples)
-    t_eval = time.perf_counter() - t0
+        pruned = prune(model, guide, LogAlpha(args.threshold))
+        report, guide = pruned.report, pruned.guide
+    scores, t_eval = _timed(evaluate, model, guide, test, num_samples=args.num_samples)
     result = {
         "dataset": args.dataset,
         "architecture": "-".join(str(d) for d in [n_in, *hidden, split.num_classes]),
@@ -132,15 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "predict_s": round(t_eval, 2),
         "final_loss": round(history.last["loss"], 4),
     }
-    if report is not None:
-        print(report)
-        result.update(sparsity=round(report.sparsity, 4), compression=round(report.compression, 1))
-    width = max(len(k) for k in result)
-    for k, v in result.items():
-        print(f"{k:<{width}}  {v}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    _emit(result, report, args.json)
     return 0
 
 

@@ -10,7 +10,7 @@ r"""Datasets that need no download, and a reader for MNIST IDX files in a folder
 
 Every loader returns a :class:`DataSplit` of CPU tensors: inputs in the requested floating ``dtype``, class labels
 as ``int64``, regression targets in ``dtype``. Move one with :meth:`DataSplit.to`. Invalid arguments raise
-:class:`ValueError` naming the argument.
+:class:`TypeError` (wrong type) or :class:`ValueError` (bad value) naming the argument.
 
 References
 
@@ -34,6 +34,8 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+
+from ._checks import check_choice, check_fraction, check_int, check_nonnegative
 
 __all__ = [
     "DataSplit",
@@ -67,7 +69,7 @@ class DataSplit:
     :ivar task: ``"classification"`` or ``"regression"``.
     :ivar num_classes: number of classes; ``None`` for regression.
     :raises ValueError: if inputs and targets differ in length, or ``task``/``num_classes`` are invalid.
-    :raises TypeError: if one of the four data fields is not a tensor.
+    :raises TypeError: if one of the four data fields is not a tensor, or ``num_classes`` is not an int.
     """
 
     x_train: torch.Tensor
@@ -86,11 +88,9 @@ class DataSplit:
             x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
             if x.dim() == 0 or y.dim() == 0 or len(x) != len(y):
                 raise ValueError(f"x_{part} {tuple(x.shape)} and y_{part} {tuple(y.shape)} must have the same length")
-        if self.task not in _TASKS:
-            raise ValueError(f"task must be one of {_TASKS}, got {self.task!r}")
+        check_choice("task", self.task, _TASKS)
         if self.task == "classification":
-            if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 2:
-                raise ValueError(f"num_classes must be an int >= 2 for classification, got {self.num_classes!r}")
+            check_int("num_classes", self.num_classes, 2)
         elif self.num_classes is not None:
             raise ValueError(f"num_classes must be None for regression, got {self.num_classes!r}")
 
@@ -110,12 +110,11 @@ class DataSplit:
         :param shuffle: shuffle the training set each epoch.
         :param seed: seed of the training loader's generator.
         :returns: ``(train_loader, test_loader)`` yielding ``(x, y)`` batches.
-        :raises ValueError: if ``batch_size`` is not a positive int or ``seed`` is not an int.
+        :raises TypeError: if ``batch_size`` or ``seed`` is not an int.
+        :raises ValueError: if ``batch_size`` is not positive.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+        check_int("batch_size", batch_size, 1)
+        check_int("seed", seed)
         generator = torch.Generator().manual_seed(seed)
         train = DataLoader(
             TensorDataset(self.x_train, self.y_train), batch_size=batch_size, shuffle=shuffle, generator=generator
@@ -150,16 +149,6 @@ def _check_dtype(dtype: Any) -> None:
         raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-
-
-def _check_fraction(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
-        raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
-
-
 def load_digits(
     test_size: float = 0.2, seed: int = 0, standardize: bool = True, dtype: torch.dtype = torch.float32
 ) -> DataSplit:
@@ -179,15 +168,16 @@ def load_digits(
     :param standardize: standardize the inputs with training statistics.
     :param dtype: floating dtype of the inputs; labels are ``int64``.
     :returns: a classification :class:`DataSplit` named ``"digits"`` with ``x`` of shape ``(N, 64)``.
-    :raises ValueError: if ``test_size`` is not in :math:`(0, 1)`, ``seed`` is not an int >= 0, or ``dtype`` is not
+    :raises TypeError: if ``test_size`` is not a number or ``seed`` not an int.
+    :raises ValueError: if ``test_size`` is not in :math:`(0, 1)`, ``seed`` is negative, or ``dtype`` is not
         floating.
     """
     from sklearn.datasets import load_digits as _sklearn_digits
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import StandardScaler
 
-    _check_fraction("test_size", test_size)
-    _check_int("seed", seed, 0)
+    check_fraction("test_size", test_size)
+    check_int("seed", seed, 0)
     _check_dtype(dtype)
     X, y = _sklearn_digits(return_X_y=True)
     xtr, xte, ytr, yte = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=y)
@@ -228,14 +218,14 @@ def load_gap_regression(
     :param dtype: floating dtype of inputs and targets.
     :param n_test: number of test grid points, :math:`\ge 2`.
     :returns: a regression :class:`DataSplit` named ``"gap"``, ``x`` of shape ``(n, 1)``, ``y`` of shape ``(n,)``.
-    :raises ValueError: on ``n`` or ``n_test`` < 2, negative or non-finite ``noise``, a non-int ``seed`` or a
+    :raises TypeError: on a non-int ``n``, ``n_test`` or ``seed``, or a non-number ``noise``.
+    :raises ValueError: on ``n`` or ``n_test`` < 2, negative or non-finite ``noise``, a negative ``seed`` or a
         non-floating ``dtype``.
     """
-    _check_int("n", n, 2)
-    _check_int("n_test", n_test, 2)
-    _check_int("seed", seed, 0)
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < float("inf"):
-        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    check_int("n", n, 2)
+    check_int("n_test", n_test, 2)
+    check_int("seed", seed, 0)
+    check_nonnegative("noise", noise)
     _check_dtype(dtype)
     g = torch.Generator().manual_seed(int(seed))
     half = n // 2
@@ -270,7 +260,8 @@ def load_mnist1d(
         axis for ``Conv1d``).
     :raises ImportError: if ``mnist1d`` is not installed (``pip install mnist1d`` or ``pip install
         'pyro-prune[mnist1d]'``).
-    :raises ValueError: on invalid arguments.
+    :raises TypeError: on arguments of the wrong type.
+    :raises ValueError: on invalid values.
     """
     try:
         from mnist1d.data import get_dataset_args, make_dataset
@@ -279,9 +270,9 @@ def load_mnist1d(
             f"load_mnist1d needs the optional mnist1d package: pip install mnist1d "
             f"(or pip install 'pyro-prune[mnist1d]'); importing it failed with: {e}"
         ) from e
-    _check_int("num_samples", num_samples, 20)
-    _check_int("seed", seed, 0)
-    _check_fraction("train_split", train_split)
+    check_int("num_samples", num_samples, 20)
+    check_int("seed", seed, 0)
+    check_fraction("train_split", train_split)
     _check_dtype(dtype)
     args = get_dataset_args()
     args.num_samples, args.seed, args.train_split = int(num_samples), int(seed), float(train_split)

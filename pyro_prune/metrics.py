@@ -30,6 +30,8 @@ from typing import Dict, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from ._checks import check_fraction, check_int
+
 __all__ = [
     "accuracy",
     "nll",
@@ -128,10 +130,10 @@ def nll(probs: TensorLike, y: TensorLike, eps: float = 1e-12) -> float:
     :param eps: lower clamp of :math:`p_{n y_n}`, in :math:`(0, 1)`; keeps the score finite when a label gets
         probability 0.
     :returns: the NLL in nats, :math:`\ge 0`.
+    :raises TypeError: if ``eps`` is not a number.
     :raises ValueError: as :func:`accuracy`, or if ``eps`` is not in :math:`(0, 1)`.
     """
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-        raise ValueError(f"eps must be a number in (0, 1), got {eps!r}")
+    check_fraction("eps", eps)
     probs, y = _check_probs_labels(probs, y)
     return float(-probs.double().gather(-1, y[:, None]).clamp_min(eps).log().mean())
 
@@ -157,10 +159,10 @@ def ece(probs: TensorLike, y: TensorLike, n_bins: int = 15) -> float:
     :param y: integer labels, shape ``(N,)``.
     :param n_bins: number of bins :math:`B \ge 1`.
     :returns: the ECE in :math:`[0, 1]`.
-    :raises ValueError: as :func:`accuracy`, or if ``n_bins`` is not an int :math:`\ge 1`.
+    :raises TypeError: if ``n_bins`` is not an int.
+    :raises ValueError: as :func:`accuracy`, or if ``n_bins`` is not :math:`\ge 1`.
     """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
-        raise ValueError(f"n_bins must be an int >= 1, got {n_bins!r}")
+    check_int("n_bins", n_bins, 1)
     probs, y = _check_probs_labels(probs, y)
     conf, pred = probs.max(-1).values, probs.argmax(-1)
     edges = torch.linspace(0, 1, n_bins + 1).to(device=conf.device, dtype=conf.dtype)

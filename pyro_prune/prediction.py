@@ -28,7 +28,7 @@ from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_sample
 
 from . import metrics as _metrics
-from ._checks import Batches, as_batches, check_int, unpack_batch
+from ._checks import Batches, as_batches, check_choice, check_int, unpack_batch
 from ._checks.guide import check_guide, model_ref
 from .model import BayesianModel
 
@@ -184,14 +184,8 @@ def predict(
     :returns: a :class:`Prediction`.
     """
     check_int("num_samples", num_samples, 1)
-    if method not in ("mc", "glm"):
-        raise ValueError(f"method must be 'mc' or 'glm', got {method!r}")
-    if not torch.is_tensor(x):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() == 0 or x.shape[0] == 0:
-        raise ValueError(f"x must be a non-empty batch, got shape {tuple(x.shape)}")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains NaN or inf")
+    check_choice("method", method, ("mc", "glm"))
+    _check_inputs(x)
     check_guide(model, guide)
     if isinstance(guide, AutoGuide) and guide.prototype_trace is None:
         raise ValueError("guide is not initialized: fit it first (pp.fit) or call guide(x, y) once")
@@ -208,23 +202,39 @@ def predict(
     if hasattr(model, "eval"):
         model.eval()
     try:
-        target = _predictive_target(model, guide)
-        with torch.no_grad():
-            if batch_size is None or batch_size >= x.shape[0]:
-                out = Predictive(target, guide=guide, num_samples=num_samples, parallel=parallel,
-                                 return_sites=("_RETURN",))(x)["_RETURN"]  # fmt: skip
-            else:
-                # draw the S networks once, then run every chunk through the same networks
-                draws = Predictive(guide, num_samples=num_samples, parallel=parallel)(x[:batch_size])
-                draws = {k: v for k, v in draws.items() if k not in ("obs", "data")}
-                run = Predictive(target, posterior_samples=draws, parallel=parallel, return_sites=("_RETURN",))
-                out = torch.cat([run(xb)["_RETURN"] for xb in x.split(batch_size)], 1)
+        out = _draw_outputs(model, guide, x, num_samples, parallel, batch_size)
     finally:
         if was_training:
             model.train()
     if out.shape[0] != num_samples:  # a model that ignores the samples (e.g. no latent sites)
         out = out.expand((num_samples,) + out.shape)
     return _summarize(model, out, likelihood)
+
+
+def _check_inputs(x: Any) -> None:
+    """``x`` is a non-empty batch tensor without NaN or inf."""
+    if not torch.is_tensor(x):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch, got shape {tuple(x.shape)}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf")
+
+
+def _draw_outputs(
+    model: Any, guide: Any, x: torch.Tensor, num_samples: int, parallel: bool, batch_size: Optional[int]
+) -> torch.Tensor:
+    """Network outputs ``(S, B, ...)`` of ``num_samples`` networks from ``guide``; chunks share the same networks."""
+    target = _predictive_target(model, guide)
+    with torch.no_grad():
+        if batch_size is None or batch_size >= x.shape[0]:
+            run = Predictive(target, guide=guide, num_samples=num_samples, parallel=parallel, return_sites=("_RETURN",))
+            return run(x)["_RETURN"]
+        # draw the S networks once, then run every chunk through the same networks
+        draws = Predictive(guide, num_samples=num_samples, parallel=parallel)(x[:batch_size])
+        draws = {k: v for k, v in draws.items() if k not in ("obs", "data")}
+        run = Predictive(target, posterior_samples=draws, parallel=parallel, return_sites=("_RETURN",))
+        return torch.cat([run(xb)["_RETURN"] for xb in x.split(batch_size)], 1)
 
 
 def _predict_glm(model: Any, guide: Any, x: torch.Tensor, batch_size: Optional[int], likelihood: Any) -> Prediction:

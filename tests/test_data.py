@@ -67,20 +67,20 @@ def test_digits_deterministic_and_seeded(digits):
 
 
 @pytest.mark.parametrize(
-    "kwargs,match",
+    "kwargs,error,match",
     [
-        ({"test_size": 0}, "test_size"),
-        ({"test_size": 1}, "test_size"),
-        ({"test_size": 1.5}, "test_size"),
-        ({"test_size": True}, "test_size"),
-        ({"seed": -1}, "seed"),
-        ({"seed": 0.5}, "seed"),
-        ({"dtype": torch.int64}, "dtype"),
-        ({"dtype": "float32"}, "dtype"),
+        ({"test_size": 0}, ValueError, "test_size"),
+        ({"test_size": 1}, ValueError, "test_size"),
+        ({"test_size": 1.5}, ValueError, "test_size"),
+        ({"test_size": True}, TypeError, "test_size"),  # wrong type: TypeError (pyro_prune._checks)
+        ({"seed": -1}, ValueError, "seed"),
+        ({"seed": 0.5}, TypeError, "seed"),
+        ({"dtype": torch.int64}, ValueError, "dtype"),
+        ({"dtype": "float32"}, ValueError, "dtype"),
     ],
 )
-def test_digits_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_digits_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
         data.load_digits(**kwargs)
 
 
@@ -122,18 +122,20 @@ def test_gap_regression_targets_and_determinism():
 
 
 @pytest.mark.parametrize(
-    "kwargs,match",
+    "kwargs,error,match",
     [
-        ({"n": 1}, "n must"),
-        ({"n": 10.0}, "n must"),
-        ({"noise": -0.1}, "noise"),
-        ({"noise": float("nan")}, "noise"),
-        ({"n_test": 1}, "n_test"),
-        ({"dtype": torch.int32}, "dtype"),
+        ({"n": 1}, ValueError, "n must"),
+        ({"n": 10.0}, TypeError, "n must"),
+        ({"noise": -0.1}, ValueError, "noise"),
+        ({"noise": float("nan")}, ValueError, "noise"),
+        ({"noise": float("inf")}, ValueError, "noise"),
+        ({"noise": "0.1"}, TypeError, "noise"),
+        ({"n_test": 1}, ValueError, "n_test"),
+        ({"dtype": torch.int32}, ValueError, "dtype"),
     ],
 )
-def test_gap_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_gap_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
         data.load_gap_regression(**kwargs)
 
 
@@ -344,9 +346,13 @@ def test_loaders_seeded_shuffling(digits):
     assert not torch.equal(a[0], epochs(4, 1)[0])
 
 
-@pytest.mark.parametrize("kwargs", [{"batch_size": 0}, {"batch_size": 2.5}, {"batch_size": True}, {"seed": "0"}])
-def test_loaders_bad_arguments(digits, kwargs):
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
+@pytest.mark.parametrize(
+    "kwargs,error",
+    [({"batch_size": 0}, ValueError), ({"batch_size": 2.5}, TypeError), ({"batch_size": True}, TypeError),
+     ({"seed": "0"}, TypeError)],
+)  # fmt: skip
+def test_loaders_bad_arguments(digits, kwargs, error):
+    with pytest.raises(error, match=next(iter(kwargs))):
         digits.loaders(**kwargs)
 
 
@@ -373,8 +379,10 @@ def test_datasplit_validation():
         data.DataSplit(x, y, x, y[:3], "toy", "classification", 2)
     with pytest.raises(ValueError, match="task"):
         data.DataSplit(x, y, x, y, "toy", "ranking")
-    with pytest.raises(ValueError, match="num_classes"):
+    with pytest.raises(TypeError, match="num_classes"):  # None is not an int
         data.DataSplit(x, y, x, y, "toy", "classification")
+    with pytest.raises(ValueError, match="num_classes"):
+        data.DataSplit(x, y, x, y, "toy", "classification", 1)
     with pytest.raises(ValueError, match="num_classes"):
         data.DataSplit(x, y.float(), x, y.float(), "toy", "regression", 3)
     with pytest.raises(TypeError, match="x_train"):

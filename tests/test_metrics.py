@@ -195,11 +195,13 @@ def test_bad_classification_input(fn, probs, y, match):
         fn(probs, y)
 
 
-@pytest.mark.parametrize("n_bins", [0, -3, 1.5, True, "15"])
-def test_bad_n_bins(n_bins):
-    with pytest.raises(ValueError, match="n_bins"):
+@pytest.mark.parametrize(
+    "n_bins,error", [(0, ValueError), (-3, ValueError), (1.5, TypeError), (True, TypeError), ("15", TypeError)]
+)
+def test_bad_n_bins(n_bins, error):
+    with pytest.raises(error, match="n_bins"):
         M.ece(P, Y, n_bins=n_bins)
-    with pytest.raises(ValueError, match="n_bins"):
+    with pytest.raises(error, match="n_bins"):
         M.classification_metrics(P, Y, n_bins=n_bins)
 
 
@@ -207,6 +209,8 @@ def test_bad_eps():
     for eps in (0.0, -1e-3, 1.0):
         with pytest.raises(ValueError, match="eps"):
             M.nll(P, Y, eps=eps)
+    with pytest.raises(TypeError, match="eps"):
+        M.nll(P, Y, eps="1e-3")
 
 
 def test_bad_regression_input():

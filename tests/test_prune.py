@@ -141,10 +141,14 @@ def test_conv_flops_counted_over_positions():
 
 def test_bad_input_raises():
     net, model, guide, x, y = trained()
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="threshold.*nan"):
         rules.LogAlpha(float("nan"))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="threshold.*nan"):
         rules.SNR(float("nan"))
+    with pytest.raises(ValueError, match="threshold must be > 0"):
+        rules.SNR(0.0)
+    with pytest.raises(TypeError, match="threshold"):
+        rules.LogAlpha("3")
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         rules.Sparsity(1.0)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
@@ -228,8 +232,10 @@ def test_group_rules_bad_input():
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="target"):
             rules.GroupSparsity(bad)
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="threshold.*nan"):
         rules.GroupLogAlpha(math.nan)
+    with pytest.raises(TypeError, match="target"):
+        rules.GroupSparsity("0.5")
     with pytest.raises(ValueError, match="scope"):
         rules.GroupSparsity(0.5, scope="net")
     with pytest.raises(ValueError, match="per-group posteriors"):

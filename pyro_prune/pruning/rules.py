@@ -29,10 +29,11 @@ rebuilds a physically smaller network.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Literal, Optional, Union
+from typing import Callable, Dict, Literal, Optional, Tuple, Union
 
 import torch
 
+from .._checks import check_choice, check_fraction, check_real
 from ..distributions.kl import LOG_ALPHA_CLIP, LOG_ALPHA_EPS
 from ..marginals import Marginal
 
@@ -49,24 +50,9 @@ __all__ = [
 ]
 
 
-def _check_threshold(name: str, t: float, positive: bool = False) -> float:
-    if isinstance(t, bool) or not isinstance(t, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(t).__name__}")
-    t = float(t)
-    if math.isnan(t):
-        raise ValueError(f"{name} must not be NaN")
-    if positive and not t > 0:
-        raise ValueError(f"{name} must be > 0, got {t}")
-    return t
-
-
-def _check_target_scope(target: float, scope: str):
-    target = _check_threshold("target", target)
-    if not 0 <= target < 1:
-        raise ValueError(f"target sparsity must be in [0, 1), got {target}")
-    if scope not in ("global", "layer"):
-        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-    return target, scope
+def _check_target_scope(target: float, scope: str) -> Tuple[float, str]:
+    """A removal fraction in ``[0, 1)`` and a scope ``"global"`` or ``"layer"``."""
+    return check_fraction("target", target, include_zero=True), check_choice("scope", scope, ("global", "layer"))
 
 
 class Rule:
@@ -83,7 +69,7 @@ class LogAlpha(Rule):
     r"""Keep weights with :math:`\log\alpha < \text{threshold}` (default 3: keep probability > ~5 %)."""
 
     def __init__(self, threshold: float = 3.0):
-        self.threshold = _check_threshold("threshold", threshold)
+        self.threshold = check_real("threshold", threshold, allow_inf=True)
 
     def keep(self, marginal: Marginal) -> torch.Tensor:
         return marginal.log_alpha < self.threshold
@@ -97,7 +83,9 @@ class SNR(Rule):
     unless exactly zero).  ``SNR(t)`` equals ``LogAlpha(-2 log t)``."""
 
     def __init__(self, threshold: float = 1.0):
-        self.threshold = _check_threshold("threshold", threshold, positive=True)
+        self.threshold = check_real("threshold", threshold, allow_inf=True)
+        if not self.threshold > 0:
+            raise ValueError(f"threshold must be > 0, got {self.threshold}")
 
     def keep(self, marginal: Marginal) -> torch.Tensor:
         if marginal.log_alpha is not None:
@@ -236,7 +224,7 @@ class GroupLogAlpha(GroupRule):
     """
 
     def __init__(self, threshold: float = 3.0):
-        self.threshold = _check_threshold("threshold", threshold)
+        self.threshold = check_real("threshold", threshold, allow_inf=True)
 
     def group_masks(self, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
         return _chain_scores(self._groups(marginals), lambda name, la: la < self.threshold)
