@@ -20,6 +20,15 @@ and is non-increasing in :math:`\alpha`.  **KL warm-up** multiplies the log dens
 latent site (prior and guide) by :math:`\beta`, rising linearly from 0 to 1 over ``kl_warmup``
 epochs (Sønderby et al. 2016; Molchanov et al. 2017).
 
+**Paths.** A :class:`~pyro_prune.guides.LocalReparamGuide` (``AutoSparseVD``, ``AutoGroupSparse``) with local
+reparameterization on, at :math:`\alpha = 1` with one particle, is trained by the fused objective of
+:mod:`pyro_prune.fused` (the same ELBO estimator without Pyro's traces); every other guide goes through Pyro's
+``SVI``, a ``LocalReparamGuide`` still under :func:`~pyro_prune.layers.local_reparameterization`.
+
+**Stages.** ``fit`` checks its arguments into a ``_FitPlan``, builds a ``_Trainer`` (guide initialization,
+objective, optimizer), then runs epochs (``_Trainer.train_epoch``) and closes each with validation, history and
+callbacks (``_Trainer.end_epoch``).
+
 ``predict`` and ``evaluate`` live in :mod:`pyro_prune.prediction`.
 
 References
@@ -31,7 +40,6 @@ References
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import time
 import warnings
@@ -41,13 +49,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import pyro
 import pyro.optim
 import torch
+from pyro.distributions.kl import kl_divergence
 from pyro.infer import SVI, RenyiELBO, TraceMeanField_ELBO
-from pyro.infer.autoguide import AutoGuide
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
-from ._checks import Batches, as_batches, check_int, check_positive, check_real, unpack_batch
+from ._checks import Batches, as_batches, check_choice, check_int, check_positive, check_real, unpack_batch
 from ._checks.guide import check_guide, model_ref
+from .fused import can_fuse, fused_loss, fused_optimizer_step
+from .guides.base import LocalReparamGuide
 from .model import BayesianModel
 from .model.layers import local_reparameterization
 from .model.likelihoods import OBS_SITE
@@ -93,8 +103,6 @@ class _ObsRecorder(Messenger):
 def kl_term(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor) -> float:
     r""":math:`\mathrm{KL}(q\,\|\,p)` summed over latent sites: analytic where a KL is registered,
     a one-sample Monte Carlo estimate :math:`\log q(w) - \log p(w)` elsewhere."""
-    from pyro.distributions.kl import kl_divergence
-
     with torch.no_grad():
         guide_trace = pyro.poutine.trace(guide).get_trace(x, y)
         model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(x, y)
@@ -154,9 +162,10 @@ class EarlyStopping:
     """
 
     def __init__(self, monitor: str = "val_nll", patience: int = 5, mode: str = "min"):
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        self.monitor, self.patience, self.mode = monitor, check_int("patience", patience, 1), mode
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a record key (str), got {type(monitor).__name__}")
+        self.monitor, self.patience = monitor, check_int("patience", patience, 1)
+        self.mode = check_choice("mode", mode, ("min", "max"))
         self.best, self.bad = None, 0
 
     def __call__(self, epoch: int, record: Dict[str, float], model: Any, guide: Any) -> bool:
@@ -169,7 +178,69 @@ class EarlyStopping:
 
 
 # --------------------------------------------------------------------------------------------------
-# fit
+# fit, stage 1: arguments
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class _FitPlan:
+    """The arguments of :func:`fit`, checked and normalized on construction (same order, same errors)."""
+
+    model: Callable
+    guide: Callable
+    data: Batches
+    epochs: int
+    alpha: float
+    num_particles: int
+    lr: float
+    optimizer: Optional[pyro.optim.PyroOptim]
+    kl_warmup: int
+    kl_weight: float
+    val_data: Optional[Batches]
+    callbacks: Sequence[Callable]
+    progress: bool
+    val_samples: int
+
+    def __post_init__(self) -> None:
+        check_int("epochs", self.epochs, 1)
+        self.alpha = check_real("alpha", self.alpha)
+        check_int("num_particles", self.num_particles, 1)
+        check_int("kl_warmup", self.kl_warmup, 0)
+        self.kl_weight = check_positive("kl_weight", self.kl_weight)
+        check_int("val_samples", self.val_samples, 1)
+        if self.optimizer is None:
+            self.optimizer = pyro.optim.Adam({"lr": check_positive("lr", self.lr)})
+        elif not isinstance(self.optimizer, pyro.optim.PyroOptim):
+            raise TypeError(f"optimizer must be a pyro.optim optimizer (e.g. pyro.optim.Adam), got {self.optimizer!r}")
+        if not callable(self.model):
+            raise TypeError(f"model must be callable, got {type(self.model).__name__}")
+        check_guide(self.model, self.guide)
+        self.data = as_batches(self.data)
+        if self.val_data is not None:
+            self.val_data = as_batches(self.val_data, "val_data")
+        for cb in self.callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks must be callables, got {cb!r}")
+        self._warn_dataset_size()
+
+    def _warn_dataset_size(self) -> None:
+        n_data = getattr(getattr(self.data, "dataset", None), "__len__", None)
+        if isinstance(self.model, BayesianModel) and n_data is not None and n_data() != self.model.dataset_size:
+            warnings.warn(
+                f"the likelihood's dataset_size ({self.model.dataset_size}) differs from the data loader's dataset "
+                f"({n_data()} examples): the log-likelihood is scaled by dataset_size",
+                stacklevel=5,  # _warn_dataset_size < __post_init__ < __init__ < fit < the caller
+            )
+
+    @property
+    def steps_per_epoch(self) -> Optional[int]:
+        """Batches per epoch when ``data`` has a length (warm-up then ramps per step), else ``None``."""
+        try:
+            return len(self.data)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+
+
+# --------------------------------------------------------------------------------------------------
+# fit, stage 2: objective and optimizer
 # --------------------------------------------------------------------------------------------------
 def _make_elbo(model: Any, alpha: float, num_particles: int):
     vectorizable = getattr(model, "vectorizable", True)
@@ -179,74 +250,129 @@ def _make_elbo(model: Any, alpha: float, num_particles: int):
         warnings.warn(
             "model has layers that cannot take sampled weights with sample dims (e.g. BatchNorm): "
             "particles are evaluated one by one, not vectorized",
-            stacklevel=3,
+            stacklevel=4,  # _make_elbo < _Trainer.__init__ < fit < the caller
         )
     if alpha == 1.0:
         return TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=vec, **nesting)
     return RenyiELBO(alpha=alpha, num_particles=num_particles, vectorize_particles=vec, **nesting)
 
 
-def _fused_kl(model: BayesianModel, guide: Any) -> torch.Tensor:
-    if hasattr(guide, "total_kl"):  # guides with hierarchical (group-scale) sites sum their own KL terms
-        return guide.total_kl()
-    return sum(guide.kl(n, model.prior(n)) for n in model.sites)
+class _Trainer:
+    """The optimization state of one :func:`fit` call: objective (fused or SVI), KL weight, step count, history.
 
-
-def _can_fuse(model: Any, guide: Any, alpha: float, num_particles: int) -> bool:
-    """Whether the fused mean-field objective applies (same ELBO as ``TraceMeanField_ELBO``, no traces)."""
-    if alpha != 1.0 or num_particles != 1 or not isinstance(model, BayesianModel):
-        return False
-    has_kl = hasattr(guide, "kl") or hasattr(guide, "total_kl")
-    if not (has_kl and hasattr(guide, "fast_params") and guide.uses_local_reparameterization):
-        return False
-    if any(info.kind == "other" for info in model.sites.values()):
-        return False
-    try:
-        with torch.no_grad():
-            _fused_kl(model, guide)
-    except NotImplementedError:  # no registered KL for some site: Monte Carlo through Pyro instead
-        return False
-    return True
-
-
-def _fused_loss(model: BayesianModel, guide: Any, x: torch.Tensor, y: torch.Tensor, beta: float, check: bool = True):
-    r"""The mean-field ELBO of a local-reparameterization guide without Pyro traces.
-
-    :math:`-\frac{N}{B}\sum_b \log p(y_b \mid \mu_b + s_b\varepsilon_b) + \beta\,\mathrm{KL}(q\,\|\,p)`,
-    the same estimator ``TraceMeanField_ELBO`` computes on the same model and guide under
-    :func:`~pyro_prune.layers.local_reparameterization`; returns ``(loss, mean log-likelihood)``.
-    With ``check=False`` the data checks (finite ``x``, valid labels) are skipped: ``fit`` checks every batch
-    in the first epoch only.
+    :ivar fused: whether the fused objective of :mod:`pyro_prune.fused` is used (else Pyro's ``SVI``).
+    :ivar scale: the effect handler carrying the current KL weight :math:`\\beta`.
     """
-    if check:
-        model._check_x(x)
-        if y.shape[0] != x.shape[0]:
-            raise ValueError(f"y must have one row per row of x: x has shape {tuple(x.shape)}, y {tuple(y.shape)}")
-    with local_reparameterization(guide, sample_weights=False):
-        out = model.run_net(x)
-    ll = model.likelihood.log_likelihood(out, y, check=check)
-    loss = -ll.sum() * (model.dataset_size / x.shape[0])
-    if beta != 0.0:
-        loss = loss + beta * _fused_kl(model, guide)
-    return loss, float(ll.detach().mean())
+
+    def __init__(self, plan: _FitPlan):
+        self.plan = plan
+        model, guide = plan.model, plan.guide
+        ref = model_ref(model)
+        self.device = ref.device if ref is not None else None
+        if isinstance(guide, LocalReparamGuide) and guide.prototype_trace is None:
+            with torch.no_grad():
+                guide(*unpack_batch(next(iter(plan.data)), "data", self.device))  # create the guide's parameters
+        self.fused = can_fuse(model, guide, plan.alpha, plan.num_particles)
+        self.scale = _LatentScale(1.0)
+        self.recorder = _ObsRecorder()
+        if self.fused:
+            self.params = list({id(p): p for p in [*guide.parameters(), *model.parameters()]}.values())
+            self._optimizer_step = fused_optimizer_step(plan.optimizer, self.params)
+        else:
+            elbo = _make_elbo(model, plan.alpha, plan.num_particles)
+            self.svi = SVI(self.scale(self.recorder(model)), self.scale(guide), plan.optimizer, elbo)
+            self.use_lrt = isinstance(guide, LocalReparamGuide) and guide.uses_local_reparameterization
+        self.steps_per_epoch = plan.steps_per_epoch
+        self.n_train = model.dataset_size if isinstance(model, BayesianModel) else None
+        self.step = 0
+        self.history = History()
+
+    def fast_params(self) -> contextlib.AbstractContextManager:
+        """The guide's :meth:`~pyro_prune.guides.LocalReparamGuide.fast_params` on the fused path."""
+        return self.plan.guide.fast_params() if self.fused else contextlib.nullcontext()
+
+    # -- stage 3: one epoch ---------------------------------------------------------------------------
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, check: bool) -> Tuple[float, float]:
+        """One optimizer step; returns the loss and the mean log-likelihood of the batch."""
+        if self.fused:
+            for p in self.params:
+                p.grad = None
+            with pyro.validation_enabled(False):  # the data are checked by fused_loss in the first epoch
+                loss, ell = fused_loss(self.plan.model, self.plan.guide, x, y, self.scale.beta, check=check)
+            loss.backward()
+            self._optimizer_step()
+            return float(loss.detach()), ell
+        with local_reparameterization(self.plan.guide) if self.use_lrt else contextlib.nullcontext():
+            loss = self.svi.step(x, y)
+        return loss, self.recorder.mean_log_likelihood()
+
+    def kl_ramp(self, epoch: int) -> float:
+        """Warm-up factor in [0, 1] of the KL weight at the current step (per step when the epoch length is known)."""
+        warmup, steps = self.plan.kl_warmup, self.steps_per_epoch
+        if not warmup:
+            return 1.0
+        return min(1.0, self.step / (warmup * steps) if steps else epoch / warmup)
+
+    def train_epoch(self, epoch: int) -> Dict[str, float]:
+        """One pass over the data; returns the epoch's record without validation scores and timing."""
+        if isinstance(self.plan.model, torch.nn.Module):
+            self.plan.model.train()
+        losses, ells, nb, seen, last = 0.0, 0.0, 0, 0, None
+        for batch in self.plan.data:
+            x, y = unpack_batch(batch, "data", self.device)
+            self.scale.beta = self.plan.kl_weight * self.kl_ramp(epoch)
+            loss, ell = self.train_step(x, y, check=epoch == 0)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss} at epoch {epoch}, step {self.step}; try a smaller lr")
+            losses, ells, nb, seen, last = losses + loss, ells + ell, nb + 1, seen + x.shape[0], (x, y)
+            self.step += 1
+        if nb == 0:
+            raise ValueError("data yielded no batches")
+        return {
+            "epoch": epoch,
+            "loss": losses / nb / (self.n_train or seen),
+            "ell": ells / nb,
+            "kl": self.epoch_kl(last),
+            "beta": self.scale.beta,
+        }
+
+    def epoch_kl(self, batch: Tuple[torch.Tensor, torch.Tensor]) -> float:
+        """:math:`\\mathrm{KL}(q\\,\\|\\,p)` at the epoch's end: the guide's ``total_kl`` on the fused path, else
+        :func:`kl_term` on the last batch."""
+        if self.fused:
+            with torch.no_grad(), pyro.validation_enabled(False):
+                return float(self.plan.guide.total_kl())
+        return kl_term(self.plan.model, self.plan.guide, *batch)
+
+    # -- stage 4: validation, history, callbacks ------------------------------------------------------
+    def end_epoch(self, record: Dict[str, float], t0: float, bar: Any) -> bool:
+        """Score the validation data, store the record, update the bar; returns whether a callback stops training."""
+        plan = self.plan
+        if plan.val_data is not None:
+            scores = evaluate(plan.model, plan.guide, plan.val_data, num_samples=plan.val_samples)
+            record.update({f"val_{k}": v for k, v in scores.items()})
+        record["seconds"] = time.perf_counter() - t0
+        self.history.records.append(record)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in _BAR_KEYS})
+        stop = False
+        for cb in plan.callbacks:
+            stop = bool(cb(record["epoch"], record, plan.model, plan.guide)) or stop
+        self.history.stopped_early = stop
+        return stop
+
+    def run(self) -> History:
+        """All epochs (until a callback stops them); returns the :class:`History`."""
+        bar = tqdm(range(self.plan.epochs), disable=not self.plan.progress, desc="fit", unit="epoch")
+        with self.fast_params():
+            for epoch in bar:
+                t0 = time.perf_counter()
+                if self.end_epoch(self.train_epoch(epoch), t0, bar):
+                    break
+        bar.close()
+        return self.history
 
 
-def _epoch_kl(model: Any, guide: Any, batch: Tuple[torch.Tensor, torch.Tensor], fused: bool) -> float:
-    if fused:
-        with torch.no_grad(), pyro.validation_enabled(False):
-            return float(_fused_kl(model, guide))
-    return kl_term(model, guide, *batch)
-
-
-def _fused_optimizer(optimizer: pyro.optim.PyroOptim, params: List[torch.Tensor]):
-    args = getattr(optimizer, "pt_optim_args", None)
-    if isinstance(args, dict):
-        ctor = optimizer.pt_optim_constructor
-        if "foreach" in inspect.signature(ctor).parameters and "foreach" not in args:
-            args = {**args, "foreach": True}  # one multi-tensor update instead of one per parameter
-        torch_opt = ctor(params, **args)
-        return torch_opt.step
-    return lambda: optimizer(params)
+_BAR_KEYS = ("loss", "kl", "val_accuracy", "val_nll", "val_rmse")
 
 
 def fit(
@@ -285,122 +411,8 @@ def fit(
     :param val_samples: ensemble size for validation scores.
     :returns: a :class:`History`.
     """
-    check_int("epochs", epochs, 1)
-    alpha = check_real("alpha", alpha)
-    check_int("num_particles", num_particles, 1)
-    check_int("kl_warmup", kl_warmup, 0)
-    kl_weight = check_positive("kl_weight", kl_weight)
-    check_int("val_samples", val_samples, 1)
-    if optimizer is None:
-        lr = check_positive("lr", lr)
-        optimizer = pyro.optim.Adam({"lr": lr})
-    elif not isinstance(optimizer, pyro.optim.PyroOptim):
-        raise TypeError(f"optimizer must be a pyro.optim optimizer (e.g. pyro.optim.Adam), got {optimizer!r}")
-    if not callable(model):
-        raise TypeError(f"model must be callable, got {type(model).__name__}")
-    check_guide(model, guide)
-    batches = as_batches(data)
-    if val_data is not None:
-        val_data = as_batches(val_data, "val_data")
-    for cb in callbacks:
-        if not callable(cb):
-            raise TypeError(f"callbacks must be callables, got {cb!r}")
-
-    n_data = getattr(getattr(batches, "dataset", None), "__len__", None)
-    if isinstance(model, BayesianModel) and n_data is not None and n_data() != model.dataset_size:
-        warnings.warn(
-            f"the likelihood's dataset_size ({model.dataset_size}) differs from the data loader's dataset "
-            f"({n_data()} examples): the log-likelihood is scaled by dataset_size",
-            stacklevel=2,
-        )
-    ref = model_ref(model)
-    device = ref.device if ref is not None else None
-
-    if isinstance(guide, AutoGuide) and guide.prototype_trace is None and hasattr(guide, "fast_params"):
-        with torch.no_grad():
-            guide(*unpack_batch(next(iter(batches)), "data", device))  # create the guide's parameters
-    fused = _can_fuse(model, guide, alpha, num_particles)
-    scale = _LatentScale(1.0)
-    recorder = _ObsRecorder()
-    train_model = scale(recorder(model))
-    train_guide = scale(guide)
-    svi = SVI(train_model, train_guide, optimizer, _make_elbo(model, alpha, num_particles))
-    use_lrt = bool(getattr(guide, "uses_local_reparameterization", False))
-    if fused:
-        params = list({id(p): p for p in [*guide.parameters(), *model.parameters()]}.values())
-        fused_step = _fused_optimizer(optimizer, params)
-
-    def train_step(x: torch.Tensor, y: torch.Tensor, check: bool) -> Tuple[float, float]:
-        """One optimizer step; returns the loss and the mean log-likelihood of the batch."""
-        if fused:
-            for p in params:
-                p.grad = None
-            with pyro.validation_enabled(False):  # the data are checked by _fused_loss in the first epoch
-                loss_t, ell = _fused_loss(model, guide, x, y, scale.beta, check=check)
-            loss_t.backward()
-            fused_step()
-            return float(loss_t.detach()), ell
-        with local_reparameterization(guide) if use_lrt else contextlib.nullcontext():
-            loss = svi.step(x, y)
-        return loss, recorder.mean_log_likelihood()
-
-    try:
-        steps_per_epoch: Optional[int] = len(batches)  # type: ignore[arg-type]
-    except TypeError:
-        steps_per_epoch = None
-    n_train = model.dataset_size if isinstance(model, BayesianModel) else None
-
-    history = History()
-    step = 0
-    bar = tqdm(range(epochs), disable=not progress, desc="fit", unit="epoch")
-    stack = contextlib.ExitStack()
-    if fused:
-        stack.enter_context(guide.fast_params())
-    with stack:
-        for epoch in bar:
-            t0 = time.perf_counter()
-            if hasattr(model, "train"):
-                model.train()
-            losses, ells, nb, seen = 0.0, 0.0, 0, 0
-            last = None
-            for batch in batches:
-                x, y = unpack_batch(batch, "data", device)
-                ramp = 1.0
-                if kl_warmup:
-                    ramp = min(1.0, step / (kl_warmup * steps_per_epoch) if steps_per_epoch else epoch / kl_warmup)
-                scale.beta = kl_weight * ramp
-                loss, ell = train_step(x, y, check=epoch == 0)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss} at epoch {epoch}, step {step}; try a smaller lr")
-                losses += loss
-                ells += ell
-                nb += 1
-                seen += x.shape[0]
-                step += 1
-                last = (x, y)
-            if nb == 0:
-                raise ValueError("data yielded no batches")
-            n = n_train or seen
-            record: Dict[str, float] = {
-                "epoch": epoch,
-                "loss": losses / nb / n,
-                "ell": ells / nb,
-                "kl": _epoch_kl(model, guide, last, fused),
-                "beta": scale.beta,
-            }
-            if val_data is not None:
-                scores = evaluate(model, guide, val_data, num_samples=val_samples)
-                record.update({f"val_{k}": v for k, v in scores.items()})
-            record["seconds"] = time.perf_counter() - t0
-            history.records.append(record)
-            bar.set_postfix(
-                {k: f"{v:.4g}" for k, v in record.items() if k in ("loss", "kl", "val_accuracy", "val_nll", "val_rmse")}
-            )
-            stop = False
-            for cb in callbacks:
-                stop = bool(cb(epoch, record, model, guide)) or stop
-            if stop:
-                history.stopped_early = True
-                break
-    bar.close()
-    return history
+    plan = _FitPlan(
+        model, guide, data, epochs, alpha, num_particles, lr, optimizer, kl_warmup, kl_weight, val_data, callbacks,
+        progress, val_samples,
+    )  # fmt: skip
+    return _Trainer(plan).run()

@@ -42,15 +42,29 @@ def test_group_sites_and_shapes(kind):
     assert model.group_sites["2"].num_groups == 5
     per_layer = 1 if kind == "log-uniform" else 4
     assert len(model.scale_sites) == 2 * per_layer
-    tr = poutine.trace(model).get_trace(torch.randn(7, 6)) if kind == "horseshoe" else None
-    if tr is not None:
-        assert tr.nodes["0.weight_scale_a"]["value"].shape == (6,)
-        assert tr.nodes["0.weight_global_a"]["value"].shape == (1,)
-        assert tr.nodes["0.weight"]["fn"].event_shape == (5, 6)
-        # p(w | z) = N(0, z^2) with z = sqrt(a b a_s b_s) per input unit (column)
-        vals = {k: tr.nodes[f"0.weight_{k}"]["value"] for k in ("scale_a", "scale_b", "global_a", "global_b")}
-        z = (vals["scale_a"] * vals["scale_b"] * vals["global_a"] * vals["global_b"]).sqrt()
-        assert_close(tr.nodes["0.weight"]["fn"].base_dist.scale, z.expand(5, 6))
+    if kind == "log-uniform":  # the improper p(z) ∝ 1/|z| cannot be sampled: condition on chosen scales
+        given = {"0.weight_scale": torch.rand(6) + 0.5, "2.weight_scale": -(torch.rand(5) + 0.5)}
+        tr = poutine.trace(poutine.condition(model, data=given)).get_trace(torch.randn(7, 6))
+    else:
+        tr = poutine.trace(model).get_trace(torch.randn(7, 6))
+    # every site of both branches: scale sites (G,) (a horseshoe's global factors (1,)), weights and biases their shape
+    for info in model.group_sites.values():
+        for sfx, name in info.scale_sites.items():
+            expected = (1,) if sfx.startswith("global") else (info.num_groups,)
+            assert tr.nodes[name]["value"].shape == expected, (name, tr.nodes[name]["value"].shape)
+            assert tr.nodes[name]["fn"].event_shape == expected, name
+        for name in (info.weight, info.bias):
+            assert tr.nodes[name]["fn"].event_shape == model.sites[name].shape, name
+            assert tr.nodes[name]["value"].shape == model.sites[name].shape, name
+        # p(w | z) = N(0, z^2) with z per input unit (column): z = scale (log-uniform), sqrt(a b a_s b_s) (horseshoe)
+        z = model.group_prior.group_scale({sfx: tr.nodes[n]["value"] for sfx, n in info.scale_sites.items()})
+        if kind == "horseshoe":
+            vals = {k: tr.nodes[f"{info.weight}_{k}"]["value"] for k in ("scale_a", "scale_b", "global_a", "global_b")}
+            assert_close(z, (vals["scale_a"] * vals["scale_b"] * vals["global_a"] * vals["global_b"]).sqrt())
+        else:
+            assert_close(z, given[info.weight + "_scale"])
+        w_shape = model.sites[info.weight].shape
+        assert_close(tr.nodes[info.weight]["fn"].base_dist.scale, z.abs().expand(w_shape))
 
 
 def test_conv_groups_are_output_channels():

@@ -7,11 +7,13 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn as nn
-from pyro.infer import RenyiELBO, TraceMeanField_ELBO
+from pyro.infer import SVI, RenyiELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
 
 import pyro_prune as pp
 from pyro_prune.data import load_digits
+from pyro_prune.guides import LocalReparamGuide
+from pyro_prune.guides.base import normal_kl
 from pyro_prune.infer import _make_elbo
 from tests.helpers import assert_close
 
@@ -262,3 +264,121 @@ def test_kl_weight_tempers_the_kl_term():
     assert seen == [0.25 * 3 / 4, 0.25, 0.25]
     with pytest.raises(ValueError, match="kl_weight"):
         pp.fit(model, guide, loader, epochs=1, kl_weight=0.0, progress=False)
+
+
+# -- the path fit takes: by type (LocalReparamGuide), never by duck typing ------------------------------------
+class ToyGaussianGuide(LocalReparamGuide):
+    """A minimal third-party mean-field Gaussian guide that opts into the fused path by subclassing the base."""
+
+    def __init__(self, model):
+        self._model_ref = (model,)
+        super().__init__(model)
+
+    def _setup_prototype(self, *args, **kwargs):
+        super()._setup_prototype(*args, **kwargs)
+        self.mu, self.log_var = nn.ParameterDict(), nn.ParameterDict()
+        for name, site in self.prototype_trace.iter_stochastic_nodes():
+            self.mu[name.replace(".", "_")] = nn.Parameter(site["value"].detach().clone())
+            self.log_var[name.replace(".", "_")] = nn.Parameter(torch.full_like(site["value"], -6.0))
+
+    def _param_keys(self):
+        return [(d, k) for d in ("mu", "log_var") for k in self.mu]
+
+    def _read_param(self, key):
+        return getattr(self, key[0])[key[1]]
+
+    def _moments(self, name):
+        return self._param(("mu", name.replace(".", "_"))), self._param(("log_var", name.replace(".", "_")))
+
+    def forward(self, *args, **kwargs):
+        if self.prototype_trace is None:
+            self._setup_prototype(*args, **kwargs)
+        out = {}
+        for name, _ in self.prototype_trace.iter_stochastic_nodes():
+            mu, log_var = self._moments(name)
+            out[name] = pyro.sample(name, dist.Normal(mu, (0.5 * log_var).exp()).to_event(mu.dim()))
+        return out
+
+    def total_kl(self):
+        model = self._model_ref[0]
+        return sum(normal_kl(*self._moments(name), model.prior(name)) for name in model.sites)
+
+    def local_reparam_moments(self, site):
+        if site not in self._model_ref[0].sites:
+            return None
+        mu, log_var = self._moments(site)
+        return mu, log_var.exp()
+
+
+class DuckTypedGuide(AutoNormal):
+    """Has every method the fused path uses, but is not a LocalReparamGuide: must go through SVI."""
+
+    uses_local_reparameterization = True
+
+    def total_kl(self):
+        raise AssertionError("fit asked a guide that is not a LocalReparamGuide for total_kl")
+
+    kl = fast_params = local_reparam_moments = total_kl
+
+
+@pytest.fixture
+def path_spy(monkeypatch):
+    """Counts of fused steps and SVI steps taken by fit."""
+    counts = {"fused": 0, "svi": 0}
+    fused, svi_step = pp.infer.fused_loss, SVI.step
+
+    def spy_fused(*args, **kwargs):
+        counts["fused"] += 1
+        return fused(*args, **kwargs)
+
+    def spy_svi(self, *args, **kwargs):
+        counts["svi"] += 1
+        return svi_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(pp.infer, "fused_loss", spy_fused)
+    monkeypatch.setattr(SVI, "step", spy_svi)
+    return counts
+
+
+def test_a_toy_local_reparam_guide_takes_the_fused_path_and_learns(path_spy):
+    model, loader, x, y = small_problem()
+    guide = ToyGaussianGuide(model)
+    h = pp.fit(model, guide, loader, epochs=30, lr=3e-2, progress=False)
+    assert path_spy == {"fused": 4 * 30, "svi": 0}
+    assert h["loss"][-1] < 0.7 * h["loss"][0]
+    assert h["kl"][-1] == pytest.approx(float(guide.total_kl().detach()))
+    with guide.fast_params() as snapshot:  # the shared helper serves the toy's own keys
+        assert set(snapshot) == set(guide._param_keys())
+        assert guide._param(("mu", "0_weight")) is guide.mu["0_weight"]
+
+
+@pytest.mark.parametrize(
+    "make_guide, alpha",
+    [
+        (DuckTypedGuide, 1.0),  # duck typing does not opt in
+        (lambda m: pp.AutoSparseVD(m, local_reparameterization=False), 1.0),  # the capability switched off
+        (pp.AutoSparseVD, 0.5),  # the Rényi bound has no fused form
+        (AutoNormal, 1.0),
+    ],
+)
+def test_other_guides_go_through_svi(path_spy, make_guide, alpha):
+    model, loader, x, y = small_problem()
+    pp.fit(model, make_guide(model), loader, epochs=2, alpha=alpha, lr=1e-2, progress=False)
+    assert path_spy == {"fused": 0, "svi": 4 * 2}
+
+
+def test_sparse_vd_takes_the_fused_path(path_spy):
+    model, loader, x, y = small_problem()
+    pp.fit(model, pp.AutoSparseVD(model), loader, epochs=2, progress=False)
+    assert path_spy == {"fused": 4 * 2, "svi": 0}
+
+
+def test_local_reparam_guide_is_abstract():
+    model, *_ = small_problem()
+
+    class Incomplete(LocalReparamGuide):
+        def local_reparam_moments(self, site):
+            return None
+
+    with pytest.raises(TypeError, match="total_kl"):
+        Incomplete(model)

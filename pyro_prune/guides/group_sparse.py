@@ -43,35 +43,51 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.kl import kl_divergence
-from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.nn import PyroModule, PyroParam
 from torch.distributions import constraints
 
-from .._checks import check_positive, check_quantiles, check_real
+from .._checks import check_bool, check_positive, check_quantiles, check_real
 from ..distributions import molchanov_kl_sum
 from ..marginals import LOG_ALPHA_EPS, GroupMarginal, Marginal, register_marginals
 from ..model import BayesianModel, init_from, layers
 from ..model.group_prior import GroupInfo, GroupPrior
+from .base import LocalReparamGuide, normal_kl
 
 __all__ = ["AutoGroupSparse"]
 
 
-class _FastRefs:
-    def __init__(self, guide: AutoGroupSparse):
-        self.guide = guide
+def _check_group_model(model: BayesianModel, prior: Union[None, str, GroupPrior]) -> None:
+    """``model`` is a :class:`~pyro_prune.BayesianModel` with group scales, of the kind ``prior`` names (if any)."""
+    if not isinstance(model, BayesianModel):
+        raise TypeError(f"model must be a BayesianModel (from pp.bayesianize), got {type(model).__name__}")
+    if model.group_prior is None:
+        raise ValueError(
+            "AutoGroupSparse needs a model with group scales: bayesianize the network with "
+            "prior=pp.GroupPrior('log-uniform') or pp.GroupPrior('horseshoe', tau0=...)"
+        )
+    kind = prior.kind if isinstance(prior, GroupPrior) else prior
+    if kind is not None and kind != model.group_prior.kind:
+        raise ValueError(
+            f"prior={kind!r} does not match the model's {model.group_prior!r}; bayesianize with "
+            f"pp.GroupPrior({kind!r}) or leave prior=None"
+        )
 
-    def __enter__(self):
-        g = self.guide
-        g.__dict__["_fast"] = None
-        g.__dict__["_fast"] = {key: g._get(key) for key in g._keys}
-        return g.__dict__["_fast"]
 
-    def __exit__(self, *exc):
-        self.guide.__dict__["_fast"] = None
+def _scales_at_one(model: BayesianModel, init_loc_fn: Callable) -> Callable:
+    """An init function: ones at the model's scale sites (each layer's weights then set the scales), else
+    ``init_loc_fn``."""
+    scale_sites = frozenset(model.scale_sites)
+
+    def init(site):
+        if site["name"] in scale_sites:
+            return torch.ones(site["fn"].shape(), dtype=model.dtype, device=model.device)
+        return init_loc_fn(site)
+
+    return init
 
 
-class AutoGroupSparse(AutoGuide):
+class AutoGroupSparse(LocalReparamGuide):
     r"""Group-sparse posterior of "Bayesian Compression" [1] for a model with a :class:`~pyro_prune.GroupPrior`.
 
     :param model: a :class:`~pyro_prune.BayesianModel` from ``pp.bayesianize(net, prior=pp.GroupPrior(...), ...)``.
@@ -99,51 +115,30 @@ class AutoGroupSparse(AutoGuide):
         local_reparameterization: bool = True,
         log_alpha_clip: float = 10.0,
     ):
-        if not isinstance(model, BayesianModel):
-            raise TypeError(f"model must be a BayesianModel (from pp.bayesianize), got {type(model).__name__}")
-        if model.group_prior is None:
-            raise ValueError(
-                "AutoGroupSparse needs a model with group scales: bayesianize the network with "
-                "prior=pp.GroupPrior('log-uniform') or pp.GroupPrior('horseshoe', tau0=...)"
-            )
-        kind = prior.kind if isinstance(prior, GroupPrior) else prior
-        if kind is not None and kind != model.group_prior.kind:
-            raise ValueError(
-                f"prior={kind!r} does not match the model's {model.group_prior!r}; bayesianize with "
-                f"pp.GroupPrior({kind!r}) or leave prior=None"
-            )
+        _check_group_model(model, prior)
         self.init_log_sigma2 = check_real("init_log_sigma2", init_log_sigma2)
         self.init_scale_log_alpha = check_real("init_scale_log_alpha", init_scale_log_alpha)
         self.log_alpha_clip = check_positive("log_alpha_clip", log_alpha_clip)
-        if not isinstance(local_reparameterization, bool):
-            raise TypeError("local_reparameterization must be a bool")
-        self.local_reparameterization = local_reparameterization
+        self.local_reparameterization = check_bool("local_reparameterization", local_reparameterization)
         self.group_prior = model.group_prior
         self.groups: Dict[str, GroupInfo] = dict(model.group_sites)
         self._weight_sites = {info.weight: info for info in self.groups.values()}
         self._bias_sites = tuple(info.bias for info in self.groups.values() if info.bias is not None)
-        if init_loc_fn is None:
-            init_loc_fn = init_from(model.initial_weights())
-        scale_sites = set(model.scale_sites)
-
-        def init(site):
-            if site["name"] in scale_sites:
-                return torch.ones(site["fn"].shape(), dtype=model.dtype, device=model.device)
-            return init_loc_fn(site)
-
-        self.init_loc_fn = init
-        self._model_ref = (model,)
-        super().__init__(InitMessenger(init)(model))
+        self.init_loc_fn = _scales_at_one(
+            model, init_from(model.initial_weights()) if init_loc_fn is None else init_loc_fn
+        )
+        self._model_ref = (model,)  # a tuple: not registered as a submodule
+        super().__init__(InitMessenger(self.init_loc_fn)(model))
 
     # -- parameters ----------------------------------------------------------------------------------
     def _add(self, key: str, value: torch.Tensor) -> None:
         self._keys.append(key)
         setattr(self.params, key, PyroParam(value.detach().clone(), constraints.real))
 
-    def _get(self, key: str) -> torch.Tensor:
-        fast = self.__dict__.get("_fast")
-        if fast is not None:
-            return fast[key]
+    def _param_keys(self):
+        return self._keys
+
+    def _read_param(self, key: str) -> torch.Tensor:
         return getattr(self.params, key)
 
     @staticmethod
@@ -182,40 +177,26 @@ class AutoGroupSparse(AutoGuide):
                 self._add(self._key(info.bias, "loc"), b0)
                 self._add(self._key(info.bias, "log_sigma2"), torch.full_like(b0, self.init_log_sigma2))
 
-    def _need_setup(self) -> None:
-        if self.prototype_trace is None:
-            raise ValueError("guide is not initialized: fit it first (pp.fit) or call guide(x, y) once")
-
-    @property
-    def uses_local_reparameterization(self) -> bool:
-        """Whether :func:`~pyro_prune.fit` should run the layers with local reparameterization."""
-        return self.local_reparameterization
-
-    def fast_params(self) -> _FastRefs:
-        """Context manager for tight training loops: parameters read as plain tensors (no ``PyroModule`` lookups)."""
-        self._need_setup()
-        return _FastRefs(self)
-
     # -- distributions -------------------------------------------------------------------------------
     def _factor(self, info: GroupInfo, sfx: str) -> dist.LogNormal:
-        loc = self._get(self._key(info.weight, f"{sfx}_loc"))
-        return dist.LogNormal(loc, self._get(self._key(info.weight, f"{sfx}_log_scale")).exp())
+        loc = self._param(self._key(info.weight, f"{sfx}_loc"))
+        return dist.LogNormal(loc, self._param(self._key(info.weight, f"{sfx}_log_scale")).exp())
 
     def _log_scale_moments(self, info: GroupInfo) -> Tuple[torch.Tensor, torch.Tensor]:
         """Horseshoe: mean and variance of :math:`\\log z_g = \\tfrac12(\\log a + \\log b + \\log a^s + \\log b^s)`."""
         m = 0.0
         v = 0.0
         for sfx in ("scale_a", "scale_b", "global_a", "global_b"):
-            m = m + self._get(self._key(info.weight, f"{sfx}_loc"))
-            v = v + self._get(self._key(info.weight, f"{sfx}_log_scale")).mul(2).exp()
+            m = m + self._param(self._key(info.weight, f"{sfx}_loc"))
+            v = v + self._param(self._key(info.weight, f"{sfx}_log_scale")).mul(2).exp()
         return 0.5 * m, 0.25 * v
 
     def scale_moments(self, layer: str) -> Tuple[torch.Tensor, torch.Tensor]:
         r""":math:`(\mathbb E z_g, \mathbb E z_g^2)` of one layer's group scales, ``(G,)`` each."""
         info = self.groups[layer]
         if self.group_prior.kind == "log-uniform":
-            mu = self._get(self._key(info.weight, "z_loc"))
-            var = self._get(self._key(info.weight, "z_log_sigma2")).exp()
+            mu = self._param(self._key(info.weight, "z_loc"))
+            var = self._param(self._key(info.weight, "z_log_sigma2")).exp()
             return mu, mu * mu + var
         m, v = self._log_scale_moments(info)
         return (m + 0.5 * v).exp(), (2 * m + 2 * v).exp()
@@ -228,36 +209,36 @@ class AutoGroupSparse(AutoGuide):
         for info in self.groups.values():
             if self.group_prior.kind == "log-uniform":
                 name = info.scale_sites["scale"]
-                loc = self._get(self._key(info.weight, "z_loc"))
-                sd = (0.5 * self._get(self._key(info.weight, "z_log_sigma2"))).exp()
+                loc = self._param(self._key(info.weight, "z_loc"))
+                sd = (0.5 * self._param(self._key(info.weight, "z_log_sigma2"))).exp()
                 out[name] = pyro.sample(name, dist.Normal(loc, sd).to_event(1))
             else:
                 for sfx, name in info.scale_sites.items():
                     out[name] = pyro.sample(name, self._factor(info, sfx).to_event(1))
             z = self.group_prior.group_scale({sfx: out[n] for sfx, n in info.scale_sites.items()})
-            loc = self._get(self._key(info.weight, "loc"))
-            sd = (0.5 * self._get(self._key(info.weight, "log_sigma2"))).exp()
+            loc = self._param(self._key(info.weight, "loc"))
+            sd = (0.5 * self._param(self._key(info.weight, "log_sigma2"))).exp()
             ze = info.expand(z, loc.dim())
             out[info.weight] = pyro.sample(info.weight, dist.Normal(ze * loc, ze.abs() * sd).to_event(loc.dim()))
             if info.bias is not None:
-                bl = self._get(self._key(info.bias, "loc"))
-                bs = (0.5 * self._get(self._key(info.bias, "log_sigma2"))).exp()
+                bl = self._param(self._key(info.bias, "loc"))
+                bs = (0.5 * self._param(self._key(info.bias, "log_sigma2"))).exp()
                 out[info.bias] = pyro.sample(info.bias, dist.Normal(bl, bs).to_event(1))
         return out
 
     # -- the fused objective: KL and local reparameterization -----------------------------------------
     def total_kl(self) -> torch.Tensor:
         r""":math:`\mathrm{KL}(q\,\|\,p)` of every site, from the parameters (analytic; Molchanov for log-uniform)."""
-        self._need_setup()
+        self._require_setup()
         model = self._model_ref[0]
         total = 0.0
         for info in self.groups.values():
-            loc = self._get(self._key(info.weight, "loc"))
-            ls2 = self._get(self._key(info.weight, "log_sigma2"))
+            loc = self._param(self._key(info.weight, "loc"))
+            ls2 = self._param(self._key(info.weight, "log_sigma2"))
             total = total + 0.5 * (ls2.exp() + loc * loc - 1 - ls2).sum()
             if self.group_prior.kind == "log-uniform":
                 total = total + molchanov_kl_sum(
-                    self._get(self._key(info.weight, "z_loc")), self._get(self._key(info.weight, "z_log_sigma2"))
+                    self._param(self._key(info.weight, "z_loc")), self._param(self._key(info.weight, "z_log_sigma2"))
                 )
             else:
                 layer = model.net.get_submodule(info.module) if info.module else model.net
@@ -269,15 +250,7 @@ class AutoGroupSparse(AutoGuide):
         return total
 
     def _bias_kl(self, name: str, prior: dist.Distribution) -> torch.Tensor:
-        loc = self._get(self._key(name, "loc"))
-        ls2 = self._get(self._key(name, "log_sigma2"))
-        base = prior
-        while isinstance(base, torch.distributions.Independent):
-            base = base.base_dist
-        if type(base) in (dist.Normal, torch.distributions.Normal):
-            var0 = base.scale.pow(2)
-            return (base.scale.log() - 0.5 * ls2 + (ls2.exp() + (loc - base.loc).pow(2)) / (2 * var0) - 0.5).sum()
-        return kl_divergence(dist.Normal(loc, (0.5 * ls2).exp()).to_event(1), prior).sum()
+        return normal_kl(self._param(self._key(name, "loc")), self._param(self._key(name, "log_sigma2")), prior)
 
     def local_reparam_moments(self, name: str) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         r""":math:`(\tilde\mu, \tilde\sigma^2)` of a weight site (or a bias's mean and variance) for the fused
@@ -286,19 +259,19 @@ class AutoGroupSparse(AutoGuide):
             return None
         if name not in self._weight_sites and name not in self._bias_sites:
             return None
-        return self._get(self._key(name, "loc")), self._get(self._key(name, "log_sigma2")).exp()
+        return self._param(self._key(name, "loc")), self._param(self._key(name, "log_sigma2")).exp()
 
     def local_reparam_group_scale(self, layer: str, batch: int) -> torch.Tensor:
         """Group scales :math:`z` drawn independently per example, ``(batch, G)``."""
         info = self.groups[layer]
         if self.group_prior.kind == "log-uniform":
-            loc = self._get(self._key(info.weight, "z_loc"))
-            sd = (0.5 * self._get(self._key(info.weight, "z_log_sigma2"))).exp()
+            loc = self._param(self._key(info.weight, "z_loc"))
+            sd = (0.5 * self._param(self._key(info.weight, "z_log_sigma2"))).exp()
             return loc + sd * torch.randn((batch, info.num_groups), dtype=loc.dtype, device=loc.device)
         log_z = 0.0
         for sfx in ("scale_a", "scale_b", "global_a", "global_b"):
-            loc = self._get(self._key(info.weight, f"{sfx}_loc"))
-            sd = self._get(self._key(info.weight, f"{sfx}_log_scale")).exp()
+            loc = self._param(self._key(info.weight, f"{sfx}_loc"))
+            sd = self._param(self._key(info.weight, f"{sfx}_log_scale")).exp()
             eps = torch.randn((batch, loc.numel()), dtype=loc.dtype, device=loc.device)
             log_z = log_z + loc + sd * eps
         return (0.5 * log_z).exp()
@@ -311,20 +284,20 @@ class AutoGroupSparse(AutoGuide):
 
     @torch.no_grad()
     def _weight_marginals(self) -> Dict[str, Marginal]:
-        self._need_setup()
+        self._require_setup()
         out = {}
         clip = self.log_alpha_clip
         for layer, info in self.groups.items():
-            loc = self._get(self._key(info.weight, "loc")).detach()
-            var = self._get(self._key(info.weight, "log_sigma2")).detach().exp()
+            loc = self._param(self._key(info.weight, "loc")).detach()
+            var = self._param(self._key(info.weight, "log_sigma2")).detach().exp()
             ez, ez2 = (t.detach() for t in self.scale_moments(layer))
             e_ = info.expand(ez, loc.dim())
             e2 = info.expand(ez2, loc.dim())
             mean = e_ * loc
             wvar = (e2 * (loc * loc + var) - mean * mean).clamp_min(0)
             if self.group_prior.kind == "log-uniform":
-                mu = self._get(self._key(info.weight, "z_loc")).detach()
-                la = self._get(self._key(info.weight, "z_log_sigma2")).detach() - (mu * mu + LOG_ALPHA_EPS).log()
+                mu = self._param(self._key(info.weight, "z_loc")).detach()
+                la = self._param(self._key(info.weight, "z_log_sigma2")).detach() - (mu * mu + LOG_ALPHA_EPS).log()
                 log_scale = mu.abs().clamp_min(1e-30).log()
             else:
                 dims = [d for d in range(loc.dim()) if d != info.axis]
@@ -347,22 +320,22 @@ class AutoGroupSparse(AutoGuide):
         ``group`` = :class:`GroupMarginal`."""
         out = self._weight_marginals()
         for name in self._bias_sites:
-            loc = self._get(self._key(name, "loc")).detach().clone()
-            out[name] = Marginal(loc, (0.5 * self._get(self._key(name, "log_sigma2")).detach()).exp())
+            loc = self._param(self._key(name, "loc")).detach().clone()
+            out[name] = Marginal(loc, (0.5 * self._param(self._key(name, "log_sigma2")).detach()).exp())
         return out
 
     @torch.no_grad()
     def median(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
         """Posterior medians of the scale sites and posterior **means** :math:`\\mathbb E z\\,\\tilde\\mu` of the
         weights (the network the pruned module exports); biases' means."""
-        self._need_setup()
+        self._require_setup()
         out = {name: m.loc for name, m in self.marginals().items()}
         for info in self.groups.values():
             if self.group_prior.kind == "log-uniform":
-                out[info.scale_sites["scale"]] = self._get(self._key(info.weight, "z_loc")).detach().clone()
+                out[info.scale_sites["scale"]] = self._param(self._key(info.weight, "z_loc")).detach().clone()
             else:
                 for sfx, name in info.scale_sites.items():
-                    out[name] = self._get(self._key(info.weight, f"{sfx}_loc")).detach().exp()
+                    out[name] = self._param(self._key(info.weight, f"{sfx}_loc")).detach().exp()
         return out
 
     @torch.no_grad()
@@ -375,8 +348,8 @@ class AutoGroupSparse(AutoGuide):
             out[name] = dist.Normal(m.loc, m.scale.clamp_min(1e-30)).icdf(qq)
         for info in self.groups.values():
             if self.group_prior.kind == "log-uniform":
-                loc = self._get(self._key(info.weight, "z_loc")).detach()
-                sd = (0.5 * self._get(self._key(info.weight, "z_log_sigma2")).detach()).exp()
+                loc = self._param(self._key(info.weight, "z_loc")).detach()
+                sd = (0.5 * self._param(self._key(info.weight, "z_log_sigma2")).detach()).exp()
                 out[info.scale_sites["scale"]] = dist.Normal(loc, sd).icdf(q.to(loc).unsqueeze(-1))
             else:
                 for sfx, name in info.scale_sites.items():

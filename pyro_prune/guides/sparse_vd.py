@@ -32,7 +32,6 @@ References
 
 from __future__ import annotations
 
-import math
 from operator import attrgetter
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -40,40 +39,19 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
-from pyro.distributions.kl import kl_divergence
-from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_median
 from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroModule, PyroParam
 
-from .._checks import check_quantiles
-from ..distributions import ImproperLogUniform, molchanov_kl_sum
+from .._checks import check_bool, check_positive, check_quantiles, check_real
 from ..marginals import LOG_ALPHA_EPS, Marginal, is_real_support, register_marginals
 from ..model import BayesianModel, init_from
+from .base import LocalReparamGuide, normal_kl
 
 __all__ = ["AutoSparseVD"]
 
 
-class _FastParams:
-    def __init__(self, guide: AutoSparseVD):
-        self.guide = guide
-
-    def __enter__(self):
-        g = self.guide
-        refs = {}
-        for name in g._site_names():
-            refs[name] = tuple(
-                getattr(attrgetter(name.rsplit(".", 1)[0])(root) if "." in name else root, name.rsplit(".", 1)[-1])
-                for root in (g.locs, g.log_sigma2)
-            )
-        g.__dict__["_fast_refs"] = refs
-        return refs
-
-    def __exit__(self, *exc):
-        self.guide.__dict__["_fast_refs"] = None
-
-
-class AutoSparseVD(AutoGuide):
+class AutoSparseVD(LocalReparamGuide):
     r"""Sparse variational dropout posterior :math:`q(w) = \mathcal N(\theta, \sigma^2)` for every weight site.
 
     :param model: a :class:`~pyro_prune.BayesianModel` (or any Pyro model whose latent sites are real-valued
@@ -95,22 +73,13 @@ class AutoSparseVD(AutoGuide):
         log_alpha_clip: float = 10.0,
         create_plates=None,
     ):
-        if (
-            isinstance(init_log_sigma2, bool)
-            or not isinstance(init_log_sigma2, (int, float))
-            or not math.isfinite(init_log_sigma2)
-        ):
-            raise ValueError(f"init_log_sigma2 must be a finite number, got {init_log_sigma2!r}")
-        if not isinstance(log_alpha_clip, (int, float)) or not (log_alpha_clip > 0 and math.isfinite(log_alpha_clip)):
-            raise ValueError(f"log_alpha_clip must be a positive finite number, got {log_alpha_clip!r}")
-        if not isinstance(local_reparameterization, bool):
-            raise TypeError("local_reparameterization must be a bool")
+        self.init_log_sigma2 = check_real("init_log_sigma2", init_log_sigma2)
+        self.log_alpha_clip = check_positive("log_alpha_clip", log_alpha_clip)
+        self.local_reparameterization = check_bool("local_reparameterization", local_reparameterization)
         if init_loc_fn is None:
             init_loc_fn = init_from(model.initial_weights()) if isinstance(model, BayesianModel) else init_to_median
         self.init_loc_fn = init_loc_fn
-        self.init_log_sigma2 = float(init_log_sigma2)
-        self.local_reparameterization = local_reparameterization
-        self.log_alpha_clip = float(log_alpha_clip)
+        self._model_ref = (model,) if isinstance(model, BayesianModel) else None  # a tuple: not a submodule
         super().__init__(InitMessenger(init_loc_fn)(model), create_plates=create_plates)
 
     # -- setup -----------------------------------------------------------------------------------------
@@ -133,28 +102,19 @@ class AutoSparseVD(AutoGuide):
                 PyroParam(torch.full_like(value, self.init_log_sigma2), constraints.real, site["fn"].event_dim),
             )
 
-    @property
-    def uses_local_reparameterization(self) -> bool:
-        """Whether :func:`~pyro_prune.fit` should run the model's layers with local reparameterization."""
-        return self.local_reparameterization
+    def _param_keys(self):
+        return [(root, name) for name in self._site_names() for root in ("locs", "log_sigma2")]
+
+    def _read_param(self, key: Tuple[str, str]) -> torch.Tensor:
+        root, name = key
+        return attrgetter(name)(getattr(self, root))
 
     def _params(self, name: str) -> Tuple[torch.Tensor, torch.Tensor]:
-        refs = self.__dict__.get("_fast_refs")
-        if refs is not None:
-            return refs[name]
-        return attrgetter(name)(self.locs), attrgetter(name)(self.log_sigma2)
-
-    def fast_params(self) -> _FastParams:
-        """Context manager for tight training loops: reads :math:`(\theta, \\log\\sigma^2)` as plain tensors.
-
-        Both parameters are unconstrained, so the tensors are the guide's ``nn.Parameter`` objects themselves
-        (the same objects Pyro's param store holds); inside, attribute lookups through ``PyroModule`` are skipped.
-        """
-        return _FastParams(self)
+        r""":math:`(\theta, \log\sigma^2)` of one site (plain tensors under :meth:`fast_params`)."""
+        return self._param(("locs", name)), self._param(("log_sigma2", name))
 
     def _site_names(self):
-        if self.prototype_trace is None:
-            raise ValueError("guide is not initialized: fit it first (pp.fit) or call guide(x, y) once")
+        self._require_setup()
         return [name for name, _ in self.prototype_trace.iter_stochastic_nodes()]
 
     # -- sampling ----------------------------------------------------------------------------------------
@@ -176,17 +136,16 @@ class AutoSparseVD(AutoGuide):
         (both equal to the registered KLs, tested), otherwise the registered KL of ``(Normal, prior)``.
         """
         loc, log_sigma2 = self._params(name)
-        base = prior
-        while isinstance(base, (dist.Independent, torch.distributions.Independent)):
-            base = base.base_dist
-        if type(base) in (dist.Normal, torch.distributions.Normal):
-            # KL(N(m, s^2) || N(m0, s0^2)) = log(s0/s) + (s^2 + (m - m0)^2) / (2 s0^2) - 1/2
-            var0 = base.scale.pow(2)
-            kl = base.scale.log() - 0.5 * log_sigma2 + (log_sigma2.exp() + (loc - base.loc).pow(2)) / (2 * var0) - 0.5
-            return kl.sum()
-        if type(base) is ImproperLogUniform:
-            return molchanov_kl_sum(loc, log_sigma2)
-        return kl_divergence(self.site_distribution(name), prior).sum()
+        return normal_kl(loc, log_sigma2, prior, self._event_dims[name])
+
+    def total_kl(self) -> torch.Tensor:
+        r""":math:`\mathrm{KL}(q\,\|\,p) = \sum_{\text{sites}}` :meth:`kl` against the priors of the
+        :class:`~pyro_prune.BayesianModel` the guide was built for (the fused objective of :func:`pyro_prune.fit`)."""
+        self._require_setup()
+        if self._model_ref is None:
+            raise TypeError("total_kl needs the priors of a BayesianModel; this guide was built for another model")
+        model = self._model_ref[0]
+        return sum(self.kl(name, model.prior(name)) for name in model.sites)
 
     def local_reparam_moments(self, name: str) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
         r""":math:`(\theta, \sigma^2)` of a weight site for the local reparameterization trick, or ``None``."""

@@ -1,0 +1,86 @@
+r"""The fused mean-field objective of :func:`pyro_prune.fit` for a :class:`~pyro_prune.guides.LocalReparamGuide`.
+
+For such a guide on a :class:`~pyro_prune.BayesianModel`, with :math:`\alpha = 1` and one particle, ``fit`` skips
+Pyro's traces and minimizes
+
+.. math::
+
+    \mathcal L = -\frac{N}{B}\sum_{b=1}^{B} \log p\big(y_b \mid f(x_b;\, \mu, \sigma^2, \varepsilon_b)\big)
+    + \beta\,\mathrm{KL}(q\,\|\,p),
+
+the network run under :func:`~pyro_prune.layers.local_reparameterization` with ``sample_weights=False`` (each layer
+draws its pre-activations per example from the guide's moments) and the KL from ``guide.total_kl()``: the estimator
+``TraceMeanField_ELBO`` computes on the same model and guide, without its bookkeeping (see
+:mod:`pyro_prune.guides.base` for the derivation).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, List, Tuple
+
+import pyro.optim
+import torch
+
+from .guides.base import LocalReparamGuide
+from .model import BayesianModel
+from .model.layers import local_reparameterization
+
+__all__ = ["can_fuse", "fused_loss", "fused_optimizer_step"]
+
+
+def can_fuse(model: Any, guide: Any, alpha: float, num_particles: int) -> bool:
+    """Whether the fused objective applies: the mean-field ELBO (``alpha == 1``, one particle) of a
+    :class:`~pyro_prune.BayesianModel` whose sites are all Bayesian layers' weights, a
+    :class:`~pyro_prune.guides.LocalReparamGuide` using local reparameterization, and an analytic KL for every site.
+    """
+    if alpha != 1.0 or num_particles != 1 or not isinstance(model, BayesianModel):
+        return False
+    if not isinstance(guide, LocalReparamGuide) or not guide.uses_local_reparameterization:
+        return False
+    if any(info.kind == "other" for info in model.sites.values()):
+        return False
+    try:
+        with torch.no_grad():
+            guide.total_kl()
+    except NotImplementedError:  # no closed-form KL for some site: Monte Carlo through Pyro instead
+        return False
+    return True
+
+
+def fused_loss(
+    model: BayesianModel, guide: LocalReparamGuide, x: torch.Tensor, y: torch.Tensor, beta: float, check: bool = True
+) -> Tuple[torch.Tensor, float]:
+    r"""The fused loss :math:`\mathcal L` of one batch and its mean log-likelihood :math:`\frac1B\sum_b\log p(y_b\mid
+    \cdot)`; returns ``(loss, mean log-likelihood)``.
+
+    With ``check=False`` the data checks (finite ``x``, valid labels, one row of ``y`` per row of ``x``) are skipped:
+    ``fit`` checks every batch in the first epoch only.
+    """
+    if check:
+        model._check_x(x)
+        if y.shape[0] != x.shape[0]:
+            raise ValueError(f"y must have one row per row of x: x has shape {tuple(x.shape)}, y {tuple(y.shape)}")
+    with local_reparameterization(guide, sample_weights=False):
+        out = model.run_net(x)
+    ll = model.likelihood.log_likelihood(out, y, check=check)
+    loss = -ll.sum() * (model.dataset_size / x.shape[0])
+    if beta != 0.0:
+        loss = loss + beta * guide.total_kl()
+    return loss, float(ll.detach().mean())
+
+
+def fused_optimizer_step(optimizer: pyro.optim.PyroOptim, params: List[torch.Tensor]) -> Callable[[], None]:
+    """A function taking one step of ``optimizer`` on ``params`` (gradients already in ``p.grad``).
+
+    A ``pyro.optim`` wrapper of a torch optimizer becomes one torch optimizer over all ``params`` (with
+    ``foreach=True`` where the optimizer takes it: one multi-tensor update instead of one per parameter); any other
+    ``PyroOptim`` is called on the parameters.
+    """
+    args = getattr(optimizer, "pt_optim_args", None)
+    if isinstance(args, dict):
+        ctor = optimizer.pt_optim_constructor
+        if "foreach" in inspect.signature(ctor).parameters and "foreach" not in args:
+            args = {**args, "foreach": True}
+        return ctor(params, **args).step
+    return lambda: optimizer(params)

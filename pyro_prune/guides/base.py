@@ -1,0 +1,171 @@
+r"""The capability of a guide to be trained by the fused objective of :func:`pyro_prune.fit`.
+
+A :class:`LocalReparamGuide` is a mean-field Gaussian guide over the weights of a :class:`~pyro_prune.BayesianModel`
+that can do two things a generic ``AutoGuide`` cannot:
+
+* give the Gaussian moments :math:`(\mu, \sigma^2)` of each weight site (:meth:`~LocalReparamGuide.
+  local_reparam_moments`) -- and, for group-scaled layers, draw the scales :math:`z` per example
+  (:meth:`~LocalReparamGuide.local_reparam_group_scale`) -- so that the layers can sample *pre-activations* with
+  the local reparameterization trick [1] instead of weights;
+* compute :math:`\mathrm{KL}(q\,\|\,p)` of all its sites analytically from its parameters
+  (:meth:`~LocalReparamGuide.total_kl`).
+
+With both, ``fit`` (``alpha=1``, one particle) skips Pyro's traces and minimizes directly
+
+.. math::
+
+    \mathcal L(\phi) = -\frac{N}{B}\sum_{b=1}^{B} \log p\big(y_b \mid f(x_b;\, \mu_\phi, \sigma^2_\phi,
+    \varepsilon_b)\big) + \beta\,\mathrm{KL}(q_\phi\,\|\,p), \qquad \varepsilon_b \sim \mathcal N(0, I),
+
+where :math:`f` runs the network with every Bayesian layer drawing its output per example, for a Linear layer
+:math:`h_b = \mu x_b + \sqrt{\sigma^2 x_b^2}\odot\varepsilon_b` (plus the bias's mean and variance). Each
+:math:`h_b` has the distribution it has under a weight sample :math:`w \sim q`, so :math:`\mathcal L` is an unbiased
+estimate of the negative mean-field ELBO that ``TraceMeanField_ELBO`` estimates on the same model and guide, with a
+smaller variance [1]; :math:`N` is the dataset size, :math:`B` the batch size, :math:`\beta` the KL weight.
+
+The guide's parameters are read once per step, so a guide offers :meth:`~LocalReparamGuide.fast_params`: a context
+manager under which :meth:`~LocalReparamGuide._param` returns plain tensors from a snapshot instead of looking them
+up through ``PyroModule`` attributes (which ask Pyro's param store). A subclass names its parameters by keys
+(:meth:`~LocalReparamGuide._param_keys`) and reads one the slow way (:meth:`~LocalReparamGuide._read_param`).
+
+A third-party guide opts into the fused path by subclassing :class:`LocalReparamGuide` and implementing
+``total_kl`` and ``local_reparam_moments`` (and, to be fast, ``_param_keys`` / ``_read_param``).
+
+References
+
+[1] Kingma, Salimans, Welling. "Variational Dropout and the Local Reparameterization Trick", NeurIPS 2015.
+[2] Molchanov, Ashukha, Vetrov. "Variational Dropout Sparsifies Deep Neural Networks", ICML 2017.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Dict, Hashable, Iterable, Optional, Tuple
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions.kl import kl_divergence
+from pyro.infer.autoguide import AutoGuide
+
+from ..distributions import ImproperLogUniform, molchanov_kl_sum
+
+__all__ = ["LocalReparamGuide", "FastParams", "normal_kl"]
+
+_FAST_KEY = "_pp_fast_params"  # the snapshot lives in the instance __dict__, beside nn.Module's bookkeeping
+
+
+class _GuideMeta(type(AutoGuide), abc.ABCMeta):
+    """``AutoGuide``'s metaclass with :class:`abc.ABCMeta`, so that abstract methods are enforced."""
+
+
+class FastParams:
+    """Context manager: while active, ``guide._param(key)`` returns the tensor read at entry.
+
+    The snapshot holds the very tensors the guide's ``_read_param`` returns (for unconstrained parameters the
+    ``nn.Parameter`` objects of Pyro's param store), so gradients and optimizer updates reach the same storage.
+    Nested use restores the outer snapshot on exit.
+    """
+
+    def __init__(self, guide: LocalReparamGuide):
+        self.guide = guide
+        self._outer: Optional[Dict[Hashable, torch.Tensor]] = None
+
+    def __enter__(self) -> Dict[Hashable, torch.Tensor]:
+        g = self.guide
+        self._outer = g.__dict__.get(_FAST_KEY)
+        g.__dict__[_FAST_KEY] = None  # read through the slow path while the snapshot is taken
+        snapshot = {key: g._read_param(key) for key in g._param_keys()}
+        g.__dict__[_FAST_KEY] = snapshot
+        return snapshot
+
+    def __exit__(self, *exc) -> None:
+        self.guide.__dict__[_FAST_KEY] = self._outer
+
+
+class LocalReparamGuide(AutoGuide, metaclass=_GuideMeta):
+    r"""Base of guides offering local reparameterization and an analytic KL (see the module docstring).
+
+    Subclasses implement :meth:`total_kl` and :meth:`local_reparam_moments`; group-scaled guides also
+    :meth:`local_reparam_group_scale`. ``fit`` takes the fused path for (and only for) instances of this class
+    whose :attr:`uses_local_reparameterization` is true.
+    """
+
+    #: default of :attr:`uses_local_reparameterization`; subclasses set it per instance from their argument
+    local_reparameterization: bool = True
+
+    # -- the capability ---------------------------------------------------------------------------------
+    @property
+    def uses_local_reparameterization(self) -> bool:
+        """Whether :func:`~pyro_prune.fit` runs the model's layers with local reparameterization."""
+        return self.local_reparameterization
+
+    @abc.abstractmethod
+    def total_kl(self) -> torch.Tensor:
+        r""":math:`\mathrm{KL}(q\,\|\,p)` summed over every latent site, differentiable in the guide's parameters.
+
+        Raises ``NotImplementedError`` when some site's KL has no closed form (``fit`` then uses Pyro's SVI).
+        """
+
+    @abc.abstractmethod
+    def local_reparam_moments(self, site: str) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        r"""Mean and variance :math:`(\mu, \sigma^2)` of weight or bias site ``site``, each of the site's shape;
+        ``None`` when the layer should use its sampled value instead."""
+
+    def local_reparam_group_scale(self, module: str, batch: int) -> Optional[torch.Tensor]:
+        """Group scales :math:`z` of layer ``module`` drawn per example, ``(batch, G)``; ``None`` (the default):
+        the guide has no group scales."""
+        return None
+
+    # -- fast parameter access ----------------------------------------------------------------------------
+    def fast_params(self) -> FastParams:
+        """Context manager for tight training loops: :meth:`_param` reads a snapshot of plain tensors."""
+        self._require_setup()
+        return FastParams(self)
+
+    def _param_keys(self) -> Iterable[Hashable]:
+        """Keys of every parameter :meth:`_param` serves (snapshotted by :meth:`fast_params`); none by default."""
+        return ()
+
+    def _read_param(self, key: Hashable) -> torch.Tensor:
+        """The parameter tensor named ``key``, looked up the slow way (through ``PyroModule`` attributes)."""
+        raise NotImplementedError(f"{type(self).__name__} names no parameters (_read_param)")
+
+    def _param(self, key: Hashable) -> torch.Tensor:
+        """The parameter tensor named ``key``: from the :meth:`fast_params` snapshot when one is active."""
+        fast = self.__dict__.get(_FAST_KEY)
+        if fast is not None:
+            return fast[key]
+        return self._read_param(key)
+
+    def _require_setup(self) -> None:
+        if self.prototype_trace is None:
+            raise ValueError("guide is not initialized: fit it first (pp.fit) or call guide(x, y) once")
+
+
+def _base_distribution(prior: dist.Distribution) -> dist.Distribution:
+    while isinstance(prior, torch.distributions.Independent):
+        prior = prior.base_dist
+    return prior
+
+
+def normal_kl(
+    loc: torch.Tensor, log_sigma2: torch.Tensor, prior: dist.Distribution, event_dim: Optional[int] = None
+) -> torch.Tensor:
+    r""":math:`\sum_i \mathrm{KL}(\mathcal N(\mu_i, \sigma_i^2)\,\|\,p)` over all elements of ``loc`` (any shape).
+
+    For a Gaussian prior :math:`\mathcal N(m, s^2)` the closed form
+    :math:`\log\frac{s}{\sigma} + \frac{\sigma^2 + (\mu - m)^2}{2 s^2} - \frac12`; for the improper log-uniform
+    prior the approximation of [2] (:func:`~pyro_prune.distributions.molchanov_kl_sum`); otherwise the registered
+    KL of ``Normal(loc, σ).to_event(event_dim)`` against ``prior`` (``NotImplementedError`` if none is;
+    ``event_dim`` defaults to ``loc.dim()`` and must match the prior's, as torch's KL of ``Independent`` pairs needs).
+    All three equal the registered KLs (tested); the first two skip building distributions.
+    """
+    base = _base_distribution(prior)
+    if type(base) in (dist.Normal, torch.distributions.Normal):
+        var0 = base.scale.pow(2)
+        kl = base.scale.log() - 0.5 * log_sigma2 + (log_sigma2.exp() + (loc - base.loc).pow(2)) / (2 * var0) - 0.5
+        return kl.sum()
+    if type(base) is ImproperLogUniform:
+        return molchanov_kl_sum(loc, log_sigma2)
+    q = dist.Normal(loc, (0.5 * log_sigma2).exp()).to_event(loc.dim() if event_dim is None else event_dim)
+    return kl_divergence(q, prior).sum()
