@@ -60,6 +60,19 @@ def _mlp(act: type = nn.ReLU) -> nn.Sequential:
     return nn.Sequential(nn.Linear(64, 300), act(), nn.Linear(300, 100), act(), nn.Linear(100, 10)).eval()
 
 
+def _widths(net: nn.Module):
+    """``(in, out)`` features / channels of every weight layer, in registration order."""
+    return [
+        (m.in_features, m.out_features) if isinstance(m, nn.Linear) else (m.in_channels, m.out_channels)
+        for m in net.modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))
+    ]
+
+
+def _kept(keep: Dict[str, torch.Tensor], name: str) -> int:
+    return int(keep[name].sum())
+
+
 def _assert_same(net: nn.Module, res: CompactResult, x: torch.Tensor, rtol: float = 1e-5, atol: float = 1e-5) -> None:
     net.eval()
     res.module.eval()
@@ -111,6 +124,7 @@ def test_mlp_tanh_dropout_batchnorm():
     assert res.module[1].num_features == k1 and res.module[5].num_features == k2
     assert res.module[1].running_mean.shape == (k1,)
     assert res.after == f"20-{k1}-{k2}-5"
+    assert _widths(res.module) == [(20, k1), (k1, k2), (k2, 5)]
 
 
 def test_mlp_sigmoid():
@@ -119,6 +133,9 @@ def test_mlp_sigmoid():
     _zero(net, keep)
     res = _compact_clean(net, keep)
     _assert_same(net, res, torch.randn(16, 64))
+    k2, k4 = _kept(keep, "2"), _kept(keep, "4")
+    assert k2 < 300 and k4 < 100
+    assert _widths(res.module) == [(64, k2), (k2, k4), (k4, 10)]  # the removed units are gone, not just zero
 
 
 def test_conv_sigmoid_constant_folded_into_linear_bias():
@@ -144,6 +161,8 @@ def test_first_layer_input_pruning():
     assert torch.equal(res.module[0].index, res.input_index)
     _assert_same(net, res, torch.randn(16, 64))  # still takes the original 64 features
     assert res.after.startswith(f"{int(keep['0'].sum())}-")
+    k0, k2, k4 = _kept(keep, "0"), _kept(keep, "2"), _kept(keep, "4")
+    assert _widths(res.module) == [(k0, k2), (k2, k4), (k4, 10)]
     assert res.flops_after == 2 * sum(
         m.in_features * m.out_features for m in res.module.modules() if isinstance(m, nn.Linear)
     )
@@ -293,6 +312,7 @@ def test_grouped_conv_masked_only():
     with pytest.warns(UserWarning, match="grouped"):
         res = compact(net, keep, x)
     assert res.masked_only == ["0"]
+    assert _widths(res.module) == _widths(net)  # nothing could be removed
     _assert_same(net, res, x)
 
 
@@ -302,6 +322,9 @@ def test_float64():
     _zero(net, keep)
     res = _compact_clean(net, keep)
     assert all(p.dtype == torch.float64 for p in res.module.parameters())
+    k0, k2, k4 = _kept(keep, "0"), _kept(keep, "2"), _kept(keep, "4")
+    assert isinstance(res.module[0], SelectFeatures) and res.module[0].index.numel() == k0
+    assert _widths(res.module) == [(k0, k2), (k2, k4), (k4, 10)]
     _assert_same(net, res, torch.randn(8, 64, dtype=torch.float64), rtol=1e-12, atol=1e-12)
 
 
@@ -393,4 +416,7 @@ def test_unsupported_dataflow_is_masked_only(case):
     with pytest.warns(UserWarning, match="only masked"):
         res = compact(net, keep, x)
     assert masked in res.masked_only and masked in res.reasons
+    # the masked layer keeps its size (zeros in place), as every layer whose groups were all kept
+    before, after = dict(net.named_modules()), dict(res.module.named_modules())
+    assert _widths(after[masked]) == _widths(before[masked])
     _assert_same(net, res, x)
