@@ -70,6 +70,47 @@ def test_diag_and_dense_match_dense_algebra():
     assert_close(s.logdet(), torch.logdet(2.0 * M + 0.3 * torch.eye(5, dtype=D)), rtol=1e-10)
 
 
+def precisions():
+    M, d = spd(6, 5), torch.rand(2, 3, dtype=D)
+    return {
+        "kron": cv.Kron.from_factors(spd(3, 6), spd(2, 7), scale=4.0, prior_precision=0.5),
+        "diag": cv.Diag(d, scale=3.0, prior_precision=0.7),
+        "dense": cv.Dense(M, scale=2.0, prior_precision=0.4),
+        "dense_vector": cv.Dense(M, scale=2.0, prior_precision=torch.arange(1.0, 7.0, dtype=D)),
+    }
+
+
+@pytest.mark.parametrize("kind", ["kron", "diag", "dense", "dense_vector"])
+def test_precision_contract(kind):
+    """Every Precision against its own dense matrix: logdet, eigenvalues, solve, matmul, the covariance square root,
+    marginal variances, with_prior (no new decomposition needed) and sample shapes."""
+    p = precisions()[kind]
+    assert isinstance(p, cv.Precision) and p.numel == 6
+    P = p.to_dense()
+    cov = torch.linalg.inv(P)
+    assert_close(p.logdet(), torch.linalg.slogdet(P)[1], rtol=1e-10)
+    assert_close(p.eigenvalues().flatten().sort().values, torch.linalg.eigvalsh(P), rtol=1e-9)
+    V = torch.randn((2,) + tuple(p.shape), dtype=D)
+    assert_close(p.solve(V).reshape(2, 6), torch.linalg.solve(P, V.reshape(2, 6).T).T, rtol=1e-9, atol=1e-12)
+    assert_close(p.matmul(V).reshape(2, 6), V.reshape(2, 6) @ P, rtol=1e-9, atol=1e-12)
+    T = p.transform(torch.eye(6, dtype=D).reshape((6,) + tuple(p.shape))).reshape(6, 6)
+    assert_close(T.T @ T, cov, rtol=1e-9, atol=1e-12)
+    assert_close(p.marginal_variance().flatten(), cov.diagonal(), rtol=1e-9)
+    q = p.with_prior(2.5)
+    eye = torch.eye(6, dtype=D)
+    prior = p.prior_precision if p.prior_precision.dim() == 0 else torch.diag(p.prior_precision)
+    assert_close(q.to_dense(), P - prior * (eye if p.prior_precision.dim() == 0 else 1) + 2.5 * eye, rtol=1e-10)
+    assert p.sample((4, 5)).shape == (4, 5) + tuple(p.shape)
+
+
+def test_precision_is_abstract():
+    class Partial(cv.Precision):
+        shape = (1,)
+
+    with pytest.raises(TypeError, match="abstract"):
+        Partial()
+
+
 # ---------------------------------------------------------------------------------------------------------
 def mlp(dtype=D, out=3, bias=True):
     torch.manual_seed(0)

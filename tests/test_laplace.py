@@ -185,16 +185,32 @@ def test_mc_draws_have_the_kron_covariance():
     assert_close(emp, full_cov, rtol=0, atol=0.06 * float(full_cov.abs().max()))
 
 
-def test_marglik_optimization_scalar_and_layer():
+def marglik_grad_log_tau(g, tau):
+    """d log p(D | tau) / d log tau at ``tau`` (scalar or per layer), by autograd."""
+    log_tau = tau.detach().log().clone().requires_grad_(True)
+    g.log_marginal_likelihood(log_tau.exp()).backward()
+    return log_tau.grad
+
+
+@pytest.mark.parametrize("structure", ["kron", "diag", "full"])
+def test_marglik_optimization_scalar_and_layer(structure):
+    """The optimum is stationary (gradient wrt log tau ~ 0) and beats a dense grid of tau values."""
     net, model, x, y = classifier()
-    g = pp.laplace_guide(model, (x, y), prior_precision=1.0)
+    g = pp.laplace_guide(model, (x, y), structure, prior_precision=1.0)
     before = float(g.log_marginal_likelihood())
     t = g.optimize_prior_precision("scalar")
     mid = float(g.log_marginal_likelihood())
-    assert t.dim() == 0 and mid >= before
+    assert t.dim() == 0 and mid > before
+    assert abs(float(marglik_grad_log_tau(g, t))) < 1e-5
+    grid = torch.logspace(-4, 4, 161, dtype=D)
+    assert mid >= max(float(g.log_marginal_likelihood(float(v))) for v in grid) - 1e-9
     t = g.optimize_prior_precision("layer")
-    assert t.shape == (2,) and float(g.log_marginal_likelihood()) >= mid - 1e-6
-    g2 = pp.laplace_guide(model, (x, y), prior_precision="marglik", prior_structure="layer")
+    top = float(g.log_marginal_likelihood())
+    assert t.shape == (2,) and top >= mid - 1e-6
+    assert float(marglik_grad_log_tau(g, t).abs().max()) < 1e-5
+    pairs = torch.cartesian_prod(grid[::4], grid[::4])
+    assert top >= max(float(g.log_marginal_likelihood(p)) for p in pairs) - 1e-9
+    g2 = pp.laplace_guide(model, (x, y), structure, prior_precision="marglik", prior_structure="layer")
     assert_close(g2.prior_precision, t, rtol=1e-3)
 
 

@@ -1,29 +1,24 @@
 """Curvature of the log-likelihood (KFAC, diagonal and full GGN) and the posterior precision structures.
 
 Computed here, consumed by the Laplace guides; this package never imports a guide.
+
+* :mod:`~pyro_prune.curvature.precision`: the :class:`Precision` interface, :class:`Kron`, :class:`Diag`,
+  :class:`Dense`;
+* :mod:`~pyro_prune.curvature.kfac`: KFAC factors and the exact diagonal GGN (:func:`kfac`);
+* :mod:`~pyro_prune.curvature.ggn`: Jacobians and the dense GGN (:func:`full_ggn`);
+* :mod:`~pyro_prune.curvature.hessians`: the likelihood's output Hessian (delegating to the likelihood classes);
+* :mod:`~pyro_prune.curvature.recording`: the module hooks both passes share.
 """
 
-from .kfac import (
-    SUPPORTED_LAYERS,
-    Curvature,
-    Dense,
-    Diag,
-    Fisher,
-    Kron,
-    LayerFactors,
-    check_batch,
-    dense_bytes,
-    flatten_output,
-    full_ggn,
-    hessian_sqrt,
-    kfac,
-    noise_scale,
-    output_hessian,
-    output_jacobians,
-    param_jacobians,
-)
+from .ggn import dense_bytes, full_ggn, output_jacobians, param_jacobians
+from .hessians import Fisher, flatten_output, hessian_sqrt, noise_scale, output_hessian
+from .kfac import Curvature, LayerFactors, kfac
+from .precision import Dense, Diag, Kron, LayerPrecision, Precision
+from .recording import SUPPORTED_LAYERS, check_batch
 
 __all__ = [
+    "Precision",
+    "LayerPrecision",
     "Kron",
     "Diag",
     "Dense",

@@ -10,12 +10,36 @@ log-likelihood by :math:`N / B` and the ELBO is an unbiased estimate of
 
 Network outputs may carry leading sample dimensions (vectorized particles, parallel
 ``Predictive``); the data plate is always the rightmost batch dimension.
+
+The Laplace guides need three more things from a head, all on the class, so a new likelihood touches this file
+only (:mod:`pyro_prune.curvature` and :mod:`pyro_prune.guides.laplace` call them and never branch on the type):
+
+* :meth:`Likelihood.flatten_output`: the outputs :math:`f` ``(B, K)`` the curvature is taken with respect to;
+* :meth:`Likelihood.exact_hessian_sqrt` (and, for ``fisher="mc"``, :meth:`Likelihood.sampled_hessian_sqrt`):
+  vectors :math:`L_c` with :math:`\sum_c L_c L_c^\top = H = \partial^2_f\,[-\log p(y \mid f)]`, the output-space
+  Hessian of the generalized Gauss-Newton matrix :math:`\sum_n J_n^\top H_n J_n`;
+* :meth:`Likelihood.glm_distribution`: the predictive of :math:`y` when the outputs are Gaussian,
+  :math:`f \sim \mathcal N(\bar f, \Sigma_f)` (the linearized / GLM predictive [1]).
+
+For the three heads here
+
+* Categorical: :math:`H = \mathrm{diag}(p) - pp^\top`, :math:`L_c = \sqrt{p_c}\,(e_c - p)`; sampled:
+  :math:`L = (p - e_{\tilde y})/\sqrt S` with :math:`\tilde y \sim p`; predictive: the probit approximation [2]
+  :math:`\mathrm{softmax}(\bar f / \sqrt{1 + \pi\,\mathrm{diag}(\Sigma_f)/8})`, or Monte Carlo;
+* Bernoulli: :math:`L = \sqrt{p(1 - p)}` on the logit; sampled :math:`(p - \tilde y)/\sqrt S`; predictive as above;
+* Gaussian with noise :math:`\sigma`: :math:`L_k = e_k/\sigma`; sampled :math:`\varepsilon/(\sigma\sqrt S)`;
+  predictive :math:`\mathcal N(\bar f, \mathrm{diag}(\Sigma_f) + \sigma^2)` (exact).
+
+References
+
+[1] Erik Daxberger et al. "Laplace Redux — Effortless Bayesian Deep Learning", NeurIPS 2021.
+[2] David J. C. MacKay. "The Evidence Framework Applied to Classification Networks", Neural Computation 1992.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Literal, Optional, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
@@ -23,10 +47,18 @@ import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
-__all__ = ["Likelihood", "Categorical", "Bernoulli", "Gaussian", "OBS_SITE"]
+from .._checks import check_choice, check_int
+
+__all__ = ["Likelihood", "Categorical", "Bernoulli", "Gaussian", "OBS_SITE", "Fisher", "FISHERS", "GlmLink"]
 
 #: Name of the observed sample site.
 OBS_SITE = "obs"
+
+#: The output Hessian used for curvature: ``"exact"`` (the GGN) or ``"mc"`` (the sampled-label Fisher).
+Fisher = Literal["exact", "mc"]
+FISHERS: Tuple[str, ...] = ("exact", "mc")
+#: The link of a classification head's GLM predictive: ``"probit"`` (closed form [2]) or ``"mc"`` (Monte Carlo).
+GlmLink = Literal["probit", "mc"]
 
 
 class Likelihood(PyroModule):
@@ -100,6 +132,97 @@ class Likelihood(PyroModule):
     def _batch_size(self, output: torch.Tensor) -> int:
         return self.distribution(output).batch_shape[-1]
 
+    # -- curvature and the linearized predictive (the Laplace guides) -------------------------------------------
+    def check_curvature(self) -> None:
+        """Raise ``ValueError`` when this head has no output Hessian (the Laplace guides call it first)."""
+        if type(self).exact_hessian_sqrt is Likelihood.exact_hessian_sqrt:
+            Likelihood.exact_hessian_sqrt(self, torch.zeros(1, 1))
+
+    def flatten_output(self, output: torch.Tensor) -> torch.Tensor:
+        """The network output ``(B, ...)`` as the ``(B, K)`` outputs :math:`f` of the curvature."""
+        return output.reshape(output.shape[0], -1)
+
+    def exact_hessian_sqrt(self, f: torch.Tensor) -> torch.Tensor:
+        r"""Vectors :math:`L_c` ``(C, B, K)`` with :math:`\sum_c L_{cb} L_{cb}^\top = H_b`, the Hessian of
+        :math:`-\log p(y_b \mid f_b)` in :math:`f_b` (for the heads here it does not depend on :math:`y`).
+
+        :param f: flattened outputs ``(B, K)`` (detached).
+        """
+        raise ValueError(
+            f"unsupported likelihood {type(self).__name__} for the Laplace approximation: it must implement "
+            "exact_hessian_sqrt (see pyro_prune.model.likelihoods); pp.Categorical, pp.Bernoulli and pp.Gaussian do"
+        )
+
+    def sampled_hessian_sqrt(
+        self, f: torch.Tensor, mc_samples: int, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
+        r"""The sampled-label Fisher: ``(S, B, K)`` gradients :math:`\nabla_f \log p(\tilde y \mid f)/\sqrt S`,
+        :math:`\tilde y \sim p(y \mid f)`, whose outer products average to :math:`H` (``fisher="mc"``)."""
+        raise ValueError(f"fisher='mc' is not implemented for {type(self).__name__}; use fisher='exact'")
+
+    def hessian_sqrt(
+        self,
+        f: torch.Tensor,
+        fisher: Fisher = "exact",
+        mc_samples: int = 1,
+        generator: Optional[torch.Generator] = None,
+    ) -> torch.Tensor:
+        """The square root of the output Hessian ``(C, B, K)``: exact (``fisher="exact"``) or sampled (``"mc"``,
+        ``mc_samples`` labels per example).  The one place ``fisher`` is validated."""
+        check_choice("fisher", fisher, FISHERS)
+        f = f.detach()
+        if fisher == "exact":
+            return self.exact_hessian_sqrt(f)
+        return self.sampled_hessian_sqrt(f, check_int("mc_samples", mc_samples, 1), generator)
+
+    def output_hessian(self, f: torch.Tensor) -> torch.Tensor:
+        r"""The exact Hessian of :math:`-\log p(y \mid f)` in output space, ``(B, K, K)``."""
+        L = self.hessian_sqrt(f, "exact")
+        return torch.einsum("cbk,cbl->bkl", L, L)
+
+    def noise_scale(self, ref: torch.Tensor) -> torch.Tensor:
+        r"""The observation noise :math:`\sigma` as a tensor like ``ref`` (regression heads)."""
+        raise ValueError(f"{type(self).__name__} has no observation noise scale")
+
+    def glm_distribution(self, f: torch.Tensor, cov: torch.Tensor) -> dist.Distribution:
+        r"""The predictive of :math:`y` when :math:`f \sim \mathcal N(\bar f, \Sigma_f)`: ``f`` ``(B, K)``,
+        ``cov`` ``(B, K, K)``; batch shape ``(B,)``."""
+        raise ValueError(
+            f"unsupported likelihood {type(self).__name__} for the GLM predictive: it must implement glm_distribution"
+        )
+
+    def glm_log_likelihood(self, f: torch.Tensor, cov: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-example log-likelihood of ``y`` under :meth:`glm_distribution`, ``(B,)``."""
+        return self.glm_distribution(f, cov).log_prob(self._cast_target(y, f))
+
+
+def probit_scale(cov: torch.Tensor) -> torch.Tensor:
+    r"""The probit factor :math:`\kappa = (1 + \pi\,\mathrm{diag}(\Sigma_f)/8)^{-1/2}` ``(B, K)`` of a GLM
+    predictive with output covariance ``cov`` ``(B, K, K)`` [2]."""
+    return (1 + math.pi / 8 * cov.diagonal(dim1=-2, dim2=-1)).rsqrt()
+
+
+def glm_class_probs(
+    likelihood: Likelihood,
+    f: torch.Tensor,
+    cov: torch.Tensor,
+    link: GlmLink = "probit",
+    num_samples: int = 100,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    r"""Class probabilities ``(B, C)`` of a classification head's GLM predictive: ``likelihood.probs`` of
+    :math:`\kappa \bar f` (probit), or averaged over ``num_samples`` draws :math:`f \sim \mathcal N(\bar f,
+    \Sigma_f)` (``link="mc"``)."""
+    check_choice("link", link, ("probit", "mc"))
+    if link == "probit":
+        return likelihood.probs(f * probit_scale(cov))
+    num_samples = check_int("num_samples", num_samples, 1)
+    jitter = 1e-10 * torch.eye(f.shape[-1], dtype=f.dtype, device=f.device)
+    chol = torch.linalg.cholesky(cov + jitter)
+    eps = torch.randn((num_samples,) + f.shape, dtype=f.dtype, device=f.device, generator=generator)
+    draws = f + (chol @ eps.unsqueeze(-1)).squeeze(-1)
+    return likelihood.probs(draws).mean(0)
+
 
 def _check_finite(y: torch.Tensor) -> None:
     if y.is_floating_point() and not bool(torch.isfinite(y).all()):
@@ -140,6 +263,31 @@ class Categorical(Likelihood):
         """Class probabilities ``softmax(output)``."""
         return output.softmax(-1)
 
+    def exact_hessian_sqrt(self, f: torch.Tensor) -> torch.Tensor:
+        p = f.softmax(-1)
+        eye = torch.eye(f.shape[-1], dtype=f.dtype, device=f.device)
+        return p.sqrt().T.unsqueeze(-1) * (eye.unsqueeze(1) - p.unsqueeze(0))  # L[c, b] = sqrt(p_bc) (e_c - p_b)
+
+    def sampled_hessian_sqrt(
+        self, f: torch.Tensor, mc_samples: int, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
+        p = f.softmax(-1)
+        y = torch.multinomial(p, mc_samples, replacement=True, generator=generator).T  # (S, B)
+        return (p.unsqueeze(0) - torch.nn.functional.one_hot(y, f.shape[-1]).to(f.dtype)) / math.sqrt(mc_samples)
+
+    def glm_distribution(
+        self,
+        f: torch.Tensor,
+        cov: torch.Tensor,
+        link: GlmLink = "probit",
+        num_samples: int = 100,
+        generator: Optional[torch.Generator] = None,
+    ) -> dist.Distribution:
+        """``Categorical`` over the classes: probit (:func:`probit_scale`) or Monte Carlo (:func:`glm_class_probs`)."""
+        if link == "probit":
+            return dist.Categorical(logits=f * probit_scale(cov))
+        return dist.Categorical(probs=glm_class_probs(self, f, cov, link, num_samples, generator))
+
 
 class Bernoulli(Likelihood):
     r"""Bernoulli likelihood on logits: output ``(…, B)`` or ``(…, B, 1)``, targets in {0, 1}."""
@@ -176,6 +324,30 @@ class Bernoulli(Likelihood):
         """Two-column class probabilities ``[1 - p, p]``."""
         p = torch.sigmoid(self._logits(output))
         return torch.stack([1 - p, p], -1)
+
+    def exact_hessian_sqrt(self, f: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(f)
+        return (p * (1 - p)).sqrt().unsqueeze(0)
+
+    def sampled_hessian_sqrt(
+        self, f: torch.Tensor, mc_samples: int, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
+        p = torch.sigmoid(f)
+        y = torch.bernoulli(p.unsqueeze(0).expand((mc_samples,) + p.shape), generator=generator)
+        return (p - y) / math.sqrt(mc_samples)
+
+    def glm_distribution(
+        self,
+        f: torch.Tensor,
+        cov: torch.Tensor,
+        link: GlmLink = "probit",
+        num_samples: int = 100,
+        generator: Optional[torch.Generator] = None,
+    ) -> dist.Distribution:
+        """``Bernoulli`` on one logit per example ``f`` ``(B, 1)``: probit or Monte Carlo."""
+        if link == "probit":
+            return dist.Bernoulli(logits=self._logits(f * probit_scale(cov)))
+        return dist.Bernoulli(probs=glm_class_probs(self, f, cov, link, num_samples, generator)[..., 1])
 
 
 class Gaussian(Likelihood):
@@ -251,3 +423,39 @@ class Gaussian(Likelihood):
         if y is not None:
             return self.distribution(output, y.dim())
         return self.distribution(output, 1 if self.mean_scale(output)[0].shape[-1] == 1 else 2)
+
+    def check_curvature(self) -> None:
+        if self.mode == "heteroscedastic":
+            raise ValueError(
+                "the Laplace approximation supports Gaussian likelihoods with a fixed or learned scale only (the "
+                "Hessian of a heteroscedastic likelihood is not a GGN of the mean)"
+            )
+
+    def flatten_output(self, output: torch.Tensor) -> torch.Tensor:
+        self.check_curvature()
+        return super().flatten_output(output)
+
+    def noise_scale(self, ref: torch.Tensor) -> torch.Tensor:
+        r""":math:`\sigma` (fixed, or the learned point estimate, detached) as a tensor like ``ref``."""
+        self.check_curvature()
+        if self.mode == "learned":
+            return self.scale.detach().to(ref)
+        return torch.as_tensor(self.fixed_scale, dtype=ref.dtype, device=ref.device)
+
+    def exact_hessian_sqrt(self, f: torch.Tensor) -> torch.Tensor:
+        eye = torch.eye(f.shape[-1], dtype=f.dtype, device=f.device) / self.noise_scale(f)
+        return eye.unsqueeze(1).expand(f.shape[-1], f.shape[0], f.shape[-1])
+
+    def sampled_hessian_sqrt(
+        self, f: torch.Tensor, mc_samples: int, generator: Optional[torch.Generator] = None
+    ) -> torch.Tensor:
+        eps = torch.randn((mc_samples,) + f.shape, dtype=f.dtype, device=f.device, generator=generator)
+        return eps / self.noise_scale(f) / math.sqrt(mc_samples)
+
+    def glm_distribution(self, f: torch.Tensor, cov: torch.Tensor) -> dist.Distribution:
+        r""":math:`\mathcal N(\bar f, \mathrm{diag}(\Sigma_f) + \sigma^2)`, event shape ``(K,)``."""
+        var = cov.diagonal(dim1=-2, dim2=-1)
+        return dist.Normal(f, (var + self.noise_scale(f) ** 2).sqrt()).to_event(1)
+
+    def glm_log_likelihood(self, f: torch.Tensor, cov: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.glm_distribution(f, cov).log_prob(y.to(f.dtype).reshape(f.shape))

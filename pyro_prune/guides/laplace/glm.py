@@ -22,7 +22,10 @@ posterior over weights into a Gaussian over outputs, :math:`\mathcal N(f_{w^*}(x
   factor :math:`L` of the precision.
 
 The Jacobians do not depend on :math:`\tau`, so :func:`tune_prior_precision` computes them once and scores a grid
-of :math:`\tau` by the held-out log-likelihood of the predictive (probit for classification).
+of :math:`\tau` by the held-out log-likelihood of the predictive (the likelihood's
+:meth:`~pyro_prune.model.likelihoods.Likelihood.glm_log_likelihood`: probit for classification, closed form for a
+Gaussian).  The structure-specific algebra is in :mod:`~pyro_prune.guides.laplace.posterior`; the functions here
+only route to it.
 
 References
 
@@ -34,73 +37,52 @@ References
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 
-from ... import curvature as cv
-from ..._checks import as_batches
-from ...model.likelihoods import Bernoulli, Categorical, Gaussian
+from ..._checks import as_batches, unpack_batch
+from ...curvature import check_batch
+from ...model.likelihoods import Likelihood
 
 __all__ = ["glm_features", "glm_covariance", "glm_log_likelihood", "tune_prior_precision"]
 
 
-def glm_features(guide: Any, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, Any]]:
-    """The outputs ``f (B, K)`` and the prior-independent Jacobian features of ``x`` (rotated into each Kron basis)."""
-    lik = guide._bmodel[0].likelihood
-    if guide.structure == "full":
-        f, J = cv.param_jacobians(guide._net, x, lik, guide._full_sites)
-        return f, {"J": J}
-    f, per = cv.output_jacobians(guide._net, x, lik, {layer.module: layer.bias is not None for layer in guide._layers})
-    feats = {}
-    for layer in guide._layers:
-        a, Js = per[layer.module]  # (B, T, in'), (K, B, T, out)
-        post = guide.posteriors[layer.module]
-        if isinstance(post, cv.Kron):
-            a = a @ post.vec_a
-            Js = Js @ post.vec_g
-        if a.shape[1] == 1:
-            feats[layer.module] = (a[:, 0].pow(2), Js[:, :, 0], None)
-        else:
-            feats[layer.module] = (None, None, torch.einsum("kbto,bti->kboi", Js, a))
-    return f, feats
+def glm_features(guide: Any, x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
+    """The outputs ``f (B, K)`` and the prior-independent Jacobian features of ``x`` (for :func:`glm_covariance`)."""
+    return guide._posterior.glm_features(guide._net, guide._bmodel[0].likelihood, x)
 
 
-def glm_covariance(guide: Any, f: torch.Tensor, feats: Dict[str, Any]) -> torch.Tensor:
+def glm_covariance(guide: Any, f: torch.Tensor, feats: Any) -> torch.Tensor:
     """:math:`J\\Sigma J^\\top` ``(B, K, K)`` for the guide's current prior precision."""
-    if guide.structure == "full":
-        J = feats["J"]
-        B, K, P = J.shape
-        X = torch.linalg.solve_triangular(guide.posteriors["full"].cholesky(), J.reshape(B * K, P).T, upper=False)
-        X = X.reshape(P, B, K)
-        return torch.einsum("pbk,pbl->bkl", X, X)
-    K = f.shape[-1]
-    cov = torch.zeros(f.shape[0], K, K, dtype=f.dtype, device=f.device)
-    for layer in guide._layers:
-        a2, Js, M = feats[layer.module]
-        inv = guide.posteriors[layer.module].eigenvalues().reciprocal()  # (out, in')
-        if M is None:
-            cov += torch.einsum("kbo,lbo,bo->bkl", Js, Js, a2 @ inv.T)
-        else:
-            cov += torch.einsum("kboi,lboi,oi->bkl", M, M, inv)
-    return cov
+    return guide._posterior.glm_covariance(f, feats)
 
 
-def glm_log_likelihood(likelihood: Any, f: torch.Tensor, cov: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-example log-likelihood of ``y`` under the GLM predictive (probit / closed form), ``(B,)``."""
-    var = cov.diagonal(dim1=-2, dim2=-1)
-    if isinstance(likelihood, Categorical):
-        logits = f * (1 + math.pi / 8 * var).rsqrt()
-        return logits.log_softmax(-1).gather(-1, y.long().reshape(-1, 1)).squeeze(-1)
-    if isinstance(likelihood, Bernoulli):
-        logit = (f * (1 + math.pi / 8 * var).rsqrt()).squeeze(-1)
-        return -torch.nn.functional.binary_cross_entropy_with_logits(logit, y.to(logit.dtype), reduction="none")
-    if isinstance(likelihood, Gaussian):
-        sigma = cv.noise_scale(likelihood, f)
-        std = (var + sigma**2).sqrt()
-        yy = y.to(f.dtype).reshape(f.shape)
-        return torch.distributions.Normal(f, std).log_prob(yy).sum(-1)
-    raise ValueError(f"unsupported likelihood {type(likelihood).__name__}")
+def glm_log_likelihood(likelihood: Likelihood, f: torch.Tensor, cov: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example log-likelihood of ``y`` under the GLM predictive (the likelihood's link), ``(B,)``."""
+    return likelihood.glm_log_likelihood(f, cov, y)
+
+
+def _check_grid(grid: Any) -> torch.Tensor:
+    grid = torch.logspace(-4, 6, 41, dtype=torch.float64) if grid is None else torch.as_tensor(grid).double()
+    if grid.dim() != 1 or grid.numel() == 0 or not bool((grid > 0).all()) or not bool(torch.isfinite(grid).all()):
+        raise ValueError("grid must be a non-empty 1-D sequence of positive finite prior precisions")
+    return grid
+
+
+@torch.no_grad()
+def _validation_features(guide: Any, val_data: Any) -> List[tuple]:
+    """``[(f, features, y)]`` of every held-out batch (computed once: they do not depend on :math:`\\tau`)."""
+    batches = []
+    for batch in as_batches(val_data, "val_data"):
+        x, y = unpack_batch(batch, "val_data")
+        x = x.to(device=guide._device, dtype=guide._dtype if x.is_floating_point() else None)
+        check_batch(x, y)
+        f, feats = glm_features(guide, x)
+        batches.append((f, feats, y.to(guide._device)))
+    if not batches:
+        raise ValueError("val_data yielded no examples")
+    return batches
 
 
 def tune_prior_precision(guide: Any, val_data: Any, grid: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, List]:
@@ -112,31 +94,16 @@ def tune_prior_precision(guide: Any, val_data: Any, grid: Optional[torch.Tensor]
     :returns: the chosen :math:`\\tau` and the ``[(tau, mean log-likelihood)]`` scores.
     """
     lik = guide._bmodel[0].likelihood
-    grid = torch.logspace(-4, 6, 41, dtype=torch.float64) if grid is None else torch.as_tensor(grid).double()
-    if grid.dim() != 1 or grid.numel() == 0 or not bool((grid > 0).all()) or not bool(torch.isfinite(grid).all()):
-        raise ValueError("grid must be a non-empty 1-D sequence of positive finite prior precisions")
-    batches = []
-    with torch.no_grad():
-        for batch in as_batches(val_data):
-            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-                raise TypeError(f"val_data must yield (x, y) pairs, got {type(batch).__name__}")
-            x, y = batch
-            x = x.to(device=guide._device, dtype=guide._dtype if x.is_floating_point() else None)
-            cv.check_batch(x, y)
-            f, feats = glm_features(guide, x)
-            batches.append((f, feats, y.to(guide._device)))
-    if not batches:
-        raise ValueError("val_data yielded no examples")
+    grid = _check_grid(grid)
+    batches = _validation_features(guide, val_data)
     n = sum(b[0].shape[0] for b in batches)
     old = guide.prior_precision
     scores = []
 
+    @torch.no_grad()
     def score(tau: float) -> float:
         guide.set_prior_precision(tau)
-        with torch.no_grad():
-            total = sum(
-                float(glm_log_likelihood(lik, f, glm_covariance(guide, f, ft), y).sum()) for f, ft, y in batches
-            )
+        total = sum(float(lik.glm_log_likelihood(f, glm_covariance(guide, f, ft), y).sum()) for f, ft, y in batches)
         scores.append((tau, total / n))
         return total / n
 

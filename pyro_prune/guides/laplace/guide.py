@@ -27,6 +27,11 @@ The Laplace log marginal likelihood [2]
 is cheap to evaluate for many :math:`\tau` because the curvature's eigenvalues stay fixed; ``prior_precision=
 "marglik"`` maximizes it over one :math:`\tau` (``prior_structure="scalar"``) or one per layer (``"layer"``).
 
+The guide is written once over :class:`~pyro_prune.guides.laplace.posterior.WeightPosterior`: ``structure`` picks
+the posterior class at construction (:data:`~pyro_prune.guides.laplace.posterior.STRUCTURES`), and every method
+below delegates the structure-specific work to it.  The likelihood-specific maths (output Hessian, GLM link) lives
+on the likelihood classes.
+
 References
 
 [1] Hippolyt Ritter, Aleksandar Botev, David Barber. "A Scalable Laplace Approximation for Neural Networks",
@@ -39,7 +44,7 @@ References
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Sequence, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
@@ -48,16 +53,18 @@ import torch.nn as nn
 from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger
 
-from ... import curvature as cv
-from ..._checks import as_batches, check_quantiles
+from ..._checks import as_batches, check_choice, check_positive, check_quantiles, unpack_batch
 from ...marginals import Marginal, register_marginals
 from ...model import BayesianModel, init_from
+from ...model.likelihoods import Fisher
 from .glm import glm_covariance, glm_features, tune_prior_precision
-from .layer_view import check_positive, make_layers, map_values, subnet_masks
+from .layer_view import make_layers, map_values
+from .posterior import WeightPosterior, layer_taus, make_posterior
 
 __all__ = ["LaplaceGuide", "laplace_guide", "DEFAULT_MAX_MEMORY"]
 
 Structure = Literal["kron", "diag", "full"]
+PriorStructure = Literal["scalar", "layer"]
 PriorPrecision = Union[float, str, Sequence[float], torch.Tensor]
 
 #: Default bound (bytes) on the dense matrices of ``structure="full"`` (2 GiB).
@@ -82,47 +89,38 @@ class LaplaceGuide(AutoGuide):
         temperature: float = 1.0,
         subnet: Any = None,
         *,
-        fisher: cv.Fisher = "exact",
-        prior_structure: Literal["scalar", "layer"] = "scalar",
+        fisher: Fisher = "exact",
+        prior_structure: PriorStructure = "scalar",
         max_memory: float = DEFAULT_MAX_MEMORY,
     ):
         if not isinstance(model, BayesianModel):
             raise TypeError(f"model must be a BayesianModel (from pp.bayesianize), got {type(model).__name__}")
-        if structure not in ("kron", "diag", "full"):
-            raise ValueError(f"structure must be 'kron', 'diag' or 'full', got {structure!r}")
-        if fisher not in ("exact", "mc"):
-            raise ValueError(f"fisher must be 'exact' or 'mc', got {fisher!r}")
-        if prior_structure not in ("scalar", "layer"):
-            raise ValueError(f"prior_structure must be 'scalar' or 'layer', got {prior_structure!r}")
+        check_choice("prior_structure", prior_structure, ("scalar", "layer"))
         self.temperature = check_positive("temperature", temperature)
-        max_memory = check_positive("max_memory", max_memory)
-        cv.flatten_output(model.likelihood, torch.zeros(1, 1))  # unsupported likelihoods raise here
-        if subnet is not None and structure != "full":
-            raise ValueError(f"subnet needs structure='full' (got structure={structure!r})")
-        self.structure = structure
-        self.fisher = fisher
-        map_state, extra = map_values(model, map_from)
-        self._map = map_state
+        model.likelihood.check_curvature()  # unsupported likelihoods raise here
+        self.structure, self.fisher = structure, fisher
+        self._map, extra = map_values(model, map_from)
         self._layers = make_layers(model)
         self.layer_names = [layer.module for layer in self._layers]
+        max_memory = check_positive("max_memory", max_memory)
+        self._posterior: WeightPosterior = make_posterior(structure, model, self._layers, self._map, subnet, max_memory)
         tau0 = self._initial_prior(prior_precision, model)
-        super().__init__(InitMessenger(init_from(map_state))(model))
+        super().__init__(InitMessenger(init_from(self._map))(model))
         self._bmodel = (model,)  # not a submodule: the guide must not own the model's parameters
         self._net = self._plain_net(model, extra)
-        self._subnet = subnet_masks(model, subnet) if structure == "full" else None
-        x0, y0 = self._fit(model, data, max_memory)
-        was = model.training
-        model.eval()
-        try:
-            self._setup_prototype(x0, y0)
-        finally:
-            model.train(was)
+        self._trace_prototype(model, *self._fit(model, data))
         self.set_prior_precision(tau0)
         if isinstance(prior_precision, str):  # "marglik" (anything else raised above)
             self.optimize_prior_precision(structure=prior_structure)
 
     # -- construction ------------------------------------------------------------------------------------
+    @property
+    def posteriors(self) -> Dict[str, Any]:
+        """``{module name: Kron | Diag}`` (kron/diag), or ``{"full": Dense}``."""
+        return self._posterior.precisions
+
     def _plain_net(self, model: BayesianModel, extra: Mapping[str, torch.Tensor]) -> nn.Module:
+        """The plain network at the MAP (with the other state, e.g. BatchNorm statistics), frozen, in eval mode."""
         net = model.template().to(dtype=model.dtype)
         state = net.state_dict()
         for source in (model.net.state_dict(), extra, self._map):
@@ -157,88 +155,45 @@ class LaplaceGuide(AutoGuide):
         if t.dim() > 1 or (t.dim() == 1 and t.numel() != len(self._layers)):
             raise ValueError(
                 f"prior_precision must be a scalar or have one entry per layer ({len(self._layers)}: "
-                f"{[layer.module for layer in self._layers]}), got shape {tuple(t.shape)}"
+                f"{self.layer_names}), got shape {tuple(t.shape)}"
             )
         if not bool(torch.isfinite(t).all()) or not bool((t > 0).all()):
             raise ValueError(f"prior_precision must be positive and finite, got {t.tolist()}")
         return t
 
-    def _fit(self, model: BayesianModel, data: Any, max_memory: float) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Curvature at the MAP; returns one batch (for the prototype trace)."""
+    @staticmethod
+    def _remember_first(data: Any, first: List[torch.Tensor]) -> Iterator:
+        """The data's batches, keeping the first one in ``first`` (for the prototype trace)."""
+        for batch in as_batches(data):
+            batch = unpack_batch(batch, "data")
+            if not first:
+                first.extend(batch)
+            yield batch
+
+    def _fit(self, model: BayesianModel, data: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Curvature at the MAP (one pass over ``data``); returns its first batch on the model's device."""
         lik = model.likelihood
         first: List[torch.Tensor] = []
-
-        def batches():
-            for batch in as_batches(data):
-                if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-                    raise TypeError(f"data must yield (x, y) pairs, got {type(batch).__name__}")
-                if not first:
-                    first.extend(batch)
-                yield batch
-
-        self._num_data = lik.dataset_size
         scale = lik.dataset_size / self.temperature
-        self.posteriors: Dict[str, Any] = {}
-        if self.structure == "full":
-            n = int(sum(int(m.sum()) for m in self._subnet.values()))
-            need = cv.dense_bytes(n, model.dtype)
-            if need > max_memory:
-                raise MemoryError(
-                    f"structure='full' over {n:,} parameters needs about {need:,} bytes ({need / 2**30:.2f} GiB) for "
-                    f"its dense matrices, above max_memory={int(max_memory):,} bytes; use structure='kron' or 'diag', "
-                    "or a subnet=... of fewer weights (or raise max_memory)"
-                )
-            params = {k: m for k, m in self._subnet.items() if bool(m.any())}
-            ggn, seen, loglik = cv.full_ggn(self._net, batches(), lik, params)
-            self.posteriors["full"] = cv.Dense(ggn / seen, scale)
-            self._full_sites = params
-        else:
-            res = cv.kfac(
-                self._net,
-                batches(),
-                lik,
-                {layer.module: layer.bias is not None for layer in self._layers},
-                fisher=self.fisher,
-                factors=self.structure == "kron",
-                diagonal=self.structure == "diag",
-            )
-            seen, loglik = res.num_examples, res.log_likelihood
-            for layer in self._layers:
-                f = res.layers[layer.module]
-                if self.structure == "kron":
-                    self.posteriors[layer.module] = cv.Kron.from_factors(f.A, f.G, scale)
-                else:
-                    self.posteriors[layer.module] = cv.Diag(f.diag, scale)
-        self._num_seen = seen
+        seen, loglik = self._posterior.fit(self._net, self._remember_first(data, first), lik, scale, self.fisher)
+        self._num_data, self._num_seen = lik.dataset_size, seen
         self._log_lik = loglik * lik.dataset_size / seen
-        x0, y0 = first
-        x0 = x0.to(device=model.device, dtype=model.dtype if x0.is_floating_point() else None)
-        y0 = y0.to(device=model.device, dtype=model.dtype if y0.is_floating_point() else None)
-        return x0, y0
+        return tuple(t.to(device=model.device, dtype=model.dtype if t.is_floating_point() else None) for t in first)
+
+    def _trace_prototype(self, model: BayesianModel, x0: torch.Tensor, y0: torch.Tensor) -> None:
+        was = model.training
+        model.eval()
+        try:
+            self._setup_prototype(x0, y0)
+        finally:
+            model.train(was)
 
     # -- prior precision --------------------------------------------------------------------------------
-    def _layer_taus(self, tau: torch.Tensor) -> List[torch.Tensor]:
-        return [tau if tau.dim() == 0 else tau[i] for i in range(len(self._layers))]
-
-    def _full_prior_vector(self, tau: torch.Tensor) -> torch.Tensor:
-        if tau.dim() == 0:
-            return tau
-        parts = []
-        for layer, t in zip(self._layers, self._layer_taus(tau)):
-            for site in (layer.weight, layer.bias):
-                if site is not None and site in self._full_sites:
-                    parts.append(t.expand(int(self._full_sites[site].sum())))
-        return torch.cat(parts)
-
     def set_prior_precision(self, prior_precision: Any) -> None:
         """Set :math:`\\tau` (a positive scalar or one value per layer) without recomputing the curvature."""
         tau = self._check_prior(prior_precision, self._dtype, self._device)
         self.prior_precision = tau
-        if self.structure == "full":
-            self.posteriors["full"] = self.posteriors["full"].with_prior(self._full_prior_vector(tau))
-        else:
-            for layer, t in zip(self._layers, self._layer_taus(tau)):
-                self.posteriors[layer.module] = self.posteriors[layer.module].with_prior(t)
+        self._posterior.set_prior(tau)
 
     @property
     def _dtype(self) -> torch.dtype:
@@ -247,31 +202,6 @@ class LaplaceGuide(AutoGuide):
     @property
     def _device(self) -> torch.device:
         return self._bmodel[0].device
-
-    def _map_sq_norms(self) -> List[torch.Tensor]:
-        out = []
-        for layer in self._layers:
-            if self.structure == "full":
-                s = torch.zeros((), dtype=self._dtype, device=self._device)
-                for site in (layer.weight, layer.bias):
-                    if site is not None and site in self._full_sites:
-                        s = s + self._map[site].reshape(-1)[self._full_sites[site]].pow(2).sum()
-                out.append(s)
-            else:
-                out.append(layer.join(self._map).pow(2).sum())
-        return out
-
-    def _layer_sizes(self) -> List[int]:
-        if self.structure != "full":
-            return [layer.numel for layer in self._layers]
-        return [
-            sum(
-                int(self._full_sites[s].sum())
-                for s in (layer.weight, layer.bias)
-                if s is not None and s in self._full_sites
-            )
-            for layer in self._layers
-        ]
 
     def log_marginal_likelihood(self, prior_precision: Any = None) -> torch.Tensor:
         r"""The Laplace approximation of :math:`\log p(\mathcal D \mid \tau)` (module docstring), differentiable in
@@ -285,22 +215,15 @@ class LaplaceGuide(AutoGuide):
             tau = prior_precision
         else:
             tau = self._check_prior(prior_precision, self._dtype, self._device)
-        taus = self._layer_taus(tau)
-        sq = self._map_sq_norms()
-        sizes = self._layer_sizes()
+        post = self._posterior
         out = torch.as_tensor(self._log_lik / self.temperature, dtype=self._dtype, device=self._device)
-        for t, s, n in zip(taus, sq, sizes):
+        for t, s, n in zip(layer_taus(tau, len(self._layers)), post.layer_sq_norms(), post.layer_sizes()):
             out = out - 0.5 * t * s + 0.5 * n * t.log()
-        if self.structure == "full":
-            logdet = self.posteriors["full"].with_prior(self._full_prior_vector(tau)).logdet()
-        else:
-            logdet = sum((self.posteriors[layer.module].curvature_eigenvalues() + t).log().sum()
-                         for layer, t in zip(self._layers, taus))  # fmt: skip
-        return out - 0.5 * logdet
+        return out - 0.5 * post.logdet(tau)
 
     def optimize_prior_precision(
         self,
-        structure: Literal["scalar", "layer"] = "scalar",
+        structure: PriorStructure = "scalar",
         max_iter: int = 200,
         init: Any = None,
         method: Literal["marglik", "val"] = "marglik",
@@ -312,15 +235,13 @@ class LaplaceGuide(AutoGuide):
         ``method="marglik"``: maximize :meth:`log_marginal_likelihood` over :math:`\\log\\tau` (L-BFGS from
         ``init``, eigenvalues fixed).  ``method="val"``: the scalar :math:`\\tau` of ``grid`` (default
         ``logspace(-4, 6, 41)``, then refined) with the highest log-likelihood of held-out ``val_data`` under the GLM
-        predictive (:func:`~pyro_prune.guides.laplace_glm.tune_prior_precision`).
+        predictive (:func:`~pyro_prune.guides.laplace.glm.tune_prior_precision`).
 
         :param structure: one :math:`\\tau` (``"scalar"``) or one per layer (``"layer"``, marglik only).
         :returns: the new :math:`\\tau`.
         """
-        if structure not in ("scalar", "layer"):
-            raise ValueError(f"structure must be 'scalar' or 'layer', got {structure!r}")
-        if method not in ("marglik", "val"):
-            raise ValueError(f"method must be 'marglik' or 'val', got {method!r}")
+        check_choice("structure", structure, ("scalar", "layer"))
+        check_choice("method", method, ("marglik", "val"))
         if method == "val":
             if val_data is None:
                 raise ValueError("method='val' needs val_data: held-out (x, y) the MAP was not trained on")
@@ -329,66 +250,48 @@ class LaplaceGuide(AutoGuide):
             return tune_prior_precision(self, val_data, grid)[0]
         start = self.prior_precision if init is None else self._check_prior(init, self._dtype, self._device)
         n = 1 if structure == "scalar" else len(self._layers)
-        log_tau = (
-            start.log().mean().expand(n).clone() if start.dim() == 0 or structure == "scalar" else start.log().clone()
-        )
-        log_tau = log_tau.double().requires_grad_(True)
-        # cache curvature eigenvalues in float64 for a smooth objective
+        log_tau = start.log().mean().expand(n) if start.dim() == 0 or structure == "scalar" else start.log()
+        tau = self._maximize_marglik(log_tau.double().clone(), max_iter, structure == "scalar")
+        self.set_prior_precision(tau)
+        return self.prior_precision
+
+    def _maximize_marglik(self, log_tau: torch.Tensor, max_iter: int, scalar: bool) -> torch.Tensor:
+        """L-BFGS (strong Wolfe) on :math:`-\\log p(\\mathcal D \\mid e^{\\log\\tau})` over ``log_tau``: ``(1,)``
+        (one :math:`\\tau`, with ``scalar``) or ``(num_layers,)``, in float64 for a smooth objective; returns
+        :math:`\\tau`."""
+        log_tau.requires_grad_(True)
         opt = torch.optim.LBFGS([log_tau], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
                                 tolerance_grad=1e-9, tolerance_change=1e-12)  # fmt: skip
 
         def closure():
             opt.zero_grad()
             tau = log_tau.clamp(-30, 30).exp().to(self._dtype)
-            loss = -self.log_marginal_likelihood(tau[0] if structure == "scalar" else tau)
+            loss = -self.log_marginal_likelihood(tau[0] if scalar else tau)
             loss.backward()
             return loss
 
         opt.step(closure)
         tau = log_tau.detach().clamp(-30, 30).exp().to(self._dtype)
-        self.set_prior_precision(tau[0] if structure == "scalar" else tau)
-        return self.prior_precision
+        return tau[0] if scalar else tau
 
     # -- sampling ----------------------------------------------------------------------------------------
-    def _site_names(self) -> List[str]:
-        return list(self._map)
-
     def _zeros(self, shape) -> torch.Tensor:
         return torch.zeros(shape, dtype=self._dtype, device=self._device)
 
     def forward(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
-        """Draw every layer's weights jointly from the Laplace posterior; returns ``{site: value}``."""
+        """Draw every weight jointly from the Laplace posterior: one auxiliary standard normal site per block of the
+        posterior, mapped through its covariance square root; returns ``{site: value}``."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
-        values: Dict[str, torch.Tensor] = {}
-        if self.structure == "full":
-            post = self.posteriors["full"]
-            eps = pyro.sample(
-                f"_{self._pyro_name}_latent",
-                dist.Normal(self._zeros(post.shape), 1.0).to_event(1),
+        eps = [
+            pyro.sample(
+                f"_{self._pyro_name}{suffix}_latent",
+                dist.Normal(self._zeros(shape), 1.0).to_event(len(shape)),
                 infer={"is_auxiliary": True},
-            )
-            noise = post.transform(eps)
-            batch, pos = noise.shape[:-1], 0
-            for site, value in self._map.items():
-                mask = self._full_sites.get(site)
-                if mask is None:
-                    values[site] = value
-                    continue
-                k = int(mask.sum())
-                flat = value.reshape(-1).expand(batch + (value.numel(),)).clone()
-                flat[..., mask] = flat[..., mask] + noise[..., pos : pos + k]
-                pos += k
-                values[site] = flat.reshape(batch + value.shape)
-        else:
-            for i, layer in enumerate(self._layers):
-                post = self.posteriors[layer.module]
-                eps = pyro.sample(
-                    f"_{self._pyro_name}_{i}_latent",
-                    dist.Normal(self._zeros((layer.out, layer.cols)), 1.0).to_event(2),
-                    infer={"is_auxiliary": True},
-                )
-                values.update(layer.split(layer.join(self._map) + post.transform(eps)))
+            )  # fmt: skip
+            for suffix, shape in self._posterior.latents()
+        ]
+        values = self._posterior.draw(eps)
         return {
             site: pyro.sample(site, dist.Delta(values[site], event_dim=self._map[site].dim())) for site in self._map
         }
@@ -401,20 +304,7 @@ class LaplaceGuide(AutoGuide):
     @torch.no_grad()
     def marginals(self) -> Dict[str, Marginal]:
         """``{site: Marginal(loc=MAP, scale=exact marginal std)}`` (scale 0 for weights outside a subnet)."""
-        var: Dict[str, torch.Tensor] = {}
-        if self.structure == "full":
-            v, pos = self.posteriors["full"].marginal_variance(), 0
-            for site, value in self._map.items():
-                mask = self._full_sites.get(site)
-                out = torch.zeros(value.numel(), dtype=value.dtype, device=value.device)
-                if mask is not None:
-                    k = int(mask.sum())
-                    out[mask] = v[pos : pos + k]
-                    pos += k
-                var[site] = out.reshape(value.shape)
-        else:
-            for layer in self._layers:
-                var.update(layer.split(self.posteriors[layer.module].marginal_variance()))
+        var = self._posterior.marginal_variances()
         return {k: Marginal(self._map[k].clone(), var[k].clamp_min(0).sqrt()) for k in self._map}
 
     @torch.no_grad()
@@ -428,7 +318,7 @@ class LaplaceGuide(AutoGuide):
     @torch.no_grad()
     def glm_predictive(self, x: torch.Tensor, batch_size: int = 512) -> Tuple[torch.Tensor, torch.Tensor]:
         r"""Linearized (GLM) predictive of the outputs: :math:`f(x) \sim \mathcal N(f_{w^*}(x), J \Sigma J^\top)`
-        (exact for the posterior's structure, vectorized over the batch; see :mod:`pyro_prune.guides.laplace_glm`).
+        (exact for the posterior's structure, vectorized over the batch; see :mod:`pyro_prune.guides.laplace.glm`).
 
         :param x: inputs ``(B, ...)``.
         :returns: mean ``(B, K)`` and covariance ``(B, K, K)`` of the outputs.
@@ -436,14 +326,10 @@ class LaplaceGuide(AutoGuide):
         x = x.to(device=self._device, dtype=self._dtype if x.is_floating_point() else None)
         means, covs = [], []
         for xb in x.split(batch_size):
-            f, cov = self._glm_batch(xb)
+            f, feats = glm_features(self, xb)
             means.append(f)
-            covs.append(cov)
+            covs.append(glm_covariance(self, f, feats))
         return torch.cat(means), torch.cat(covs)
-
-    def _glm_batch(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        f, feats = glm_features(self, x)
-        return f, glm_covariance(self, f, feats)
 
 
 def laplace_guide(
@@ -455,14 +341,16 @@ def laplace_guide(
     temperature: float = 1.0,
     subnet: Any = None,
     *,
-    fisher: cv.Fisher = "exact",
-    prior_structure: Literal["scalar", "layer"] = "scalar",
+    fisher: Fisher = "exact",
+    prior_structure: PriorStructure = "scalar",
     max_memory: float = DEFAULT_MAX_MEMORY,
 ) -> LaplaceGuide:
     r"""Fit a Laplace posterior around a MAP network and return it as a Pyro guide.
 
-    :param model: a :class:`~pyro_prune.BayesianModel` (Categorical, Bernoulli or Gaussian likelihood with a fixed
-        or learned scale). Its prior is not used: the Laplace prior is :math:`\mathcal N(0, \tau^{-1} I)`.
+    :param model: a :class:`~pyro_prune.BayesianModel` whose likelihood has an output Hessian (Categorical,
+        Bernoulli, Gaussian with a fixed or learned scale, or your own :class:`~pyro_prune.model.likelihoods.
+        Likelihood` implementing ``exact_hessian_sqrt``). Its prior is not used: the Laplace prior is
+        :math:`\mathcal N(0, \tau^{-1} I)`.
     :param data: a ``DataLoader`` of ``(x, y)`` or one ``(x, y)`` tuple (the training data; one pass).
     :param structure: ``"kron"`` (KFAC per layer), ``"diag"`` (exact GGN diagonal) or ``"full"`` (dense GGN, for
         small networks or a ``subnet``; its size is checked against ``max_memory`` before anything is allocated).
@@ -475,7 +363,7 @@ def laplace_guide(
     :param subnet: with ``structure="full"``: ``{site: bool mask}`` or flat indices into the concatenation of the
         model's weight sites in order (``parameters_to_vector`` of a plain Linear/Conv network); other weights stay
         at the MAP.
-    :param fisher: ``"exact"`` GGN or ``"mc"`` sampled-label Fisher (kron/diag).
+    :param fisher: ``"exact"`` GGN or ``"mc"`` sampled-label Fisher (validated by the likelihood).
     :param prior_structure: with ``"marglik"``: one :math:`\tau` (``"scalar"``) or one per layer (``"layer"``).
     :param max_memory: bound in bytes on the dense matrices of ``structure="full"``.
     :returns: a :class:`LaplaceGuide`.

@@ -1,8 +1,7 @@
-"""Pieces of the Laplace guide: the layer view of weight sites, MAP sources, subnetwork masks, argument checks."""
+"""Pieces of the Laplace guide: the layer view of weight sites, MAP sources, subnetwork masks."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -13,7 +12,7 @@ from pyro.infer.autoguide import AutoGuide
 from ...model import BayesianModel
 from ...subnet import Selection
 
-__all__ = ["Layer", "check_positive", "map_values", "make_layers", "subnet_masks"]
+__all__ = ["Layer", "map_values", "make_layers", "subnet_masks"]
 
 
 @dataclass
@@ -49,43 +48,38 @@ class Layer:
         return out
 
 
-def check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return value
-
-
-def map_values(model: BayesianModel, map_from: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-    """``({site: MAP value}, {other state entries})`` from ``map_from``."""
-    extra: Dict[str, torch.Tensor] = {}
+def _source_values(model: BayesianModel, map_from: Any) -> Tuple[Mapping[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """``({site: value}, {other state entries})`` as ``map_from`` gives them (not yet checked)."""
     if map_from is None:
-        values = model.initial_weights()
-    elif isinstance(map_from, nn.Module) and not isinstance(map_from, AutoGuide):
+        return model.initial_weights(), {}
+    if isinstance(map_from, nn.Module) and not isinstance(map_from, AutoGuide):
         state = map_from.state_dict()
-        values = {k: state[k] for k in model.sites if k in state}
-        extra = {k: v for k, v in state.items() if k not in model.sites}
-    elif isinstance(map_from, Mapping):
-        values = {k: v for k, v in map_from.items() if k in model.sites}
-        extra = {k: v for k, v in map_from.items() if k not in model.sites}
+        return {k: state[k] for k in model.sites if k in state}, {
+            k: v for k, v in state.items() if k not in model.sites
+        }
+    if isinstance(map_from, Mapping):
         bad = [k for k, v in map_from.items() if not torch.is_tensor(v)]
         if bad:
             raise TypeError(f"map_from: state_dict entries {bad[:3]} are not tensors")
-    elif callable(getattr(map_from, "median", None)):
+        values = {k: v for k, v in map_from.items() if k in model.sites}
+        return values, {k: v for k, v in map_from.items() if k not in model.sites}
+    if callable(getattr(map_from, "median", None)):
         if isinstance(map_from, AutoGuide) and map_from.prototype_trace is None:
             raise ValueError("map_from: the guide is not initialized; fit it first (pp.fit) or call guide(x, y) once")
         try:
-            values = dict(map_from.median())
+            return dict(map_from.median()), {}
         except NotImplementedError:
             msg = f"map_from: {type(map_from).__name__} cannot give a MAP (median() is not implemented)"
             raise TypeError(msg) from None
-    else:
-        raise TypeError(
-            "map_from must be None (the network's weights), a trained guide with median() (AutoDelta, AutoNormal...), "
-            f"an nn.Module or a state_dict, got {type(map_from).__name__}"
-        )
+    raise TypeError(
+        "map_from must be None (the network's weights), a trained guide with median() (AutoDelta, AutoNormal...), "
+        f"an nn.Module or a state_dict, got {type(map_from).__name__}"
+    )
+
+
+def map_values(model: BayesianModel, map_from: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """``({site: MAP value}, {other state entries})`` from ``map_from``, checked against the model's sites."""
+    values, extra = _source_values(model, map_from)
     missing = [k for k in model.sites if k not in values]
     if missing:
         raise ValueError(f"map_from gives no value for weight sites {missing}")

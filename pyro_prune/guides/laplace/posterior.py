@@ -1,0 +1,317 @@
+r"""The Laplace posterior over a model's weight sites, one class per kind of structure, chosen once by name.
+
+A :class:`WeightPosterior` holds the posterior precisions (:class:`~pyro_prune.curvature.Precision`) of the weights
+and everything the guide needs from them, so :class:`~pyro_prune.guides.laplace.LaplaceGuide` never asks which
+structure it has:
+
+* :class:`LayerwisePosterior` (``"kron"``, ``"diag"``): one :class:`~pyro_prune.curvature.LayerPrecision` per
+  layer over its ``(out, in')`` matrix ``[W | b]``, from one KFAC pass (:func:`~pyro_prune.curvature.kfac`);
+* :class:`FullPosterior` (``"full"``): one :class:`~pyro_prune.curvature.Dense` precision over all weights or a
+  subnetwork [1] (the others fixed at the MAP), from the dense GGN (:func:`~pyro_prune.curvature.full_ggn`).
+
+:data:`STRUCTURES` maps a ``structure`` name to its builder; a new structure adds one class and one entry.
+
+With per-layer prior precisions :math:`\tau_l`, the GLM predictive covariance :math:`J P^{-1} J^\top` of each kind
+is computed in :mod:`~pyro_prune.guides.laplace.glm`'s terms (module docstring there): the blockwise kinds from
+layer Jacobians projected into each precision's eigenbasis, the full kind by whitening the parameter Jacobian with
+the Cholesky factor of :math:`P`.
+
+References
+
+[1] Erik Daxberger et al. "Bayesian Deep Learning via Subnetwork Inference", ICML 2021.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from ... import curvature as cv
+from ...model import BayesianModel
+from ...model.likelihoods import Fisher, Likelihood
+from .layer_view import Layer, subnet_masks
+
+__all__ = ["WeightPosterior", "LayerwisePosterior", "FullPosterior", "STRUCTURES", "make_posterior"]
+
+Latent = Tuple[str, Tuple[int, ...]]
+
+
+def layer_taus(tau: torch.Tensor, num_layers: int) -> List[torch.Tensor]:
+    """A scalar :math:`\\tau` repeated, or the entries of a per-layer one."""
+    return [tau if tau.dim() == 0 else tau[i] for i in range(num_layers)]
+
+
+class WeightPosterior(abc.ABC):
+    r"""The Laplace posterior precision :math:`P = s\,C + \tau` over a model's weight sites.
+
+    :param layers: the model's layers (:func:`~pyro_prune.guides.laplace.layer_view.make_layers`).
+    :param map_values: ``{site: MAP value}``.
+    :ivar precisions: ``{key: Precision}`` (layer names, or ``"full"``).
+    """
+
+    def __init__(self, layers: Sequence[Layer], map_values: Mapping[str, torch.Tensor]):
+        self.layers = list(layers)
+        self.map = dict(map_values)
+        self.precisions: Dict[str, cv.Precision] = {}
+
+    @abc.abstractmethod
+    def fit(self, net: nn.Module, data: Iterable, likelihood: Likelihood, scale: float, fisher: Fisher) -> tuple:
+        """Compute the curvature of ``net`` (at the MAP) over ``data``; returns ``(examples seen, log-lik sum)``."""
+
+    @abc.abstractmethod
+    def set_prior(self, tau: torch.Tensor) -> None:
+        """Set :math:`\\tau` (scalar or per layer) in every precision."""
+
+    @abc.abstractmethod
+    def logdet(self, tau: torch.Tensor) -> torch.Tensor:
+        """:math:`\\log\\det P` at ``tau`` (differentiable in it), the curvature fixed."""
+
+    @abc.abstractmethod
+    def layer_sizes(self) -> List[int]:
+        """The number of weights the posterior covers in each layer."""
+
+    @abc.abstractmethod
+    def layer_sq_norms(self) -> List[torch.Tensor]:
+        """:math:`\\|w^*_l\\|^2` over the covered weights of each layer."""
+
+    @abc.abstractmethod
+    def latents(self) -> List[Latent]:
+        """``[(site suffix, shape)]`` of the standard normal auxiliary sites one joint draw needs."""
+
+    @abc.abstractmethod
+    def draw(self, eps: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """``{site: value}`` from standard normal ``eps`` (one per :meth:`latents`, leading batch dimensions)."""
+
+    @abc.abstractmethod
+    def marginal_variances(self) -> Dict[str, torch.Tensor]:
+        """``{site: marginal variance}`` (0 for weights the posterior does not cover)."""
+
+    @abc.abstractmethod
+    def glm_features(self, net: nn.Module, likelihood: Likelihood, x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
+        """Outputs ``f`` ``(B, K)`` and the prior-independent Jacobian features of ``x``."""
+
+    @abc.abstractmethod
+    def glm_covariance(self, f: torch.Tensor, feats: Any) -> torch.Tensor:
+        """:math:`J P^{-1} J^\\top` ``(B, K, K)`` from :meth:`glm_features` at the current :math:`\\tau`."""
+
+
+# -------------------------------------------------------------------------------------------------------------
+# kron / diag: one precision per layer
+# -------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerStructure:
+    """What a layerwise structure takes from the KFAC pass, and how it builds a layer's precision."""
+
+    factors: bool
+    diagonal: bool
+    build: Callable[[cv.LayerFactors, float], cv.LayerPrecision]
+
+
+KRON = LayerStructure(True, False, lambda f, scale: cv.Kron.from_factors(f.A, f.G, scale))
+DIAG = LayerStructure(False, True, lambda f, scale: cv.Diag(f.diag, scale))
+
+
+class LayerwisePosterior(WeightPosterior):
+    """A block-diagonal posterior, one :class:`~pyro_prune.curvature.LayerPrecision` per layer (kron, diag)."""
+
+    def __init__(self, layers: Sequence[Layer], map_values: Mapping[str, torch.Tensor], kind: LayerStructure):
+        super().__init__(layers, map_values)
+        self.kind = kind
+
+    def fit(self, net, data, likelihood, scale, fisher) -> tuple:
+        biases = {layer.module: layer.bias is not None for layer in self.layers}
+        res = cv.kfac(net, data, likelihood, biases, fisher=fisher, factors=self.kind.factors,
+                      diagonal=self.kind.diagonal)  # fmt: skip
+        for layer in self.layers:
+            self.precisions[layer.module] = self.kind.build(res.layers[layer.module], scale)
+        return res.num_examples, res.log_likelihood
+
+    def set_prior(self, tau: torch.Tensor) -> None:
+        for layer, t in zip(self.layers, layer_taus(tau, len(self.layers))):
+            self.precisions[layer.module] = self.precisions[layer.module].with_prior(t)
+
+    def logdet(self, tau: torch.Tensor) -> torch.Tensor:
+        taus = layer_taus(tau, len(self.layers))
+        return sum(self.precisions[layer.module].with_prior(t).logdet() for layer, t in zip(self.layers, taus))
+
+    def layer_sizes(self) -> List[int]:
+        return [layer.numel for layer in self.layers]
+
+    def layer_sq_norms(self) -> List[torch.Tensor]:
+        return [layer.join(self.map).pow(2).sum() for layer in self.layers]
+
+    def latents(self) -> List[Latent]:
+        return [(f"_{i}", (layer.out, layer.cols)) for i, layer in enumerate(self.layers)]
+
+    def draw(self, eps: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        values: Dict[str, torch.Tensor] = {}
+        for layer, e in zip(self.layers, eps):
+            noise = self.precisions[layer.module].transform(e)
+            values.update(layer.split(layer.join(self.map) + noise))
+        return values
+
+    def marginal_variances(self) -> Dict[str, torch.Tensor]:
+        var: Dict[str, torch.Tensor] = {}
+        for layer in self.layers:
+            var.update(layer.split(self.precisions[layer.module].marginal_variance()))
+        return var
+
+    def glm_features(self, net, likelihood, x) -> Tuple[torch.Tensor, Dict[str, tuple]]:
+        """Per layer, inputs and output Jacobians in the precision's eigenbasis: ``(a², J_s, None)`` for one
+        position, ``(None, None, M)`` with :math:`M = \\sum_t J_{s,t} \\otimes a_t` otherwise."""
+        biases = {layer.module: layer.bias is not None for layer in self.layers}
+        f, per = cv.output_jacobians(net, x, likelihood, biases)
+        feats = {}
+        for name, (a, Js) in per.items():  # (B, T, in'), (K, B, T, out)
+            a, Js = self.precisions[name].project(a, Js)
+            if a.shape[1] == 1:
+                feats[name] = (a[:, 0].pow(2), Js[:, :, 0], None)
+            else:
+                feats[name] = (None, None, torch.einsum("kbto,bti->kboi", Js, a))
+        return f, feats
+
+    def glm_covariance(self, f, feats) -> torch.Tensor:
+        K = f.shape[-1]
+        cov = torch.zeros(f.shape[0], K, K, dtype=f.dtype, device=f.device)
+        for name, (a2, Js, M) in feats.items():
+            inv = self.precisions[name].eigenvalues().reciprocal()  # (out, in')
+            if M is None:
+                cov += torch.einsum("kbo,lbo,bo->bkl", Js, Js, a2 @ inv.T)
+            else:
+                cov += torch.einsum("kboi,lboi,oi->bkl", M, M, inv)
+        return cov
+
+
+# -------------------------------------------------------------------------------------------------------------
+# full: one dense precision over all weights or a subnetwork
+# -------------------------------------------------------------------------------------------------------------
+class FullPosterior(WeightPosterior):
+    """A dense precision over the weights selected by ``masks`` (``{site: flat bool mask}``, model site order)."""
+
+    def __init__(self, layers, map_values, masks: Mapping[str, torch.Tensor], max_memory: float):
+        super().__init__(layers, map_values)
+        self.sites = {k: m for k, m in masks.items() if bool(m.any())}
+        self.max_memory = max_memory
+
+    @property
+    def numel(self) -> int:
+        return int(sum(int(m.sum()) for m in self.sites.values()))
+
+    def _check_memory(self, dtype: torch.dtype) -> None:
+        n, need = self.numel, cv.dense_bytes(self.numel, dtype)
+        if need > self.max_memory:
+            raise MemoryError(
+                f"structure='full' over {n:,} parameters needs about {need:,} bytes ({need / 2**30:.2f} GiB) for "
+                f"its dense matrices, above max_memory={int(self.max_memory):,} bytes; use structure='kron' or "
+                "'diag', or a subnet=... of fewer weights (or raise max_memory)"
+            )
+
+    def fit(self, net, data, likelihood, scale, fisher) -> tuple:
+        self._check_memory(next(iter(self.map.values())).dtype)
+        ggn, seen, loglik = cv.full_ggn(net, data, likelihood, self.sites, fisher=fisher)
+        self.precisions["full"] = cv.Dense(ggn / seen, scale)
+        return seen, loglik
+
+    def _layer_sites(self, layer: Layer) -> List[str]:
+        return [s for s in (layer.weight, layer.bias) if s is not None and s in self.sites]
+
+    def _prior_vector(self, tau: torch.Tensor) -> torch.Tensor:
+        if tau.dim() == 0:
+            return tau
+        parts = []
+        for layer, t in zip(self.layers, layer_taus(tau, len(self.layers))):
+            parts += [t.expand(int(self.sites[s].sum())) for s in self._layer_sites(layer)]
+        return torch.cat(parts)
+
+    def set_prior(self, tau: torch.Tensor) -> None:
+        self.precisions["full"] = self.precisions["full"].with_prior(self._prior_vector(tau))
+
+    def logdet(self, tau: torch.Tensor) -> torch.Tensor:
+        return self.precisions["full"].with_prior(self._prior_vector(tau)).logdet()
+
+    def layer_sizes(self) -> List[int]:
+        return [sum(int(self.sites[s].sum()) for s in self._layer_sites(layer)) for layer in self.layers]
+
+    def layer_sq_norms(self) -> List[torch.Tensor]:
+        ref = next(iter(self.map.values()))
+        zero = torch.zeros((), dtype=ref.dtype, device=ref.device)
+        return [
+            sum((self.map[s].reshape(-1)[self.sites[s]].pow(2).sum() for s in self._layer_sites(layer)), zero)
+            for layer in self.layers
+        ]
+
+    def latents(self) -> List[Latent]:
+        return [("", (self.numel,))]
+
+    def _scatter(self, flat_values: torch.Tensor, fill: Optional[Mapping[str, torch.Tensor]]) -> Dict[str, Any]:
+        """Split ``(..., numel)`` over the selected entries of each site; other entries from ``fill`` (or 0)."""
+        batch, pos, out = flat_values.shape[:-1], 0, {}
+        for site, value in self.map.items():
+            base = value if fill is not None else torch.zeros_like(value)
+            mask = self.sites.get(site)
+            if mask is None:
+                out[site] = base
+                continue
+            k = int(mask.sum())
+            flat = base.reshape(-1).expand(batch + (value.numel(),)).clone()
+            flat[..., mask] = flat[..., mask] + flat_values[..., pos : pos + k]
+            pos += k
+            out[site] = flat.reshape(batch + value.shape)
+        return out
+
+    def draw(self, eps: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        return self._scatter(self.precisions["full"].transform(eps[0]), self.map)
+
+    def marginal_variances(self) -> Dict[str, torch.Tensor]:
+        return self._scatter(self.precisions["full"].marginal_variance(), None)
+
+    def glm_features(self, net, likelihood, x) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Outputs and the parameter Jacobian ``(B, K, P)`` over the selected entries."""
+        return cv.param_jacobians(net, x, likelihood, self.sites)
+
+    def glm_covariance(self, f, feats) -> torch.Tensor:
+        B, K, P = feats.shape
+        X = self.precisions["full"].whiten(feats.reshape(B * K, P)).reshape(P, B, K)
+        return torch.einsum("pbk,pbl->bkl", X, X)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# the structures by name
+# -------------------------------------------------------------------------------------------------------------
+def _layerwise(kind: LayerStructure, name: str) -> Callable[..., WeightPosterior]:
+    def build(model, layers, map_values, subnet, max_memory) -> WeightPosterior:
+        if subnet is not None:
+            raise ValueError(f"subnet needs structure='full' (got structure={name!r})")
+        return LayerwisePosterior(layers, map_values, kind)
+
+    return build
+
+
+def _full(model, layers, map_values, subnet, max_memory) -> WeightPosterior:
+    return FullPosterior(layers, map_values, subnet_masks(model, subnet), max_memory)
+
+
+#: ``structure`` name -> builder ``(model, layers, map_values, subnet, max_memory) -> WeightPosterior``.
+STRUCTURES: Dict[str, Callable[..., WeightPosterior]] = {
+    "kron": _layerwise(KRON, "kron"),
+    "diag": _layerwise(DIAG, "diag"),
+    "full": _full,
+}
+
+
+def make_posterior(
+    structure: str,
+    model: BayesianModel,
+    layers: Sequence[Layer],
+    map_values: Mapping[str, torch.Tensor],
+    subnet: Any = None,
+    max_memory: float = float("inf"),
+) -> WeightPosterior:
+    """The (not yet fitted) posterior of ``structure`` (``"kron"``, ``"diag"`` or ``"full"``)."""
+    if structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {', '.join(map(repr, STRUCTURES))}, got {structure!r}")
+    return STRUCTURES[structure](model, layers, map_values, subnet, max_memory)

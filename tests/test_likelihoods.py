@@ -1,0 +1,148 @@
+"""Likelihood heads' curvature and GLM maths: Hessian square roots against autograd Hessians, the Monte Carlo link
+against quadrature, and a toy likelihood defined only here running through laplace_guide + the GLM predictive."""
+
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn as nn
+from torch.func import hessian
+
+import pyro_prune as pp
+from pyro_prune import curvature as cv
+from pyro_prune.model.likelihoods import Likelihood
+from tests.helpers import assert_close
+
+D = torch.float64
+
+
+def heads_and_targets(B=6):
+    g = torch.Generator().manual_seed(0)
+    return [
+        (pp.Categorical(B), torch.randn(B, 4, generator=g, dtype=D), torch.randint(0, 4, (B,), generator=g)),
+        (pp.Bernoulli(B), torch.randn(B, 1, generator=g, dtype=D), torch.randint(0, 2, (B,), generator=g).to(D)),
+        (pp.Gaussian(B, scale=0.7), torch.randn(B, 3, generator=g, dtype=D), torch.randn(B, 3, generator=g, dtype=D)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(3), ids=["categorical", "bernoulli", "gaussian"])
+def test_hessian_sqrt_is_a_square_root_of_the_autograd_hessian(case):
+    lik, f, y = heads_and_targets()[case]
+    L = lik.hessian_sqrt(f)
+    H = torch.einsum("cbk,cbl->bkl", L, L)
+    for b in range(f.shape[0]):
+        yb = y[b : b + 1]
+        exact = hessian(lambda fb, yb=yb: -lik.log_likelihood(fb.unsqueeze(0), yb, check=False).sum())(f[b])
+        assert_close(H[b], exact, rtol=1e-10, atol=1e-12)
+    assert_close(cv.output_hessian(lik, f), H)  # the curvature function delegates
+    # the sampled-label Fisher averages to the same matrix (4000 labels; stated tolerance 5 % of the norm)
+    Ls = cv.hessian_sqrt(lik, f, "mc", mc_samples=4000, generator=torch.Generator().manual_seed(1))
+    Hs = torch.einsum("cbk,cbl->bkl", Ls, Ls)
+    assert float((Hs - H).norm() / H.norm()) < 0.05
+
+
+def test_fisher_and_unsupported_heads_are_rejected():
+    lik, f, _ = heads_and_targets()[0]
+    with pytest.raises(ValueError, match="fisher"):
+        cv.hessian_sqrt(lik, f, "empirical")
+    with pytest.raises(ValueError, match="mc_samples"):
+        lik.hessian_sqrt(f, "mc", mc_samples=0)
+    with pytest.raises(ValueError, match="fixed or learned"):
+        cv.flatten_output(pp.Gaussian(6, scale="heteroscedastic"), f)
+    with pytest.raises(ValueError, match="noise"):
+        cv.noise_scale(lik, f)
+
+    class NoCurvature(Likelihood):
+        def distribution(self, output):
+            return dist.Normal(output.squeeze(-1), 1.0)
+
+    with pytest.raises(ValueError, match="exact_hessian_sqrt"):
+        NoCurvature(3).check_curvature()
+    with pytest.raises(ValueError, match="glm_distribution"):
+        NoCurvature(3).glm_distribution(f, torch.eye(4, dtype=D).expand(6, 4, 4))
+
+
+def test_mc_link_matches_quadrature_and_probit_is_close():
+    """Bernoulli: E[sigmoid(f)] for f ~ N(m, v) by Gauss-Hermite quadrature vs the MC link (20k draws, 4 std errors)
+    and the probit approximation (MacKay: within 0.02 here)."""
+    lik = pp.Bernoulli(3)
+    m = torch.tensor([[-1.0], [0.3], [2.0]], dtype=D)
+    v = torch.tensor([0.5, 2.0, 4.0], dtype=D)
+    cov = torch.diag_embed(v.unsqueeze(-1))
+    x, w = hermgauss(60)
+    exact = (torch.sigmoid(m + (2 * v.unsqueeze(-1)).sqrt() * x) * w).sum(-1) / math.sqrt(math.pi)
+    mc = lik.glm_distribution(m, cov, link="mc", num_samples=20_000, generator=torch.Generator().manual_seed(0))
+    assert_close(mc.probs, exact, rtol=0, atol=4 * 0.5 / math.sqrt(20_000))
+    assert_close(lik.glm_distribution(m, cov).probs, exact, rtol=0, atol=0.02)
+    # Categorical on logits (0, f) with no variance on the first is the same Bernoulli (per-logit probit factors)
+    cov2 = torch.diag_embed(torch.stack([torch.zeros_like(v), v], -1))
+    cat = pp.Categorical(3).glm_distribution(torch.cat([torch.zeros_like(m), m], -1), cov2)
+    assert_close(cat.probs[:, 1], lik.glm_distribution(m, cov).probs, rtol=1e-12)
+
+
+def hermgauss(n):
+    """Gauss-Hermite nodes and weights (Golub-Welsch)."""
+    i = torch.arange(1, n, dtype=D)
+    J = torch.diag((i / 2).sqrt(), 1) + torch.diag((i / 2).sqrt(), -1)
+    x, V = torch.linalg.eigh(J)
+    return x, math.sqrt(math.pi) * V[0].pow(2)
+
+
+# ---------------------------------------------------------------------------------------------------------
+class HalfNoiseGaussian(Likelihood):
+    """A toy regression head defined only in this test: y ~ N(f, 0.5²), one output per example."""
+
+    task = "regression"
+    sigma = 0.5
+
+    def distribution(self, output):
+        return dist.Normal(output.squeeze(-1), self.sigma)
+
+    def check_target(self, y, output):
+        if y.dim() != 1 or output.shape[-2] != y.shape[0]:
+            raise ValueError("y must have shape (batch,)")
+
+    def _batch_size(self, output):
+        return output.shape[-2]
+
+    def mean_scale(self, output):  # what pp.predict reports for a regression head
+        return output, torch.full_like(output, self.sigma)
+
+    def exact_hessian_sqrt(self, f):
+        return torch.full((1,) + f.shape, 1 / self.sigma, dtype=f.dtype, device=f.device)
+
+    def glm_distribution(self, f, cov):
+        return dist.Normal(f.squeeze(-1), (cov[:, 0, 0] + self.sigma**2).sqrt())
+
+
+def test_toy_likelihood_runs_laplace_and_glm_predictive():
+    """One bias-free Linear layer: the kron Laplace posterior, its evidence and the GLM predictive under the toy
+    head equal conjugate Bayesian linear regression with noise 0.5 (computed here by hand)."""
+    torch.manual_seed(0)
+    n, sigma, tau = 40, 0.5, 3.0
+    X = torch.randn(n, 3, dtype=D)
+    y = X @ torch.tensor([0.5, -1.0, 2.0], dtype=D) + sigma * torch.randn(n, dtype=D)
+    prec = X.T @ X / sigma**2 + tau * torch.eye(3, dtype=D)
+    cov = torch.linalg.inv(prec)
+    mean = cov @ X.T @ y / sigma**2
+    net = nn.Sequential(nn.Linear(3, 1, bias=False)).to(D)
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), HalfNoiseGaussian(n))
+    g = pp.laplace_guide(model, (X, y), "kron", map_from={"0.weight": mean.reshape(1, 3)}, prior_precision=tau)
+    assert_close(torch.linalg.inv(g.posteriors["0"].to_dense()), cov, rtol=1e-9, atol=1e-12)
+    assert_close(g.marginals()["0.weight"].scale.flatten() ** 2, cov.diagonal(), rtol=1e-9)
+    evidence = dist.MultivariateNormal(torch.zeros(n, dtype=D), sigma**2 * torch.eye(n, dtype=D) + X @ X.T / tau)
+    assert_close(g.log_marginal_likelihood(), evidence.log_prob(y), rtol=1e-9)
+    xs = X[:5]
+    var = torch.einsum("bi,ij,bj->b", xs, cov, xs)
+    f, fcov = g.glm_predictive(xs)
+    assert_close(f.squeeze(-1), xs @ mean, rtol=1e-9)
+    assert_close(fcov[:, 0, 0], var, rtol=1e-9)
+    p = pp.predict(model, g, xs, method="glm")
+    assert_close(p.mean, xs @ mean, rtol=1e-9)
+    assert_close(p.std**2, var + sigma**2, rtol=1e-9)
+    # the held-out GLM score uses the toy's glm_distribution: the exact posterior predictive density
+    ll = pp.guides.laplace.glm.glm_log_likelihood(model.likelihood, f, fcov, y[:5])
+    assert_close(ll, dist.Normal(xs @ mean, (var + sigma**2).sqrt()).log_prob(y[:5]), rtol=1e-9)
+    tau_val, _ = pp.guides.laplace.glm.tune_prior_precision(g, (X[:20], y[:20]), grid=[0.1, 3.0, 100.0])
+    assert float(tau_val) > 0
