@@ -2,7 +2,8 @@
 structured pruning the kept groups per layer and per-group log α.
 
 Every function draws on a given ``ax`` (or a new figure) and returns the figure, so it works in
-notebooks and headless scripts alike (use the Agg backend there).
+notebooks and headless scripts alike (use the Agg backend there).  This is the only module that imports matplotlib;
+``import pyro_prune`` does not load it, ``pyro_prune.plots`` is imported on first use.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Dict, Optional, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 __all__ = [
     "log_alpha_histogram",
@@ -27,7 +30,9 @@ def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
 
 
-def log_alpha_histogram(log_alpha: Dict[str, torch.Tensor], threshold: float = 3.0, bins: int = 60, ax=None):
+def log_alpha_histogram(
+    log_alpha: Dict[str, torch.Tensor], threshold: float = 3.0, bins: int = 60, ax: Optional[Axes] = None
+) -> Figure:
     """Histogram of :math:`\\log\\alpha` per layer with the pruning threshold as a vertical line.
 
     :param log_alpha: ``{site: log alpha tensor}``, e.g. ``guide.log_alpha()``.
@@ -46,7 +51,7 @@ def log_alpha_histogram(log_alpha: Dict[str, torch.Tensor], threshold: float = 3
     return fig
 
 
-def mask_images(masks: Dict[str, torch.Tensor], titles: Optional[Sequence[str]] = None):
+def mask_images(masks: Dict[str, torch.Tensor], titles: Optional[Sequence[str]] = None) -> Figure:
     """One image per layer of its kept-weight mask (rows: outputs; columns: inputs × kernel)."""
     if not masks:
         raise ValueError("masks is empty")
@@ -62,7 +67,7 @@ def mask_images(masks: Dict[str, torch.Tensor], titles: Optional[Sequence[str]] 
     return fig
 
 
-def reliability_diagram(probs: torch.Tensor, y: torch.Tensor, n_bins: int = 15, ax=None):
+def reliability_diagram(probs: torch.Tensor, y: torch.Tensor, n_bins: int = 15, ax: Optional[Axes] = None) -> Figure:
     """Accuracy against confidence in equal-width bins, with the diagonal of perfect calibration."""
     probs, y = _np(probs), _np(y)
     conf, pred = probs.max(-1), probs.argmax(-1)
@@ -85,7 +90,14 @@ def reliability_diagram(probs: torch.Tensor, y: torch.Tensor, n_bins: int = 15, 
     return fig
 
 
-def predictive_band(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, x_train=None, y_train=None, ax=None):
+def predictive_band(
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    x_train: Optional[torch.Tensor] = None,
+    y_train: Optional[torch.Tensor] = None,
+    ax: Optional[Axes] = None,
+) -> Figure:
     """1-D regression: predictive mean with ±2 std band, and the training data."""
     x, mean, std = _np(x).ravel(), _np(mean).ravel(), _np(std).ravel()
     order = np.argsort(x)
@@ -98,7 +110,7 @@ def predictive_band(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, x_tr
     return fig
 
 
-def kept_groups(group_masks: Dict[str, torch.Tensor], ax=None):
+def kept_groups(group_masks: Dict[str, torch.Tensor], ax: Optional[Axes] = None) -> Figure:
     """Bar chart of the groups (neurons / channels) kept per layer, out of the total.
 
     :param group_masks: ``{weight site: (G,) bool}``, e.g. ``pp.prune(...).group_masks``.
@@ -120,7 +132,9 @@ def kept_groups(group_masks: Dict[str, torch.Tensor], ax=None):
     return fig
 
 
-def group_log_alpha(group_log_alpha: Dict[str, torch.Tensor], threshold: float = 3.0, ax=None):
+def group_log_alpha(
+    group_log_alpha: Dict[str, torch.Tensor], threshold: float = 3.0, ax: Optional[Axes] = None
+) -> Figure:
     """Per-group :math:`\\log\\alpha_g` of every layer, sorted, with the pruning threshold.
 
     :param group_log_alpha: ``{layer: (G,) log alpha}``, e.g. ``guide.group_log_alpha()``.
