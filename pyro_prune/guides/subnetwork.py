@@ -27,7 +27,6 @@ References
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import pyro
@@ -41,9 +40,10 @@ from pyro.nn import PyroParam
 
 from .. import curvature as cv
 from .. import subnet as sn
-from .._checks import check_quantiles
+from .._checks import check_bool, check_positive, check_quantiles
 from ..marginals import Marginal, is_real_support, register_marginals
 from ..model import BayesianModel, init_from
+from .laplace.layer_view import plain_net
 
 __all__ = ["AutoSubnetwork"]
 
@@ -72,14 +72,8 @@ class AutoSubnetwork(AutoGuide):
     ):
         if not isinstance(model, BayesianModel):
             raise TypeError(f"model must be a BayesianModel (from pp.bayesianize), got {type(model).__name__}")
-        if (
-            isinstance(init_scale, bool)
-            or not isinstance(init_scale, (int, float))
-            or not (math.isfinite(init_scale) and init_scale > 0)
-        ):
-            raise ValueError(f"init_scale must be a positive finite number, got {init_scale!r}")
-        if not isinstance(train_rest, bool):
-            raise TypeError(f"train_rest must be a bool, got {type(train_rest).__name__}")
+        init_scale = check_positive("init_scale", init_scale)
+        train_rest = check_bool("train_rest", train_rest)
         self.selection = sn.as_selection(subnet)
         idx = self.selection.select(model)
         if init_loc_fn is None:
@@ -203,14 +197,7 @@ class AutoSubnetwork(AutoGuide):
         """
         self._check_init()
         model = self._bmodel[0]
-        net = model.template().to(dtype=model.dtype)
-        state = net.state_dict()
-        for source in (model.net.state_dict(), self.median()):
-            for k, v in source.items():
-                if k in state and state[k].shape == v.shape:
-                    state[k] = v.detach().to(dtype=state[k].dtype) if state[k].is_floating_point() else v.detach()
-        net.load_state_dict(state)
-        net.eval()
+        net = plain_net(model, self.median())
         masks = {k: m.reshape(-1) for k, m in self.site_masks().items() if bool(m.any())}  # sorted-index order
         tril = (self.scale[..., None] * self.scale_tril).detach()
         x = x.to(device=model.device, dtype=model.dtype if x.is_floating_point() else None)

@@ -44,12 +44,11 @@ References
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Literal, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Literal, Sequence, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn as nn
 from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger
 
@@ -58,7 +57,7 @@ from ...marginals import Marginal, register_marginals
 from ...model import BayesianModel, init_from
 from ...model.likelihoods import Fisher
 from .glm import glm_covariance, glm_features, tune_prior_precision
-from .layer_view import make_layers, map_values
+from .layer_view import make_layers, map_values, plain_net
 from .posterior import WeightPosterior, layer_taus, make_posterior
 
 __all__ = ["LaplaceGuide", "laplace_guide", "DEFAULT_MAX_MEMORY"]
@@ -107,7 +106,7 @@ class LaplaceGuide(AutoGuide):
         tau0 = self._initial_prior(prior_precision, model)
         super().__init__(InitMessenger(init_from(self._map))(model))
         self._bmodel = (model,)  # not a submodule: the guide must not own the model's parameters
-        self._net = self._plain_net(model, extra)
+        self._net = plain_net(model, extra, self._map)
         self._trace_prototype(model, *self._fit(model, data))
         self.set_prior_precision(tau0)
         if isinstance(prior_precision, str):  # "marglik" (anything else raised above)
@@ -118,20 +117,6 @@ class LaplaceGuide(AutoGuide):
     def posteriors(self) -> Dict[str, Any]:
         """``{module name: Kron | Diag}`` (kron/diag), or ``{"full": Dense}``."""
         return self._posterior.precisions
-
-    def _plain_net(self, model: BayesianModel, extra: Mapping[str, torch.Tensor]) -> nn.Module:
-        """The plain network at the MAP (with the other state, e.g. BatchNorm statistics), frozen, in eval mode."""
-        net = model.template().to(dtype=model.dtype)
-        state = net.state_dict()
-        for source in (model.net.state_dict(), extra, self._map):
-            for k, v in source.items():
-                if k in state and state[k].shape == v.shape:
-                    state[k] = v.detach().to(dtype=state[k].dtype) if state[k].is_floating_point() else v.detach()
-        net.load_state_dict(state)
-        net.eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return net
 
     def _initial_prior(self, prior_precision: PriorPrecision, model: BayesianModel) -> torch.Tensor:
         if isinstance(prior_precision, str):

@@ -12,7 +12,7 @@ from pyro.infer.autoguide import AutoGuide
 from ...model import BayesianModel
 from ...subnet import Selection
 
-__all__ = ["Layer", "map_values", "make_layers", "subnet_masks"]
+__all__ = ["Layer", "map_values", "make_layers", "subnet_masks", "plain_net"]
 
 
 @dataclass
@@ -151,3 +151,19 @@ def subnet_masks(model: BayesianModel, subnet: Any) -> Dict[str, torch.Tensor]:
     if not any(bool(m.any()) for m in masks.values()):
         raise ValueError("subnet selects no weights")
     return masks
+
+
+def plain_net(model: BayesianModel, *states: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The model's plain network (``model.template()``) with its state and then each of ``states`` loaded where the
+    names and shapes match (later ones win: e.g. BatchNorm statistics, then the weights), frozen, in eval mode."""
+    net = model.template().to(dtype=model.dtype)
+    state = net.state_dict()
+    for source in (model.net.state_dict(),) + states:
+        for k, v in source.items():
+            if k in state and state[k].shape == v.shape:
+                state[k] = v.detach().to(dtype=state[k].dtype) if state[k].is_floating_point() else v.detach()
+    net.load_state_dict(state)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
