@@ -98,6 +98,8 @@ def test_bad_group_specifications():
         pp.AutoGroupSparse(model, prior="horseshoe")
     with pytest.raises(ValueError, match="init_log_sigma2"):
         pp.AutoGroupSparse(model, init_log_sigma2=math.nan)
+    with pytest.raises(TypeError, match="local_reparameterization"):
+        pp.AutoGroupSparse(model, local_reparameterization="yes")
     with pytest.raises(TypeError, match="BayesianModel"):
         pp.AutoGroupSparse(mlp())
 

@@ -91,6 +91,39 @@ def test_sparse_vd_bad_arguments():
         pp.AutoSparseVD(model, log_alpha_clip=-1.0)
     with pytest.raises(TypeError, match="local_reparameterization"):
         pp.AutoSparseVD(model, local_reparameterization=1)
+    with pytest.raises(TypeError, match="init_log_sigma2"):
+        pp.AutoSparseVD(model, init_log_sigma2="-10")
+    with pytest.raises(ValueError, match="log_alpha_clip"):
+        pp.AutoSparseVD(model, log_alpha_clip=math.inf)
+
+
+def test_fast_params_snapshot_is_the_guides_own_tensors_and_nests():
+    net, model, x, y = problem()
+    vd = pp.AutoSparseVD(model)
+    with pytest.raises(ValueError, match="not initialized"):
+        vd.fast_params()
+    vd(x, y)
+    slow = {name: vd._params(name) for name in model.sites}
+    with vd.fast_params() as outer:
+        assert len(outer) == 2 * len(model.sites)
+        for name in model.sites:
+            assert all(a is b for a, b in zip(vd._params(name), slow[name]))  # the same nn.Parameter objects
+        with vd.fast_params() as inner:
+            assert inner is not outer
+        assert vd.__dict__["_pp_fast_params"] is outer  # the outer snapshot is restored
+    assert vd.__dict__["_pp_fast_params"] is None
+    assert isinstance(vd, pp.guides.LocalReparamGuide) and vd.uses_local_reparameterization
+
+
+def test_sparse_vd_total_kl_needs_a_bayesian_model():
+    def model(x):
+        pyro.sample("w", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+
+    vd = pp.AutoSparseVD(model)
+    vd(torch.randn(2))
+    assert vd.kl("w", dist.Normal(torch.zeros(3), 1.0).to_event(1)).shape == ()
+    with pytest.raises(TypeError, match="BayesianModel"):
+        vd.total_kl()
 
 
 def test_init_from_pretrained_network():

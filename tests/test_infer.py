@@ -195,6 +195,12 @@ def test_bad_arguments_raise():
         pp.fit(model, guide, loader, epochs=1, optimizer=torch.optim.Adam, progress=False)
     with pytest.raises(TypeError, match="data"):
         pp.fit(model, guide, x, epochs=1, progress=False)
+    with pytest.raises(TypeError, match="callbacks"):
+        pp.fit(model, guide, loader, epochs=1, callbacks=[1], progress=False)
+    with pytest.raises(ValueError, match="mode"):
+        pp.EarlyStopping(mode="least")
+    with pytest.raises(TypeError, match="monitor"):
+        pp.EarlyStopping(monitor=3)
     with pytest.raises(ValueError, match="num_samples"):
         pp.predict(model, guide, x, num_samples=0)
     with pytest.raises(ValueError, match="NaN"):
