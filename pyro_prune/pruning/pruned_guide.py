@@ -91,7 +91,7 @@ class PrunedGuide:
         for k, m in marginals(self.guide).items():
             if k in self.masks:
                 keep = self.masks[k].to(m.loc.dtype)
-                la = None if m.log_alpha is None else m.log_alpha.masked_fill(~self.masks[k], math.inf)
+                la = m.log_alpha.masked_fill(~self.masks[k], math.inf)
                 m = Marginal(m.loc * keep, m.scale * keep, la, m.group)
             out[k] = m
         return out

@@ -79,8 +79,13 @@ class LogAlpha(Rule):
 
 
 class SNR(Rule):
-    r"""Keep weights with :math:`|\mu| / \sigma > \text{threshold}` (point estimates, :math:`\sigma = 0`, are kept
-    unless exactly zero).  ``SNR(t)`` equals ``LogAlpha(-2 log t)``."""
+    r"""Keep weights with :math:`|\mu| / \sigma > \text{threshold}`, read as :math:`\log\alpha < -2\log t`
+    (``SNR(t)`` equals ``LogAlpha(-2 log t)``; point estimates, :math:`\sigma = 0`, have :math:`\log\alpha =
+    -\infty` and are kept).
+
+    :raises TypeError: ``threshold`` is not a number.
+    :raises ValueError: ``threshold`` is NaN or not > 0.
+    """
 
     def __init__(self, threshold: float = 1.0):
         self.threshold = check_real("threshold", threshold, allow_inf=True)
@@ -88,9 +93,7 @@ class SNR(Rule):
             raise ValueError(f"threshold must be > 0, got {self.threshold}")
 
     def keep(self, marginal: Marginal) -> torch.Tensor:
-        if marginal.log_alpha is not None:
-            return marginal.log_alpha < -2 * math.log(self.threshold)
-        return marginal.snr > self.threshold
+        return marginal.log_alpha < -2 * math.log(self.threshold)
 
     def __repr__(self) -> str:
         return f"SNR({self.threshold:g})"
@@ -102,6 +105,8 @@ class Sparsity(Rule):
 
     :param target: fraction of weights to remove, in ``[0, 1)``.
     :param scope: ``"global"`` or ``"layer"``.
+    :raises TypeError: ``target`` is not a number.
+    :raises ValueError: ``target`` is outside ``[0, 1)`` or ``scope`` is neither choice.
     """
 
     def __init__(self, target: float, scope: Literal["global", "layer"] = "global"):
@@ -109,10 +114,8 @@ class Sparsity(Rule):
 
     @staticmethod
     def _score(m: Marginal) -> torch.Tensor:
-        # -log alpha is monotone in SNR and finite for point estimates with a guide-defined log alpha
-        if m.log_alpha is not None:
-            return -m.log_alpha.double()
-        return m.snr.double()
+        # -log alpha (always filled in by Marginal) is monotone in SNR
+        return -m.log_alpha.double()
 
     @staticmethod
     def _keep_top(scores: torch.Tensor, n_prune: int) -> torch.Tensor:
@@ -239,6 +242,8 @@ class GroupSparsity(GroupRule):
 
     :param target: fraction of groups to remove, in ``[0, 1)``.
     :param scope: ``"global"`` or ``"layer"``.
+    :raises TypeError: ``target`` is not a number.
+    :raises ValueError: ``target`` is outside ``[0, 1)`` or ``scope`` is neither choice.
     """
 
     def __init__(self, target: float, scope: Literal["global", "layer"] = "layer"):
