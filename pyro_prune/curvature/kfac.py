@@ -195,9 +195,9 @@ def kfac(
 
     :param net: a plain ``nn.Module`` (put in eval mode here, and left so).
     :param data: a ``DataLoader`` of ``(x, y)`` batches or one ``(x, y)`` tuple.
-    :param likelihood: a likelihood with an output Hessian (:meth:`~pyro_prune.model.likelihoods.Likelihood.
-        exact_hessian_sqrt`): :class:`~pyro_prune.Categorical`, :class:`~pyro_prune.Bernoulli`,
-        :class:`~pyro_prune.Gaussian` (fixed or learned scale), or your own.
+    :param likelihood: a likelihood with an output Hessian
+        (:meth:`~pyro_prune.model.likelihoods.Likelihood.exact_hessian_sqrt`): :class:`~pyro_prune.Categorical`,
+        :class:`~pyro_prune.Bernoulli`, :class:`~pyro_prune.Gaussian` (fixed or learned scale), or your own.
     :param layers: ``{module name: whether its bias is included}`` for Linear/Conv1d/Conv2d modules of ``net``.
     :param fisher: ``"exact"`` GGN or ``"mc"`` sampled-label Fisher (``mc_samples`` labels per example).
     :param factors: collect ``A`` and ``G``.

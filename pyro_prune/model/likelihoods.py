@@ -47,7 +47,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
-from .._checks import check_choice, check_int
+from .._checks import check_choice, check_int, check_positive
 
 __all__ = ["Likelihood", "Categorical", "Bernoulli", "Gaussian", "OBS_SITE", "Fisher", "FISHERS", "GlmLink"]
 
@@ -71,11 +71,7 @@ class Likelihood(PyroModule):
 
     def __init__(self, dataset_size: int):
         super().__init__()
-        if isinstance(dataset_size, bool) or not isinstance(dataset_size, int):
-            raise TypeError(f"dataset_size must be an int, got {type(dataset_size).__name__}")
-        if dataset_size < 1:
-            raise ValueError(f"dataset_size must be >= 1, got {dataset_size}")
-        self.dataset_size = dataset_size
+        self.dataset_size = check_int("dataset_size", dataset_size, 1)
 
     # -- to override ---------------------------------------------------------------------------------
     def distribution(self, output: torch.Tensor) -> dist.Distribution:
@@ -136,7 +132,13 @@ class Likelihood(PyroModule):
     def check_curvature(self) -> None:
         """Raise ``ValueError`` when this head has no output Hessian (the Laplace guides call it first)."""
         if type(self).exact_hessian_sqrt is Likelihood.exact_hessian_sqrt:
-            Likelihood.exact_hessian_sqrt(self, torch.zeros(1, 1))
+            raise self._unsupported("the Laplace approximation", "exact_hessian_sqrt")
+
+    def _unsupported(self, what: str, method: str) -> ValueError:
+        return ValueError(
+            f"unsupported likelihood {type(self).__name__} for {what}: it must implement {method} (see "
+            "pyro_prune.model.likelihoods; pp.Categorical, pp.Bernoulli and pp.Gaussian do)"
+        )
 
     def flatten_output(self, output: torch.Tensor) -> torch.Tensor:
         """The network output ``(B, ...)`` as the ``(B, K)`` outputs :math:`f` of the curvature."""
@@ -148,10 +150,7 @@ class Likelihood(PyroModule):
 
         :param f: flattened outputs ``(B, K)`` (detached).
         """
-        raise ValueError(
-            f"unsupported likelihood {type(self).__name__} for the Laplace approximation: it must implement "
-            "exact_hessian_sqrt (see pyro_prune.model.likelihoods); pp.Categorical, pp.Bernoulli and pp.Gaussian do"
-        )
+        raise self._unsupported("the Laplace approximation", "exact_hessian_sqrt")
 
     def sampled_hessian_sqrt(
         self, f: torch.Tensor, mc_samples: int, generator: Optional[torch.Generator] = None
@@ -187,9 +186,7 @@ class Likelihood(PyroModule):
     def glm_distribution(self, f: torch.Tensor, cov: torch.Tensor) -> dist.Distribution:
         r"""The predictive of :math:`y` when :math:`f \sim \mathcal N(\bar f, \Sigma_f)`: ``f`` ``(B, K)``,
         ``cov`` ``(B, K, K)``; batch shape ``(B,)``."""
-        raise ValueError(
-            f"unsupported likelihood {type(self).__name__} for the GLM predictive: it must implement glm_distribution"
-        )
+        raise self._unsupported("the GLM predictive", "glm_distribution")
 
     def glm_log_likelihood(self, f: torch.Tensor, cov: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-example log-likelihood of ``y`` under :meth:`glm_distribution`, ``(B,)``."""
@@ -377,13 +374,10 @@ class Gaussian(Likelihood):
                 raise ValueError(f"scale must be a positive float, 'learned' or 'heteroscedastic', got {scale!r}")
             self.mode = scale
             if scale == "learned":
-                if not (isinstance(init_scale, (int, float)) and math.isfinite(init_scale) and init_scale > 0):
-                    raise ValueError(f"init_scale must be a positive finite number, got {init_scale!r}")
-                self.scale = PyroParam(torch.tensor(float(init_scale)), constraint=constraints.positive)
+                init_scale = check_positive("init_scale", init_scale)
+                self.scale = PyroParam(torch.tensor(init_scale), constraint=constraints.positive)
         else:
-            if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-                raise ValueError(f"scale must be a positive finite number, got {scale!r}")
-            self.fixed_scale = float(scale)
+            self.fixed_scale = check_positive("scale", scale)
 
     def mean_scale(self, output: torch.Tensor, event_dim: int = 0):
         """Split ``output`` into the predictive mean and scale (before any squeeze)."""

@@ -333,9 +333,9 @@ def laplace_guide(
     r"""Fit a Laplace posterior around a MAP network and return it as a Pyro guide.
 
     :param model: a :class:`~pyro_prune.BayesianModel` whose likelihood has an output Hessian (Categorical,
-        Bernoulli, Gaussian with a fixed or learned scale, or your own :class:`~pyro_prune.model.likelihoods.
-        Likelihood` implementing ``exact_hessian_sqrt``). Its prior is not used: the Laplace prior is
-        :math:`\mathcal N(0, \tau^{-1} I)`.
+        Bernoulli, Gaussian with a fixed or learned scale, or your own
+        :class:`~pyro_prune.model.likelihoods.Likelihood` implementing ``exact_hessian_sqrt``). Its prior is not
+        used: the Laplace prior is :math:`\mathcal N(0, \tau^{-1} I)`.
     :param data: a ``DataLoader`` of ``(x, y)`` or one ``(x, y)`` tuple (the training data; one pass).
     :param structure: ``"kron"`` (KFAC per layer), ``"diag"`` (exact GGN diagonal) or ``"full"`` (dense GGN, for
         small networks or a ``subnet``; its size is checked against ``max_memory`` before anything is allocated).
