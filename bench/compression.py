@@ -34,6 +34,7 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 
 import pyro
@@ -45,11 +46,10 @@ import torch.nn.utils.prune as tprune
 import pyro_prune as pp
 from pyro_prune import rules
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: bench.common
+from bench.common import mlp, net_scores, print_table, scores, train_dense, write_json  # noqa: E402
+
 K1, K2, K3 = 0.63576, 1.87320, 1.48695
-
-
-def mlp():
-    return nn.Sequential(nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
 
 
 def cnn1d():
@@ -60,20 +60,6 @@ def cnn1d():
     )  # fmt: skip
 
 
-def train_dense(net, loader, epochs, lr=1e-3, wd=0.0):
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=wd)
-    for _ in range(epochs):
-        for xb, yb in loader:
-            opt.zero_grad()
-            F.cross_entropy(net(xb), yb).backward()
-            opt.step()
-    return net
-
-
-def scores(probs, y):
-    return {k: round(v, 4) for k, v in pp.metrics.classification_metrics(probs, y).items()}
-
-
 def weight_layers(net):
     return [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))]
 
@@ -82,11 +68,9 @@ def magnitude(dense, loader, x_test, y_test, sparsity, finetune):
     m = copy.deepcopy(dense)
     layers = [(layer, "weight") for layer in weight_layers(m)]
     tprune.global_unstructured(layers, pruning_method=tprune.L1Unstructured, amount=sparsity)
-    with torch.no_grad():
-        before = scores(m(x_test).softmax(-1), y_test)
+    before = net_scores(m, x_test, y_test, keys=None)
     train_dense(m, loader, finetune)
-    with torch.no_grad():
-        after = scores(m(x_test).softmax(-1), y_test)
+    after = net_scores(m, x_test, y_test, keys=None)
     return {"sparsity": round(sparsity, 4), "compression": round(1 / (1 - sparsity), 1), "no_finetune": before,
             f"finetune{finetune}": after}  # fmt: skip
 
@@ -99,8 +83,7 @@ def finetune_masked(module, masks, loader, x_test, y_test, epochs):
     for name, mask in masks.items():
         tprune.custom_from_mask(named[name.rsplit(".", 1)[0]], "weight", mask)
     train_dense(m, loader, epochs)
-    with torch.no_grad():
-        return scores(m(x_test).softmax(-1), y_test)
+    return net_scores(m, x_test, y_test, keys=None)
 
 
 def plain_torch_svd(dense, loader, n, x_test, y_test, epochs, warmup):
@@ -144,7 +127,7 @@ def plain_torch_svd(dense, loader, n, x_test, y_test, epochs, warmup):
     with torch.no_grad():
         kept = sum(int((m.log_alpha() < 3).sum()) for m in svd if isinstance(m, LinearSVDO))
         total = sum(m.theta.numel() for m in svd if isinstance(m, LinearSVDO))
-        out = scores(svd(x_test).softmax(-1), y_test)
+        out = scores(svd(x_test).softmax(-1), y_test, keys=None)
     return {"epochs": epochs, "s_per_epoch": round(secs, 4), "sparsity": round(1 - kept / total, 4),
             "compression": round(total / kept, 1), **out}  # fmt: skip
 
@@ -187,8 +170,7 @@ def ours(dense, split, loader, epochs, warmup, lr, example_input, prior):
     )
     for label, rule in labelled:
         res = pp.prune(model, guide, rule, example_input=example_input)
-        with torch.no_grad():
-            mean_net = scores(res.module(x_test).softmax(-1), y_test)
+        mean_net = net_scores(res.module, x_test, y_test, keys=None)
         torch.manual_seed(0)
         ens = pp.predict(model, res.guide, x_test, num_samples=100)
         out[label] = {
@@ -197,7 +179,7 @@ def ours(dense, split, loader, epochs, warmup, lr, example_input, prior):
             "flops_reduction": round(res.report.flops_reduction, 1),
             "layer_sparsity": [round(layer.sparsity, 4) for layer in res.report.layers],
             "posterior_mean_net": mean_net,
-            "ensemble100": scores(ens.probs, y_test),
+            "ensemble100": scores(ens.probs, y_test, keys=None),
             "finetune20": finetune_masked(res.module, res.masks, loader, x_test, y_test, 20),
         }
         if label == "log_alpha_3":
@@ -236,15 +218,18 @@ def speed(split, loader, prior, rounds, epochs=5):
     }
 
 
-def dense_digits(args):
-    """The digits split, its loader and the dense MLP every method starts from (100 epochs, wd 1e-4, seed 0)."""
-    split = pp.data.load_digits()
+def dense_baseline(split, make_net, epochs):
+    """``(split, loader, dense, dense_scores)``: the split's loader (batch 64, seed 0) and the dense network every
+    method starts from (``make_net()`` after ``torch.manual_seed(0)``, ``epochs`` epochs of Adam, wd 1e-4)."""
     loader, _ = split.loaders(batch_size=64, seed=0)
     torch.manual_seed(0)
-    dense = train_dense(mlp(), loader, args.dense_epochs, wd=1e-4)
-    with torch.no_grad():
-        dense_scores = scores(dense(split.x_test).softmax(-1), split.y_test)
-    return split, loader, dense, dense_scores
+    dense = train_dense(make_net(), loader, epochs, wd=1e-4)
+    return split, loader, dense, net_scores(dense, split.x_test, split.y_test, keys=None)
+
+
+def dense_digits(args):
+    """The digits split, its loader and the dense MLP every method starts from (100 epochs by default)."""
+    return dense_baseline(pp.data.load_digits(), mlp, args.dense_epochs)
 
 
 def run_digits(args, prior):
@@ -270,14 +255,8 @@ def run_digits(args, prior):
 
 
 def dense_mnist1d(args):
-    """The mnist1d split (4000 samples), its loader and the dense Conv1d network (wd 1e-4, seed 0)."""
-    split = pp.data.load_mnist1d(num_samples=4000)
-    loader, _ = split.loaders(batch_size=64, seed=0)
-    torch.manual_seed(0)
-    dense = train_dense(cnn1d(), loader, args.mnist1d_dense_epochs, wd=1e-4)
-    with torch.no_grad():
-        dense_scores = scores(dense(split.x_test).softmax(-1), split.y_test)
-    return split, loader, dense, dense_scores
+    """The mnist1d split (4000 samples), its loader and the dense Conv1d network."""
+    return dense_baseline(pp.data.load_mnist1d(num_samples=4000), cnn1d, args.mnist1d_dense_epochs)
 
 
 def run_mnist1d(args, prior):
@@ -301,8 +280,7 @@ def groups_ours(dense, split, loader, kind, tau0, epochs, warmup, lr, threshold,
     secs = (time.perf_counter() - t) / epochs
     res = pp.prune(model, guide, rules.GroupLogAlpha(threshold), example_input=example_input)
     x_test, y_test = split.x_test, split.y_test
-    with torch.no_grad():
-        compact_scores = scores(res.module(x_test).softmax(-1), y_test)
+    compact_scores = net_scores(res.module, x_test, y_test, keys=None)
     torch.manual_seed(0)
     ens = pp.predict(model, res.guide, x_test, num_samples=100)
     st = res.report.structure
@@ -327,7 +305,7 @@ def groups_ours(dense, split, loader, kind, tau0, epochs, warmup, lr, threshold,
         "bits": st["bits"],
         "masked_only": st["masked_only"],
         "compact_net": compact_scores,
-        "ensemble100": scores(ens.probs, y_test),
+        "ensemble100": scores(ens.probs, y_test, keys=None),
     }, res
 
 
@@ -340,11 +318,9 @@ def structured_magnitude(dense, loader, x_test, y_test, kept, finetune=20):
         n_in = layer.in_features
         if k < n_in:
             tprune.ln_structured(layer, "weight", amount=n_in - k, n=2, dim=1)
-    with torch.no_grad():
-        before = scores(m(x_test).softmax(-1), y_test)
+    before = net_scores(m, x_test, y_test, keys=None)
     train_dense(m, loader, finetune)
-    with torch.no_grad():
-        after = scores(m(x_test).softmax(-1), y_test)
+    after = net_scores(m, x_test, y_test, keys=None)
     return {"groups_kept": list(kept), "no_finetune": before, f"finetune{finetune}": after}
 
 
@@ -421,9 +397,7 @@ def groups_table(g):
         r = m["log-uniform"]
         rows.append(("mnist1d ours log-uniform compact", r["after"], f"{r['flops_reduction']}x",
                      f"{r['params_reduction']}x", *(f"{r['compact_net'][k]:.4f}" for k in metric)))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    print_table(rows)
     for kind in ("log-uniform", "horseshoe"):
         if kind in g:
             r = g[kind]
@@ -448,9 +422,7 @@ def table(res):
     r = d["plain_torch_svd"]
     rows.append(("plain-torch SVD ref", f"{r['sparsity']:.4f}", f"{r['compression']}x",
                  *(f"{r[k]:.4f}" for k in ("accuracy", "nll", "ece"))))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    print_table(rows)
     s = d["speed"]
     print(f"AutoSparseVD epoch / dense epoch: {s['svd_vs_dense']}x  ({s['s_per_epoch']})")
 
@@ -496,9 +468,7 @@ def main(argv=None):
     if args.part in ("groups", "all"):
         res["groups"] = run_groups(args)
         groups_table(res["groups"])
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=2)
+    write_json(res, args.out)
     return res
 
 

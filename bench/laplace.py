@@ -33,45 +33,17 @@ import subprocess
 import sys
 import time
 
-# this file is called laplace.py: keep its folder off sys.path so that `import laplace` finds laplace-torch
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
 
-import pyro.distributions as dist  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import pyro_prune as pp
 
-import pyro_prune as pp  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+from bench import common
+from bench.common import held_out_map, net_scores, run_stamp, scores, tensor_loader, timed, train_map, write_json
 
-
-def mlp():
-    return nn.Sequential(nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
-
-
-def train_map(x, y, seed=0):
-    """The peers' recipe: seed, shuffled loader of 64, Adam 1e-3 with weight decay 1e-4, 100 epochs."""
-    torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=True)
-    net = mlp()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    for _ in range(100):
-        for xb, yb in loader:
-            opt.zero_grad()
-            F.cross_entropy(net(xb), yb).backward()
-            opt.step()
-    return net.eval()
-
-
-def scores(probs, y):
-    m = pp.metrics.classification_metrics(probs, y)
-    return {k: round(float(m[k]), 4) for k in ("accuracy", "nll", "ece")}
-
-
-def timed(fn, *args, **kw):
-    t = time.perf_counter()
-    out = fn(*args, **kw)
-    return out, time.perf_counter() - t
+common.hide_bench_folder()  # bench/laplace.py would shadow laplace-torch's `laplace`
 
 
 def fit_ours(model, loader, **kw):
@@ -122,7 +94,7 @@ def big_mlp(which: str) -> dict:
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(784, 1200), nn.ReLU(), nn.Linear(1200, 1200), nn.ReLU(), nn.Linear(1200, 10)).eval()
     x, y = torch.randn(2000, 784), torch.randint(0, 10, (2000,))
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=128)
+    loader = tensor_loader(x, y, batch_size=128)
     reset = _reset_peak_rss()
     rss0 = _status_kb("VmRSS")
     t = time.perf_counter()
@@ -156,15 +128,13 @@ def main(argv=None):
     from importlib.metadata import version
 
     res: dict = {"config": dict(torch=torch.__version__, threads=torch.get_num_threads(), rounds=args.rounds,
-                                laplace_torch=version("laplace-torch"),
-                                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                load_average_1min=round(os.getloadavg()[0], 2))}  # fmt: skip
+                                laplace_torch=version("laplace-torch"), **run_stamp())}  # fmt: skip
     t0 = time.perf_counter()
     net = train_map(xtr, ytr)
     with torch.no_grad():
         PROBS["map"] = net(xte).softmax(-1)
         res["map"] = scores(PROBS["map"], yte)
-    tl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr), batch_size=64)
+    tl = tensor_loader(xtr, ytr, batch_size=64)
     model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(n))
 
     # -- fit time, interleaved -------------------------------------------------------------------------
@@ -211,8 +181,7 @@ def main(argv=None):
         acc_lap = {}
         for name, gd in (("kron", guide), ("diag", dguide)):
             r = pp.prune(model, gd, rule=pp.rules.Sparsity(sp))
-            with torch.no_grad():
-                acc_lap[name] = scores(r.module(xte).softmax(-1), yte)["accuracy"]
+            acc_lap[name] = net_scores(r.module, xte, yte)["accuracy"]
         mag = copy.deepcopy(net)
         ws = torch.cat([m.weight.detach().abs().flatten() for m in mag if isinstance(m, nn.Linear)])
         k = round(sp * ws.numel())
@@ -221,7 +190,7 @@ def main(argv=None):
             for m in mag:
                 if isinstance(m, nn.Linear):
                     m.weight.mul_((m.weight.abs() > cut).to(m.weight.dtype))
-            acc_mag = scores(mag(xte).softmax(-1), yte)["accuracy"]
+        acc_mag = net_scores(mag, xte, yte)["accuracy"]
         prune_rows[str(sp)] = dict(
             kron_snr_acc=acc_lap["kron"], diag_snr_acc=acc_lap["diag"], magnitude_acc=acc_mag,
             sparsity=round(r.report.sparsity, 4),
@@ -229,16 +198,10 @@ def main(argv=None):
     res["prune"] = prune_rows
 
     # -- held-out tuning: MAP on 80 % of the training digits, tau on the other 20 % ----------------------
-    g = torch.Generator().manual_seed(0)
-    perm = torch.randperm(n, generator=g)
-    tr, va = perm[: int(0.8 * n)], perm[int(0.8 * n) :]
-    net80 = train_map(xtr[tr], ytr[tr])
-    model80 = pp.bayesianize(net80, dist.Normal(0.0, 1.0), pp.Categorical(len(tr)))
-    tl80 = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr[tr], ytr[tr]), batch_size=64)
+    ho = held_out_map(xtr, ytr)
+    net80, model80, tl80, va = ho.net, ho.model, ho.loader, ho.val_idx
     g80 = pp.laplace_guide(model80, tl80, "kron")
-    val: dict = {}
-    with torch.no_grad():
-        val["map80"] = scores(net80(xte).softmax(-1), yte)
+    val: dict = {"map80": net_scores(net80, xte, yte)}
     tau, t = timed(g80.optimize_prior_precision, method="val", val_data=(xtr[va], ytr[va]))
     val["tau"], val["tune_s"] = round(float(tau), 3), round(t, 3)
     ours_predict(model80, g80, xte, yte, val, "ours_val")
@@ -270,9 +233,7 @@ def main(argv=None):
     res["mlp_784_1200_1200_10"] = big
 
     report(res)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(res, fh, indent=2)
+    write_json(res, args.out)
     print(f"wrote {args.out}")
     if args.figure:
         figure(res, yte, args.figure)

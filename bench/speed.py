@@ -13,32 +13,19 @@ Usage: ``python bench/speed.py [--rounds 3] [--epochs 3] [--out bench/results/sp
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import time
+import sys
 
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from pyro.infer.autoguide import AutoNormal
 
 import pyro_prune as pp
 
-
-def mlp():
-    return nn.Sequential(nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
-
-
-def dense_epoch(net, opt, loader):
-    t = time.perf_counter()
-    for xb, yb in loader:
-        opt.zero_grad()
-        F.cross_entropy(net(xb), yb).backward()
-        opt.step()
-    return time.perf_counter() - t
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: bench.common
+from bench.common import dense_epoch, mlp, write_json  # noqa: E402
 
 
 def fit_epoch_seconds(split, loader, epochs, **kw):
@@ -84,9 +71,7 @@ def main(argv=None):
         print(f"{k + ' s/epoch':<22} {med[k]:>8.4f}")
     for k in ("autonormal_vs_dense", "renyi_k1_vs_dense", "renyi_k8_vs_k1"):
         print(f"{k:<22} {result[k]:>7.2f}x")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    write_json(result, args.out)
     return result
 
 

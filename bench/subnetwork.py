@@ -33,49 +33,22 @@ import os
 import sys
 import time
 
-# bench/ holds a laplace.py: keep this folder off sys.path so that `import laplace` finds laplace-torch
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-import pyro  # noqa: E402
-import pyro.distributions as dist  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import pyro_prune as pp
+from pyro_prune import subnet as sn
 
-import pyro_prune as pp  # noqa: E402
-from pyro_prune import subnet as sn  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+from bench import common
+from bench.common import held_out_map, mlp, net_scores, run_stamp, scores, tensor_loader, timed, train_map, write_json
+
+common.hide_bench_folder()  # bench/laplace.py would shadow laplace-torch's `laplace`
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def mlp():
-    return nn.Sequential(nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
-
-
-def train_map(x, y, seed=0):
-    """The peers' recipe: seed, shuffled loader of 64, Adam 1e-3 with weight decay 1e-4, 100 epochs."""
-    torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=64, shuffle=True)
-    net = mlp()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    for _ in range(100):
-        for xb, yb in loader:
-            opt.zero_grad()
-            F.cross_entropy(net(xb), yb).backward()
-            opt.step()
-    return net.eval()
-
-
-def scores(probs, y):
-    m = pp.metrics.classification_metrics(probs, y)
-    return {k: round(float(m[k]), 4) for k in ("accuracy", "nll", "ece")}
-
-
-def timed(fn, *args, **kw):
-    t = time.perf_counter()
-    out = fn(*args, **kw)
-    return out, time.perf_counter() - t
 
 
 def fit_vi(model, subnet, loader, epochs, lr, init_scale, lr_tril, seed=0):
@@ -85,9 +58,8 @@ def fit_vi(model, subnet, loader, epochs, lr, init_scale, lr_tril, seed=0):
     pyro.set_rng_seed(seed)
     guide = pp.AutoSubnetwork(model, subnet, init_scale=init_scale)
     opt = pyro.optim.Adam(lambda module, name: {"lr": lr_tril if name.endswith("scale_tril") else lr})
-    t = time.perf_counter()
-    pp.fit(model, guide, loader, epochs=epochs, optimizer=opt, progress=False)
-    return guide, time.perf_counter() - t
+    _, seconds = timed(pp.fit, model, guide, loader, epochs=epochs, optimizer=opt, progress=False)
+    return guide, seconds
 
 
 def vi_scores(model, guide, x, y, seed=0):
@@ -116,11 +88,9 @@ def digits(args, res):
         if args.map_cache:
             torch.save(net.state_dict(), args.map_cache)
     res["config"]["map_train_s"] = round(time.perf_counter() - t, 1)
-    with torch.no_grad():
-        res["map"] = scores(net(xte).softmax(-1), yte)
-    tl = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr), batch_size=64)
-    shuffled = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr, ytr), batch_size=args.vi_batch,
-                                           shuffle=True)  # fmt: skip
+    res["map"] = net_scores(net, xte, yte)
+    tl = tensor_loader(xtr, ytr, batch_size=64)
+    shuffled = tensor_loader(xtr, ytr, batch_size=args.vi_batch, shuffle=True)
     model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(n))
     N_SUB = args.n
 
@@ -165,12 +135,8 @@ def digits(args, res):
     print(json.dumps({k: res[k] for k in ("map", "laplace_torch_subnet", "ours_subnet_laplace", "ours_subnet_vi")}),
           flush=True)  # fmt: skip
     # -- held-out prior precision: MAP on 80 % of the training digits, tau on the other 20 % (as bench/laplace.py) --
-    g = torch.Generator().manual_seed(0)
-    perm = torch.randperm(n, generator=g)
-    tr, va = perm[: int(0.8 * n)], perm[int(0.8 * n) :]
-    net80 = train_map(xtr[tr], ytr[tr])
-    model80 = pp.bayesianize(net80, dist.Normal(0.0, 1.0), pp.Categorical(len(tr)))
-    tl80 = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xtr[tr], ytr[tr]), batch_size=64)
+    ho = held_out_map(xtr, ytr)
+    model80, tl80, va = ho.model, ho.loader, ho.val_idx
     pyro.clear_param_store()
     sel80 = sn.LargestVariance(N_SUB, pp.laplace_guide(model80, tl80, "diag"))
     lap80 = pp.laplace_guide(model80, tl80, "full", subnet=sel80, prior_precision=1.0)
@@ -367,8 +333,7 @@ def main(argv=None):
     from importlib.metadata import version
 
     res: dict = {"config": dict(vars(args), torch=torch.__version__, laplace_torch=version("laplace-torch"),
-                                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                load_average_1min=round(os.getloadavg()[0], 2))}  # fmt: skip
+                                **run_stamp())}  # fmt: skip
     t0 = time.perf_counter()
     if not args.only_gap:
         digits(args, res)
@@ -377,9 +342,7 @@ def main(argv=None):
     res["config"]["total_s"] = round(time.perf_counter() - t0, 1)
     print(table(res) if not args.only_gap else json.dumps(res.get("gap")))
     if args.out and not args.only_main and not args.only_gap:
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        with open(args.out, "w") as fh:
-            json.dump(res, fh, indent=2)
+        write_json(res, args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,135 @@
+"""Helpers shared by the benchmarks in ``bench/``: the digits MLP, dense (MAP) training, scoring, timing, loaders,
+the held-out split, run stamps, JSON records and plain-text tables.
+
+The scripts are run from the repository root as ``python bench/<name>.py`` (``bench/laplace.py`` and
+``bench/subnetwork.py`` with the peers' interpreter and ``PYTHONPATH=.``).  They put the repository root on
+``sys.path`` and import this module as ``bench.common``, never as a top-level ``common`` from the ``bench/`` folder:
+that folder holds a ``laplace.py`` which would shadow laplace-torch.
+
+Every helper keeps the exact sequence of random draws of the code it replaced, so the numbers of a benchmark for a
+given seed do not change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import pyro_prune as pp
+
+#: The scores kept by :func:`scores` by default (``None`` keeps every entry of ``classification_metrics``).
+SCORE_KEYS: Tuple[str, ...] = ("accuracy", "nll", "ece")
+
+
+def mlp() -> nn.Sequential:
+    """The digits MLP 64-300-100-10 (ReLU) of ``../shared/TARGETS.md``, freshly initialised from torch's RNG."""
+    return nn.Sequential(nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+
+
+def tensor_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 64, shuffle: bool = False):
+    """A ``DataLoader`` over ``TensorDataset(x, y)``; shuffling draws from torch's global RNG at each epoch."""
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
+
+
+def dense_epoch(net: nn.Module, opt: torch.optim.Optimizer, loader) -> float:
+    r"""One epoch of plain cross-entropy training, :math:`\min_\theta \frac1B \sum_b -\log p_\theta(y_b \mid x_b)`
+    per batch; returns the seconds it took."""
+    t = time.perf_counter()
+    for xb, yb in loader:
+        opt.zero_grad()
+        F.cross_entropy(net(xb), yb).backward()
+        opt.step()
+    return time.perf_counter() - t
+
+
+def train_dense(net: nn.Module, loader, epochs: int, lr: float = 1e-3, wd: float = 0.0) -> nn.Module:
+    """Train ``net`` in place with Adam (learning rate ``lr``, weight decay ``wd``) for ``epochs`` epochs of
+    :func:`dense_epoch`; returns it."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=wd)
+    for _ in range(epochs):
+        dense_epoch(net, opt, loader)
+    return net
+
+
+def train_map(x: torch.Tensor, y: torch.Tensor, seed: int = 0, epochs: int = 100) -> nn.Module:
+    """The peers' MAP recipe (``../shared/bench/peers.py``): seed, shuffled loader of 64, :func:`mlp`, Adam 1e-3 with
+    weight decay 1e-4 (a Gaussian prior), ``epochs`` epochs; returns the network in eval mode."""
+    torch.manual_seed(seed)
+    loader = tensor_loader(x, y, batch_size=64, shuffle=True)
+    return train_dense(mlp(), loader, epochs, wd=1e-4).eval()
+
+
+def scores(probs: torch.Tensor, y: torch.Tensor, keys: Optional[Sequence[str]] = SCORE_KEYS) -> Dict[str, float]:
+    """``pp.metrics.classification_metrics`` of ``probs`` (shape ``(N, C)``) against ``y``, rounded to 4 digits;
+    only ``keys`` (all of them when ``None``), in that order."""
+    m = pp.metrics.classification_metrics(probs, y)
+    return {k: round(float(m[k]), 4) for k in (m if keys is None else keys)}
+
+
+def net_scores(net: nn.Module, x: torch.Tensor, y: torch.Tensor, keys: Optional[Sequence[str]] = SCORE_KEYS):
+    """:func:`scores` of a deterministic network's softmax on ``x`` (no gradient)."""
+    with torch.no_grad():
+        return scores(net(x).softmax(-1), y, keys)
+
+
+def timed(fn: Callable, *args, **kw) -> Tuple[Any, float]:
+    """``(fn(*args, **kw), seconds)`` by ``time.perf_counter``."""
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t
+
+
+class HeldOut(NamedTuple):
+    """A MAP network trained on a random part of the training data, with the indices of both parts."""
+
+    train_idx: torch.Tensor  #: indices the network was trained on
+    val_idx: torch.Tensor  #: the held-out indices
+    net: nn.Module  #: the MAP network (:func:`train_map`)
+    model: Any  #: ``pp.bayesianize(net, Normal(0, 1), Categorical(len(train_idx)))``
+    loader: Any  #: unshuffled loader of 64 over the training part
+
+
+def held_out_map(x: torch.Tensor, y: torch.Tensor, fraction: float = 0.8, seed: int = 0) -> HeldOut:
+    """Split the rows of ``x`` by a seeded permutation (``torch.Generator().manual_seed(seed)``) into the first
+    ``int(fraction * n)`` and the rest, and train a MAP network (:func:`train_map`) on the first part."""
+    n = len(x)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    tr, va = perm[: int(fraction * n)], perm[int(fraction * n) :]
+    net = train_map(x[tr], y[tr])
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(len(tr)))
+    return HeldOut(tr, va, net, model, tensor_loader(x[tr], y[tr], batch_size=64))
+
+
+def run_stamp() -> Dict[str, Any]:
+    """When and under which load a run started: ``{"date": "YYYY-mm-dd HH:MM UTC", "load_average_1min": float}``."""
+    return dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_average_1min=round(os.getloadavg()[0], 2))
+
+
+def write_json(obj: Any, path: str) -> None:
+    """Write ``obj`` as indented JSON to ``path``, creating its folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(obj, fh, indent=2)
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Print rows of strings as columns: the first left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+
+
+def hide_bench_folder() -> None:
+    """Take the ``bench/`` folder off ``sys.path``, where ``python bench/<name>.py`` puts it: its ``laplace.py`` would
+    otherwise shadow laplace-torch's ``laplace`` package (imported by ``bench/laplace.py`` and ``bench/subnetwork.py``
+    when they run)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != here]
