@@ -16,7 +16,7 @@ from typing import Any
 from . import curvature, data, distributions, guides, metrics, subnet
 from .curvature import Kron
 from .distributions import HalfCauchyScaleMixture, Horseshoe, ImproperLogUniform, LogUniform, LogUniformScaleMixture
-from .guides import AutoGroupSparse, AutoSparseVD, AutoSubnetwork, LaplaceGuide, laplace_guide
+from .guides import AutoGroupSparse, AutoSparseVD, AutoSubnetwork, LaplaceGuide, LocalReparamGuide, laplace_guide
 from .infer import EarlyStopping, History, fit
 from .marginals import GroupMarginal, Marginal, marginals, register_marginals
 from .model import (
@@ -58,6 +58,7 @@ __all__ = [
     "EarlyStopping",
     "AutoSparseVD",
     "AutoSubnetwork",
+    "LocalReparamGuide",
     "laplace_guide",
     "LaplaceGuide",
     "Kron",

@@ -18,7 +18,6 @@ References
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Literal, Optional
 
@@ -31,6 +30,7 @@ from . import metrics as _metrics
 from ._checks import Batches, as_batches, check_choice, check_int, unpack_batch
 from ._checks.guide import check_guide, model_ref
 from .model import BayesianModel
+from .model.likelihoods import glm_class_probs
 
 __all__ = ["predict", "evaluate", "Prediction"]
 
@@ -248,10 +248,8 @@ def _predict_glm(model: Any, guide: Any, x: torch.Tensor, batch_size: Optional[i
         raise ValueError("method='glm' needs a likelihood: pass likelihood=pp.Categorical(N) ...")
     with torch.no_grad():
         f, cov = glm(x) if batch_size is None else glm(x, batch_size=batch_size)
-        var = cov.diagonal(dim1=-2, dim2=-1)
         if lik.task == "classification":
-            kappa = (1 + math.pi / 8 * var).rsqrt()
-            probs = lik.probs(kappa * f)
+            probs = glm_class_probs(lik, f, cov)  # the probit approximation, on the likelihood's own link
             return Prediction("classification", f.unsqueeze(0), probs.unsqueeze(0), method="glm", output_cov=cov)
         loc, scale = lik.mean_scale(f)
         if loc.shape[-1] == 1:

@@ -14,6 +14,7 @@ import torch
 
 __all__ = [
     "Batches",
+    "check_bool",
     "check_real",
     "check_positive",
     "check_nonnegative",
@@ -26,6 +27,13 @@ __all__ = [
 ]
 
 Batches = Union[Iterable[Tuple[torch.Tensor, torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """A Python ``bool`` (``True`` or ``False``; not ``0``/``1`` nor a tensor)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
 
 
 def check_real(name: str, value: Any, *, allow_inf: bool = False) -> float:
@@ -111,13 +119,3 @@ def unpack_batch(batch: Any, name: str, device: Optional[torch.device] = None) -
     if device is not None:
         x, y = x.to(device), y.to(device)
     return x, y
-
-
-def check_bool(name: str, value: Any) -> bool:
-    """A Python ``bool`` (``True`` or ``False``; not ``0``/``1`` nor a tensor)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
-
-
-__all__ += ["check_bool"]

@@ -48,6 +48,8 @@ from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .._checks import check_bool
+
 __all__ = [
     "linear",
     "conv",
@@ -251,8 +253,7 @@ def local_reparameterization(source: Any, sample_weights: bool = True) -> Iterat
     """
     if not callable(getattr(source, "local_reparam_moments", None)):
         raise TypeError(f"source must have a local_reparam_moments(site) method, got {type(source).__name__}")
-    if not isinstance(sample_weights, bool):
-        raise TypeError(f"sample_weights must be a bool, got {type(sample_weights).__name__}")
+    check_bool("sample_weights", sample_weights)
     token = _ACTIVE.set(LocalReparamState(source, sample_weights))
     try:
         yield source
