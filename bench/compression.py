@@ -132,7 +132,9 @@ def plain_torch_svd(dense, loader, n, x_test, y_test, epochs, warmup):
             "compression": round(total / kept, 1), **out}  # fmt: skip
 
 
-def ours(dense, split, loader, epochs, warmup, lr, example_input, prior):
+def fit_sparse_vd(dense, split, loader, epochs, warmup, lr, prior):
+    """``(model, guide, out)``: ``AutoSparseVD`` started at ``dense`` under ``prior``, fitted by ``pp.fit`` with a KL
+    warm-up; ``out`` holds the recipe, the seconds per epoch and the final loss."""
     pyro.clear_param_store()
     model = pp.bayesianize(dense, prior, pp.Categorical(split.dataset_size))
     guide = pp.AutoSparseVD(model)
@@ -141,26 +143,62 @@ def ours(dense, split, loader, epochs, warmup, lr, example_input, prior):
     secs = (time.perf_counter() - t) / epochs
     out = {"epochs": epochs, "kl_warmup": warmup, "lr": lr, "s_per_epoch": round(secs, 4),
            "final_loss": round(history.last["loss"], 4)}  # fmt: skip
-    x_test, y_test = split.x_test, split.y_test
+    return model, guide, out
+
+
+def threshold_curve(model, guide, x_test, y_test):
+    """Compression and test accuracy of the pruned posterior-mean network for log-alpha thresholds 0, 1, ..., 4."""
     curve = []
     for th in (0.0, 1.0, 2.0, 3.0, 4.0):
         res = pp.prune(model, guide, rules.LogAlpha(th))
         with torch.no_grad():
             acc = (res.module(x_test).argmax(-1) == y_test).float().mean().item()
         curve.append({"log_alpha_threshold": th, "compression": round(res.report.compression, 1), "accuracy": acc})
-    out["threshold_curve"] = curve
-    # A threshold chosen without the test set: the most aggressive log-alpha threshold whose pruned posterior-mean
-    # network keeps its training NLL within 5 % of the unpruned posterior mean's.
-    x_train, y_train = split.x_train, split.y_train
+    return curve
 
-    def train_nll(rule):
-        with torch.no_grad():
-            net = pp.prune(model, guide, rule).module
-            return F.cross_entropy(net(x_train), y_train).item()
 
-    base = train_nll(rules.Sparsity(0.0))
+def train_nll(model, guide, rule, x_train, y_train):
+    """Training cross-entropy of the posterior-mean network pruned by ``rule``."""
+    with torch.no_grad():
+        net = pp.prune(model, guide, rule).module
+        return F.cross_entropy(net(x_train), y_train).item()
+
+
+def train_selected_threshold(model, guide, x_train, y_train):
+    """A threshold chosen without the test set: the most aggressive log-alpha threshold of the grid -2, -1.5, ..., 4
+    whose pruned posterior-mean network keeps its training NLL within 5 % of the unpruned posterior mean's."""
+    base = train_nll(model, guide, rules.Sparsity(0.0), x_train, y_train)
     grid = [t / 2 for t in range(-4, 9)]  # -2 ... 4
-    chosen = next(t for t in grid if train_nll(rules.LogAlpha(t)) <= 1.05 * base)
+    return next(t for t in grid if train_nll(model, guide, rules.LogAlpha(t), x_train, y_train) <= 1.05 * base)
+
+
+def pruned_scores(model, guide, rule, example_input, loader, x_test, y_test):
+    """``(row, result)``: ``pp.prune`` by ``rule``; the row holds the report's sparsity, compression, FLOPs reduction
+    and per-layer sparsity, and the scores of the posterior-mean network, of the 100-sample pruned ensemble (seed 0)
+    and of the mean network after 20 epochs of fine-tuning with its masks fixed."""
+    res = pp.prune(model, guide, rule, example_input=example_input)
+    mean_net = net_scores(res.module, x_test, y_test, keys=None)
+    torch.manual_seed(0)
+    ens = pp.predict(model, res.guide, x_test, num_samples=100)
+    row = {
+        "sparsity": round(res.report.sparsity, 4),
+        "compression": round(res.report.compression, 1),
+        "flops_reduction": round(res.report.flops_reduction, 1),
+        "layer_sparsity": [round(layer.sparsity, 4) for layer in res.report.layers],
+        "posterior_mean_net": mean_net,
+        "ensemble100": scores(ens.probs, y_test, keys=None),
+        "finetune20": finetune_masked(res.module, res.masks, loader, x_test, y_test, 20),
+    }
+    return row, res
+
+
+def ours(dense, split, loader, epochs, warmup, lr, example_input, prior):
+    """``(out, model, guide)``: :func:`fit_sparse_vd`, its :func:`threshold_curve`, the
+    :func:`train_selected_threshold`, and :func:`pruned_scores` for ``LogAlpha(3)``, ``LogAlpha(1)``, the
+    train-selected threshold and ``Sparsity(0.98)`` (the report of ``LogAlpha(3)`` kept and printed)."""
+    model, guide, out = fit_sparse_vd(dense, split, loader, epochs, warmup, lr, prior)
+    out["threshold_curve"] = threshold_curve(model, guide, split.x_test, split.y_test)
+    chosen = train_selected_threshold(model, guide, split.x_train, split.y_train)
     out["train_selected_threshold"] = chosen
     labelled = (
         ("log_alpha_3", rules.LogAlpha(3.0)),
@@ -169,19 +207,7 @@ def ours(dense, split, loader, epochs, warmup, lr, example_input, prior):
         ("sparsity_0.98", rules.Sparsity(0.98)),
     )
     for label, rule in labelled:
-        res = pp.prune(model, guide, rule, example_input=example_input)
-        mean_net = net_scores(res.module, x_test, y_test, keys=None)
-        torch.manual_seed(0)
-        ens = pp.predict(model, res.guide, x_test, num_samples=100)
-        out[label] = {
-            "sparsity": round(res.report.sparsity, 4),
-            "compression": round(res.report.compression, 1),
-            "flops_reduction": round(res.report.flops_reduction, 1),
-            "layer_sparsity": [round(layer.sparsity, 4) for layer in res.report.layers],
-            "posterior_mean_net": mean_net,
-            "ensemble100": scores(ens.probs, y_test, keys=None),
-            "finetune20": finetune_masked(res.module, res.masks, loader, x_test, y_test, 20),
-        }
+        out[label], res = pruned_scores(model, guide, rule, example_input, loader, split.x_test, split.y_test)
         if label == "log_alpha_3":
             out["report"] = res.report.to_dict()
             print(res.report)
@@ -427,7 +453,8 @@ def table(res):
     print(f"AutoSparseVD epoch / dense epoch: {s['svd_vs_dense']}x  ({s['s_per_epoch']})")
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line; ``--quick`` shortens every run to a few epochs and one speed round."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=600)
     ap.add_argument("--warmup", type=int, default=100)
@@ -452,6 +479,13 @@ def main(argv=None):
         args.epochs, args.warmup, args.dense_epochs, args.ref_epochs, args.rounds = 4, 2, 4, 4, 1
         args.mnist1d_epochs, args.mnist1d_dense_epochs = 4, 4
         args.group_epochs = 4
+    return args
+
+
+def main(argv=None):
+    """Run the parts chosen by ``--part``, print their tables and write the JSON (a part run alone keeps the other
+    part's stored results); returns the results."""
+    args = parse_args(argv)
     torch.set_num_threads(2)
     pyro.set_rng_seed(0)
     prior = pp.distributions.LogUniform()
