@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 
 import pyro.distributions as dist
 import torch
@@ -58,17 +59,22 @@ def fit_peer(net, loader, structure="kron"):
     return la
 
 
-PROBS: dict = {}  # test-set probabilities kept for the figure
-
-
-def ours_predict(model, guide, x, y, rows, label, repeats=3):
-    """GLM and 100-sample MC predictives; seconds: the best of ``repeats`` calls (scores: the first call)."""
+def ours_predict(model, guide, x, y, rows, label, probs, repeats=3):
+    """GLM and 100-sample MC predictives into ``rows[f"{label}_glm"]`` and ``rows[f"{label}_mc100"]`` (their
+    probabilities into ``probs``, kept for the figure); seconds: the best of ``repeats`` calls (scores: the first)."""
     with torch.no_grad():
         for name, kw in (("glm", dict(method="glm")), ("mc100", dict(num_samples=100))):
             runs = [timed(pp.predict, model, guide, x, **kw) for _ in range(repeats)]
             seconds = min(t for _, t in runs)
             rows[f"{label}_{name}"] = dict(seconds=round(seconds, 4), **scores(runs[0][0].probs, y))
-            PROBS[f"{label}_{name}"] = runs[0][0].probs
+            probs[f"{label}_{name}"] = runs[0][0].probs
+
+
+def peer_glm(la, x, y):
+    """Seconds and scores of laplace-torch's GLM-probit predictive of ``la`` on ``x``."""
+    with torch.no_grad():
+        p, t = timed(la, x, pred_type="glm", link_approx="probit")
+    return dict(seconds=round(t, 3), **scores(p, y))
 
 
 def _status_kb(key: str) -> int:
@@ -110,136 +116,180 @@ def big_mlp(which: str) -> dict:
                 peak_rss_increase_mb=round((peak - rss0) / 1024, 1), peak_reset=reset)  # fmt: skip
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (``--big`` is the subprocess entry of :func:`big_runs`)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "laplace.json"))
     ap.add_argument("--figure", default=None, help="write reliability diagrams (MAP, marglik, held-out tau) here")
     ap.add_argument("--big", choices=["ours", "laplace-torch"], help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
-    if args.big:
-        print(json.dumps(big_mlp(args.big)))
-        return
+    return ap.parse_args(argv)
 
-    torch.set_num_threads(2)
-    split = pp.data.load_digits()
-    xtr, ytr, xte, yte = split.x_train, split.y_train, split.x_test, split.y_test
-    n = len(xtr)
-    from importlib.metadata import version
 
-    res: dict = {"config": dict(torch=torch.__version__, threads=torch.get_num_threads(), rounds=args.rounds,
-                                laplace_torch=version("laplace-torch"), **run_stamp())}  # fmt: skip
-    t0 = time.perf_counter()
+def map_model(xtr, ytr, xte, yte, probs):
+    """``(net, loader, model, map_scores)``: the MAP network (:func:`train_map`), an unshuffled loader of 64 over the
+    training digits, the Bayesian model with prior N(0, 1), and the MAP's test scores (probabilities into ``probs``)."""
     net = train_map(xtr, ytr)
     with torch.no_grad():
-        PROBS["map"] = net(xte).softmax(-1)
-        res["map"] = scores(PROBS["map"], yte)
+        probs["map"] = net(xte).softmax(-1)
+        map_scores = scores(probs["map"], yte)
     tl = tensor_loader(xtr, ytr, batch_size=64)
-    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(n))
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(len(xtr)))
+    return net, tl, model, map_scores
 
-    # -- fit time, interleaved -------------------------------------------------------------------------
+
+def fit_times(model, net, tl, rounds):
+    """``(guide, la, times)``: ``rounds`` interleaved kron fits, ours then laplace-torch's; the last fit of each is
+    returned, with the medians, bests, their ratios and every time."""
     ours_t, peer_t = [], []
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         guide, t = timed(fit_ours, model, tl)
         ours_t.append(t)
         la, t = timed(fit_peer, net, tl)
         peer_t.append(t)
-    res["fit"] = dict(ours_s=round(statistics.median(ours_t), 4), laplace_torch_s=round(statistics.median(peer_t), 4),
-                      ratio=round(statistics.median(ours_t) / statistics.median(peer_t), 3),
-                      ours_best_s=round(min(ours_t), 4), laplace_torch_best_s=round(min(peer_t), 4),
-                      ratio_best=round(min(ours_t) / min(peer_t), 3),
-                      ours_all_s=[round(t, 3) for t in ours_t],
-                      laplace_torch_all_s=[round(t, 3) for t in peer_t])  # fmt: skip
+    times = dict(ours_s=round(statistics.median(ours_t), 4), laplace_torch_s=round(statistics.median(peer_t), 4),
+                 ratio=round(statistics.median(ours_t) / statistics.median(peer_t), 3),
+                 ours_best_s=round(min(ours_t), 4), laplace_torch_best_s=round(min(peer_t), 4),
+                 ratio_best=round(min(ours_t) / min(peer_t), 3),
+                 ours_all_s=[round(t, 3) for t in ours_t],
+                 laplace_torch_all_s=[round(t, 3) for t in peer_t])  # fmt: skip
+    return guide, la, times
 
-    # -- marglik prior precision, predictives ----------------------------------------------------------
+
+def peer_marglik(la, xte, yte):
+    """laplace-torch's marginal-likelihood prior precision as peers.py calls it; its GLM-probit and 100-sample MC
+    (``pred_type="nn"``) predictives on the test digits, one call each."""
+    _, t = timed(la.optimize_prior_precision, method="marglik", pred_type="glm", link_approx="probit")
+    peer = dict(tune_s=round(t, 3), tau=[round(v, 4) for v in la.prior_precision.reshape(-1).tolist()[:3]])
+    peer["glm"] = peer_glm(la, xte, yte)
+    with torch.no_grad():
+        p, t = timed(la, xte, pred_type="nn", link_approx="mc", n_samples=100)
+    peer["mc100"] = dict(seconds=round(t, 3), **scores(p, yte))
+    return peer
+
+
+def marglik_rows(model, guide, la, xte, yte, probs):
+    """Our prior precision by the Laplace marginal likelihood, scalar then per layer (the guide keeps the last), with
+    the predictives of each (:func:`ours_predict`); then laplace-torch's (:func:`peer_marglik`)."""
     rows: dict = {}
     for structure in ("scalar", "layer"):
         tau, t = timed(guide.optimize_prior_precision, structure, init=1.0)
         rows[f"marglik_{structure}"] = dict(tau=[round(v, 4) for v in tau.reshape(-1).tolist()], tune_s=round(t, 3),
                                             log_marglik=round(float(guide.log_marginal_likelihood()), 2))  # fmt: skip
-        ours_predict(model, guide, xte, yte, rows, f"ours_marglik_{structure}")
-    _, t = timed(la.optimize_prior_precision, method="marglik", pred_type="glm", link_approx="probit")
-    peer = dict(tune_s=round(t, 3), tau=[round(v, 4) for v in la.prior_precision.reshape(-1).tolist()[:3]])
-    with torch.no_grad():
-        p, t = timed(la, xte, pred_type="glm", link_approx="probit")
-        peer["glm"] = dict(seconds=round(t, 3), **scores(p, yte))
-        p, t = timed(la, xte, pred_type="nn", link_approx="mc", n_samples=100)
-        peer["mc100"] = dict(seconds=round(t, 3), **scores(p, yte))
-    rows["laplace_torch_marglik"] = peer
-    res["marglik"] = rows
-    # timings inside this run, as ratios to laplace-torch's GLM-probit predictive (machines are noisy)
-    lt = peer["glm"]["seconds"]
-    res["predict_ratio_to_laplace_torch_glm"] = {
-        k: round(rows[f"ours_marglik_scalar_{k}"]["seconds"] / lt, 4) for k in ("glm", "mc100")
-    }
+        ours_predict(model, guide, xte, yte, rows, f"ours_marglik_{structure}", probs)
+    rows["laplace_torch_marglik"] = peer_marglik(la, xte, yte)
+    return rows
 
-    # -- pruning from the marginals (scalar marglik prior) -----------------------------------------------
-    guide.set_prior_precision(rows["marglik_scalar"]["tau"][0])
+
+def magnitude_pruned(net, sparsity):
+    """A copy of ``net`` with the fraction ``sparsity`` of smallest-|w| weights of all its Linear layers (one global
+    cut, the ``round(sparsity * n)``-th smallest |w|) set to zero."""
+    mag = copy.deepcopy(net)
+    ws = torch.cat([m.weight.detach().abs().flatten() for m in mag if isinstance(m, nn.Linear)])
+    k = round(sparsity * ws.numel())
+    cut = torch.kthvalue(ws, k).values
+    with torch.no_grad():
+        for m in mag:
+            if isinstance(m, nn.Linear):
+                m.weight.mul_((m.weight.abs() > cut).to(m.weight.dtype))
+    return mag
+
+
+def prune_rows(model, net, guide, tl, tau, xte, yte):
+    """Test accuracy at 90 % / 95 % sparsity without fine-tuning: ``pp.prune`` by ``Sparsity`` under the kron guide
+    at prior precision ``tau`` and under a diagonal guide (marglik prior), beside global magnitude pruning."""
+    guide.set_prior_precision(tau)
     dguide = pp.laplace_guide(model, tl, "diag", prior_precision="marglik")
-    prune_rows = {"tau_kron": rows["marglik_scalar"]["tau"][0], "tau_diag": round(float(dguide.prior_precision), 4)}
+    rows = {"tau_kron": tau, "tau_diag": round(float(dguide.prior_precision), 4)}
     for sp in (0.9, 0.95):
         acc_lap = {}
         for name, gd in (("kron", guide), ("diag", dguide)):
             r = pp.prune(model, gd, rule=pp.rules.Sparsity(sp))
             acc_lap[name] = net_scores(r.module, xte, yte)["accuracy"]
-        mag = copy.deepcopy(net)
-        ws = torch.cat([m.weight.detach().abs().flatten() for m in mag if isinstance(m, nn.Linear)])
-        k = round(sp * ws.numel())
-        cut = torch.kthvalue(ws, k).values
-        with torch.no_grad():
-            for m in mag:
-                if isinstance(m, nn.Linear):
-                    m.weight.mul_((m.weight.abs() > cut).to(m.weight.dtype))
-        acc_mag = net_scores(mag, xte, yte)["accuracy"]
-        prune_rows[str(sp)] = dict(
+        acc_mag = net_scores(magnitude_pruned(net, sp), xte, yte)["accuracy"]
+        rows[str(sp)] = dict(
             kron_snr_acc=acc_lap["kron"], diag_snr_acc=acc_lap["diag"], magnitude_acc=acc_mag,
             sparsity=round(r.report.sparsity, 4),
         )  # fmt: skip
-    res["prune"] = prune_rows
+    return rows
 
-    # -- held-out tuning: MAP on 80 % of the training digits, tau on the other 20 % ----------------------
+
+def validation_tuned(xtr, ytr, xte, yte, model, guide, la, probs):
+    """Held-out tuning: a MAP on 80 % of the training digits, tau by the GLM log-likelihood of the other 20 %; our
+    predictives there (and at that network's marglik tau) and laplace-torch's GLM at the same tau; then the held-out
+    tau on the MAP trained on all training digits (hyperparameter chosen on held-out data, then the model refit on
+    everything): ours (``guide``) and laplace-torch's (``la``) at that tau."""
     ho = held_out_map(xtr, ytr)
     net80, model80, tl80, va = ho.net, ho.model, ho.loader, ho.val_idx
     g80 = pp.laplace_guide(model80, tl80, "kron")
     val: dict = {"map80": net_scores(net80, xte, yte)}
     tau, t = timed(g80.optimize_prior_precision, method="val", val_data=(xtr[va], ytr[va]))
     val["tau"], val["tune_s"] = round(float(tau), 3), round(t, 3)
-    ours_predict(model80, g80, xte, yte, val, "ours_val")
+    ours_predict(model80, g80, xte, yte, val, "ours_val", probs)
     tau_ml = g80.optimize_prior_precision("scalar", init=1.0)
     val["marglik_tau_on_this_net"] = round(float(tau_ml), 4)
-    ours_predict(model80, g80, xte, yte, val, "ours_marglik")
+    ours_predict(model80, g80, xte, yte, val, "ours_marglik", probs)
     la80 = fit_peer(net80, tl80)
     la80.prior_precision = float(tau)
-    with torch.no_grad():
-        p, t = timed(la80, xte, pred_type="glm", link_approx="probit")
-    val["laplace_torch_glm_same_tau"] = dict(seconds=round(t, 3), **scores(p, yte))
-    # the held-out tau on the MAP trained on all training digits (hyperparameter chosen on held-out data, then the
-    # model refit on everything): ours and laplace-torch at that tau
+    val["laplace_torch_glm_same_tau"] = peer_glm(la80, xte, yte)
     guide.set_prior_precision(float(tau))
-    ours_predict(model, guide, xte, yte, val, "full_ours_val")
+    ours_predict(model, guide, xte, yte, val, "full_ours_val", probs)
     la.prior_precision = float(tau)
-    with torch.no_grad():
-        p, t = timed(la, xte, pred_type="glm", link_approx="probit")
-    val["full_laplace_torch_glm_same_tau"] = dict(seconds=round(t, 3), **scores(p, yte))
-    res["validation_tuned"] = val
-    res["digits_total_s"] = round(time.perf_counter() - t0, 1)
+    val["full_laplace_torch_glm_same_tau"] = peer_glm(la, xte, yte)
+    return val
 
-    # -- big MLP, fresh processes ----------------------------------------------------------------------
+
+def digits_results(split, rounds, probs) -> dict:
+    """Every digits part, in order: config, MAP, fit times, marglik predictives (with our predictive times as ratios
+    to laplace-torch's GLM-probit one: machines are noisy), pruning, held-out tuning."""
+    xtr, ytr, xte, yte = split.x_train, split.y_train, split.x_test, split.y_test
+    res: dict = {"config": dict(torch=torch.__version__, threads=torch.get_num_threads(), rounds=rounds,
+                                laplace_torch=version("laplace-torch"), **run_stamp())}  # fmt: skip
+    t0 = time.perf_counter()
+    net, tl, model, res["map"] = map_model(xtr, ytr, xte, yte, probs)
+    guide, la, res["fit"] = fit_times(model, net, tl, rounds)
+    rows = res["marglik"] = marglik_rows(model, guide, la, xte, yte, probs)
+    lt = rows["laplace_torch_marglik"]["glm"]["seconds"]
+    res["predict_ratio_to_laplace_torch_glm"] = {
+        k: round(rows[f"ours_marglik_scalar_{k}"]["seconds"] / lt, 4) for k in ("glm", "mc100")
+    }
+    res["prune"] = prune_rows(model, net, guide, tl, rows["marglik_scalar"]["tau"][0], xte, yte)
+    res["validation_tuned"] = validation_tuned(xtr, ytr, xte, yte, model, guide, la, probs)
+    res["digits_total_s"] = round(time.perf_counter() - t0, 1)
+    return res
+
+
+def big_runs() -> list:
+    """:func:`big_mlp` for ours and laplace-torch, each in a fresh subprocess (``--big``)."""
     big = []
     for which in ("ours", "laplace-torch"):
         out = subprocess.run([sys.executable, __file__, "--big", which], capture_output=True, text=True, check=True,
                              env=dict(os.environ))  # fmt: skip
         big.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    res["mlp_784_1200_1200_10"] = big
+    return big
 
+
+def main(argv=None):
+    """Run the digits parts and the big-MLP runs, print the report, write the JSON (and the figure)."""
+    args = parse_args(argv)
+    if args.big:
+        print(json.dumps(big_mlp(args.big)))
+        return
+    torch.set_num_threads(2)
+    split = pp.data.load_digits()
+    probs: dict = {}  # test-set probabilities kept for the figure
+    res = digits_results(split, args.rounds, probs)
+    res["mlp_784_1200_1200_10"] = big_runs()
     report(res)
     write_json(res, args.out)
     print(f"wrote {args.out}")
     if args.figure:
-        figure(res, yte, args.figure)
+        figure(res, split.y_test, args.figure, probs)
 
 
-def figure(res: dict, y: torch.Tensor, path: str) -> None:
+def figure(res: dict, y: torch.Tensor, path: str, probs: dict) -> None:
+    """Reliability diagrams of the MAP, the kron GLM at the marglik tau and at the held-out tau (``probs``: the
+    test-set probabilities by key)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -250,7 +300,7 @@ def figure(res: dict, y: torch.Tensor, path: str) -> None:
               res["validation_tuned"]["full_ours_val_glm"])]  # fmt: skip
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
     for ax, (title, key, sc) in zip(axes, panels):
-        pp.plots.reliability_diagram(PROBS[key], y, ax=ax)
+        pp.plots.reliability_diagram(probs[key], y, ax=ax)
         ax.set_title(f"{title}\nNLL {sc['nll']:.3f}, ECE {sc['ece']:.3f}", fontsize=9)
     fig.suptitle("Digits MLP 64-300-100-10, 360 test digits", fontsize=10)
     fig.tight_layout()
