@@ -17,7 +17,7 @@ draws its pre-activations per example from the guide's moments) and the KL from 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, List, Tuple
+from typing import Any, Mapping, Tuple, Union
 
 import pyro.optim
 import torch
@@ -25,8 +25,9 @@ import torch
 from .guides.base import LocalReparamGuide
 from .model import BayesianModel
 from .model.layers import local_reparameterization
+from .training import PerParamOptimizer, TorchOptimizer
 
-__all__ = ["can_fuse", "fused_loss", "fused_optimizer_step"]
+__all__ = ["can_fuse", "fused_loss", "fused_optimizer"]
 
 
 def can_fuse(model: Any, guide: Any, alpha: float, num_particles: int) -> bool:
@@ -54,8 +55,9 @@ def fused_loss(
     r"""The fused loss :math:`\mathcal L` of one batch and its mean log-likelihood :math:`\frac1B\sum_b\log p(y_b\mid
     \cdot)`; returns ``(loss, mean log-likelihood)``.
 
-    With ``check=False`` the data checks (finite ``x``, valid labels, one row of ``y`` per row of ``x``) are skipped:
-    ``fit`` checks every batch in the first epoch only.
+    The data checks (finite ``x``, valid labels, one row of ``y`` per row of ``x``) run unless ``check=False``;
+    ``fit`` checks every batch of every epoch (an invalid label such as ``-100`` would otherwise be ignored by the
+    cross-entropy kernel, or crash a CUDA device).
     """
     if check:
         model._check_x(x)
@@ -70,17 +72,22 @@ def fused_loss(
     return loss, float(ll.detach().mean())
 
 
-def fused_optimizer_step(optimizer: pyro.optim.PyroOptim, params: List[torch.Tensor]) -> Callable[[], None]:
-    """A function taking one step of ``optimizer`` on ``params`` (gradients already in ``p.grad``).
+def fused_optimizer(
+    optimizer: pyro.optim.PyroOptim, named: Mapping[str, torch.Tensor]
+) -> Union[TorchOptimizer, PerParamOptimizer]:
+    """The optimizer of the fused path over the parameters ``named`` (``{name: parameter}``, gradients in ``.grad``).
 
-    A ``pyro.optim`` wrapper of a torch optimizer becomes one torch optimizer over all ``params`` (with
-    ``foreach=True`` where the optimizer takes it: one multi-tensor update instead of one per parameter); any other
-    ``PyroOptim`` is called on the parameters.
+    A ``pyro.optim`` wrapper of a torch optimizer with fixed arguments becomes one torch optimizer over all
+    parameters (with ``foreach=True`` where the optimizer takes it: one multi-tensor update instead of one per
+    parameter); any other ``PyroOptim`` (per-parameter arguments, learning-rate schedulers) steps each parameter
+    with its own optimizer, as Pyro's ``SVI`` does. Either exports and loads its state by parameter name
+    (:mod:`pyro_prune.training`).
     """
     args = getattr(optimizer, "pt_optim_args", None)
-    if isinstance(args, dict):
-        ctor = optimizer.pt_optim_constructor
+    ctor = getattr(optimizer, "pt_optim_constructor", None)
+    torch_ctor = isinstance(ctor, type) and issubclass(ctor, torch.optim.Optimizer)
+    if isinstance(args, dict) and torch_ctor and not isinstance(optimizer, pyro.optim.PyroLRScheduler):
         if "foreach" in inspect.signature(ctor).parameters and "foreach" not in args:
             args = {**args, "foreach": True}
-        return ctor(params, **args).step
-    return lambda: optimizer(params)
+        return TorchOptimizer(ctor(list(named.values()), **args), list(named))
+    return PerParamOptimizer(optimizer)

@@ -40,30 +40,38 @@ References
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import pyro
 import pyro.optim
 import torch
 from pyro.distributions.kl import kl_divergence
-from pyro.infer import SVI, RenyiELBO, TraceMeanField_ELBO
+from pyro.infer import RenyiELBO, TraceMeanField_ELBO
+from pyro.infer.util import zero_grads
 from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
 from ._checks import Batches, as_batches, check_choice, check_int, check_positive, check_real, unpack_batch
 from ._checks.guide import check_guide, model_ref
-from .fused import can_fuse, fused_loss, fused_optimizer_step
+from .fused import can_fuse, fused_loss, fused_optimizer
 from .guides.base import LocalReparamGuide
 from .model import BayesianModel
 from .model.layers import local_reparameterization
 from .model.likelihoods import OBS_SITE
 from .prediction import evaluate
+from .training import (
+    History,
+    NonFiniteError,
+    PerParamOptimizer,
+    TrainingState,
+    first_non_finite,
+    named_module_parameters,
+)
 
-__all__ = ["fit", "History", "EarlyStopping", "kl_term"]
+__all__ = ["fit", "History", "EarlyStopping", "kl_term", "NonFiniteError", "TrainingState"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -124,35 +132,6 @@ def kl_term(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor) 
 # --------------------------------------------------------------------------------------------------
 # history and callbacks
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class History:
-    """Per-epoch training records.
-
-    Each record holds ``epoch``, ``loss`` (objective per training example), ``ell`` (mean
-    expected log-likelihood per example), ``kl`` (total KL at the epoch's end), ``beta``,
-    ``seconds`` and, with validation data, ``val_<metric>`` entries.
-    """
-
-    records: List[Dict[str, float]] = field(default_factory=list)
-    stopped_early: bool = False
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, key: str) -> List[float]:
-        """The list of one quantity over epochs, e.g. ``history["loss"]``."""
-        if not self.records or key not in self.records[-1]:
-            raise KeyError(f"no {key!r} in history; have {sorted(self.records[-1]) if self.records else []}")
-        return [r.get(key, float("nan")) for r in self.records]
-
-    @property
-    def last(self) -> Dict[str, float]:
-        return self.records[-1]
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {"records": list(self.records), "stopped_early": self.stopped_early}
-
-
 class EarlyStopping:
     """Callback that stops ``fit`` when ``monitor`` has not improved for ``patience`` epochs.
 
@@ -198,6 +177,7 @@ class _FitPlan:
     callbacks: Sequence[Callable]
     progress: bool
     val_samples: int
+    resume: Union[History, TrainingState, None] = None
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 1)
@@ -220,6 +200,31 @@ class _FitPlan:
             if not callable(cb):
                 raise TypeError(f"callbacks must be callables, got {cb!r}")
         self._warn_dataset_size()
+        self._check_resume()
+
+    def _check_resume(self) -> None:
+        """Normalize ``resume`` into :attr:`resume_state` and :attr:`resume_records`."""
+        self.resume_state: Optional[TrainingState] = None
+        self.resume_records: List[Dict[str, float]] = []
+        if self.resume is None:
+            return
+        if isinstance(self.resume, History):
+            if self.resume.state is None:
+                raise ValueError("resume: this History holds no training state (pass the History fit returned)")
+            self.resume_records = [dict(r) for r in self.resume.records]
+            self.resume_state = self.resume.state
+        elif isinstance(self.resume, TrainingState):
+            self.resume_state = self.resume
+        else:
+            raise TypeError(f"resume must be a History or a TrainingState, got {type(self.resume).__name__}")
+        state = self.resume_state
+        if (state.kl_warmup, state.kl_weight) != (self.kl_warmup, self.kl_weight):
+            warnings.warn(
+                f"resume: kl_warmup={self.kl_warmup}, kl_weight={self.kl_weight} differ from the resumed run's "
+                f"({state.kl_warmup}, {state.kl_weight}); the warm-up continues from step {state.step} with the "
+                "new values",
+                stacklevel=5,  # _check_resume < __post_init__ < __init__ < fit < the caller
+            )
 
     def _warn_dataset_size(self) -> None:
         n_data = getattr(getattr(self.data, "dataset", None), "__len__", None)
@@ -258,10 +263,17 @@ def _make_elbo(model: Any, alpha: float, num_particles: int):
 
 
 class _Trainer:
-    """The optimization state of one :func:`fit` call: objective (fused or SVI), KL weight, step count, history.
+    """The optimization state of one :func:`fit` call: objective (fused or SVI), optimizer, KL weight, step count,
+    history, and what a fault or a resume needs.
 
-    :ivar fused: whether the fused objective of :mod:`pyro_prune.fused` is used (else Pyro's ``SVI``).
+    :ivar fused: whether the fused objective of :mod:`pyro_prune.fused` is used (else Pyro's ELBO, stepped as
+        ``pyro.infer.SVI.step`` steps it, with the checks before the step).
     :ivar scale: the effect handler carrying the current KL weight :math:`\\beta`.
+    :ivar named: ``{name: parameter}`` of every parameter optimized (on the SVI path: captured from the steps'
+        traces, so only known after the first step).
+    :ivar saved: ``(epoch, step, parameters, optimizer state)`` at the epoch's first step, restored when an update
+        overflowed (the only way the parameters can become non-finite, since each step is checked before it is
+        taken).
     """
 
     def __init__(self, plan: _FitPlan):
@@ -270,41 +282,158 @@ class _Trainer:
         ref = model_ref(model)
         self.device = ref.device if ref is not None else None
         if isinstance(guide, LocalReparamGuide) and guide.prototype_trace is None:
+            first = next(iter(plan.data), None)
+            if first is None:
+                raise ValueError("data yielded no batches")
             with torch.no_grad():
-                guide(*unpack_batch(next(iter(plan.data)), "data", self.device))  # create the guide's parameters
+                guide(*unpack_batch(first, "data", self.device))  # create the guide's parameters
         self.fused = can_fuse(model, guide, plan.alpha, plan.num_particles)
         self.scale = _LatentScale(1.0)
         self.recorder = _ObsRecorder()
         if self.fused:
-            self.params = list({id(p): p for p in [*guide.parameters(), *model.parameters()]}.values())
-            self._optimizer_step = fused_optimizer_step(plan.optimizer, self.params)
+            self.named = named_module_parameters(guide, model)
+            self.optimizer = fused_optimizer(plan.optimizer, self.named)
         else:
-            elbo = _make_elbo(model, plan.alpha, plan.num_particles)
-            self.svi = SVI(self.scale(self.recorder(model)), self.scale(guide), plan.optimizer, elbo)
+            self.named: Dict[str, torch.Tensor] = {}
+            self.optimizer = PerParamOptimizer(plan.optimizer)
+            self.elbo = _make_elbo(model, plan.alpha, plan.num_particles)
+            self.model_fn, self.guide_fn = self.scale(self.recorder(model)), self.scale(guide)
             self.use_lrt = isinstance(guide, LocalReparamGuide) and guide.uses_local_reparameterization
         self.steps_per_epoch = plan.steps_per_epoch
         self.n_train = model.dataset_size if isinstance(model, BayesianModel) else None
-        self.step = 0
-        self.history = History()
+        state = plan.resume_state
+        self.epochs_done, self.step = (state.epoch, state.step) if state is not None else (0, 0)
+        self.pending = state  # loaded once the parameters are known: now (fused) or at the first step (SVI)
+        self.saved: Optional[Tuple[int, int, Dict[str, torch.Tensor], Dict[str, Any]]] = None
+        self.history = History(records=list(plan.resume_records))
+        if self.fused:
+            self.load_pending()
+
+    @property
+    def path(self) -> str:
+        return "fused" if self.fused else "svi"
 
     def fast_params(self) -> contextlib.AbstractContextManager:
         """The guide's :meth:`~pyro_prune.guides.LocalReparamGuide.fast_params` on the fused path."""
         return self.plan.guide.fast_params() if self.fused else contextlib.nullcontext()
 
+    # -- the training state: resume, snapshot, restore ------------------------------------------------
+    def load_pending(self) -> None:
+        """Check the resumed state against the parameters and load its optimizer state (once)."""
+        state, self.pending = self.pending, None
+        if state is not None:
+            state.check_compatible(self.path, self.plan.guide, _shapes(self.named))
+            self.optimizer.load_state_dict(state.optimizer, self.named)
+
+    def training_state(self) -> TrainingState:
+        """Where the run stands now (tensors cloned): epochs done, steps taken, optimizer state by name."""
+        if self.pending is not None:  # resumed, nothing stepped yet: the resumed state is still the run's
+            return TrainingState.from_dict(self.pending.to_dict())
+        return TrainingState(
+            epoch=self.epochs_done,
+            step=self.step,
+            path=self.path,
+            guide=type(self.plan.guide).__name__,
+            shapes=_shapes(self.named),
+            optimizer=self.optimizer.state_dict(self.named),
+            kl_warmup=self.plan.kl_warmup,
+            kl_weight=self.plan.kl_weight,
+        )
+
+    def keep_epoch_start(self, epoch: int) -> None:
+        """Keep the parameters and optimizer state at the epoch's first step (see :attr:`saved`)."""
+        if self.saved is None or self.saved[0] != epoch:
+            params = {n: p.detach().clone() for n, p in self.named.items()}
+            self.saved = (epoch, self.step, params, self.optimizer.state_dict(self.named))
+
+    def restore_epoch_start(self) -> str:
+        """Restore :attr:`saved`; returns the sentence the error message gives about the parameters."""
+        if self.saved is None:
+            return "The parameters are not finite (an update overflowed) and no earlier state was kept."
+        epoch, self.step, params, opt = self.saved
+        with torch.no_grad():
+            for n, p in self.named.items():
+                if n in params:
+                    p.copy_(params[n])  # in place: the fast-params snapshot and Pyro's param store see it
+        self.optimizer.load_state_dict(opt, self.named)
+        return (
+            "An earlier update overflowed (the parameters were not finite): the parameters and optimizer state of "
+            f"the start of epoch {epoch} are restored."
+        )
+
+    def abort(self, err: BaseException) -> None:
+        """On any exception: drop gradients, record the state of the last step taken, attach ``err.history``."""
+        for p in self.named.values():
+            p.grad = None
+        try:
+            self.history.state = self.training_state()
+        except Exception as e:  # never hide the original error behind one from the snapshot
+            warnings.warn(f"fit could not record the training state after {type(err).__name__}: {e}", stacklevel=3)
+        err.history = self.history  # type: ignore[attr-defined]
+
     # -- stage 3: one epoch ---------------------------------------------------------------------------
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, check: bool) -> Tuple[float, float]:
-        """One optimizer step; returns the loss and the mean log-likelihood of the batch."""
-        if self.fused:
-            for p in self.params:
-                p.grad = None
-            with pyro.validation_enabled(False):  # the data are checked by fused_loss in the first epoch
-                loss, ell = fused_loss(self.plan.model, self.plan.guide, x, y, self.scale.beta, check=check)
-            loss.backward()
-            self._optimizer_step()
-            return float(loss.detach()), ell
+    def fused_grads(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, float, Dict[str, torch.Tensor]]:
+        """Loss and gradients of the fused objective; returns ``(loss, mean log-likelihood, parameters)``."""
+        for p in self.named.values():
+            p.grad = None
+        with pyro.validation_enabled(False):  # the data are checked by fused_loss
+            loss, ell = fused_loss(self.plan.model, self.plan.guide, x, y, self.scale.beta)
+        loss.backward()
+        return loss, ell, self.named
+
+    def svi_grads(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[Any, float, Dict[str, torch.Tensor]]:
+        """Loss and gradients as ``pyro.infer.SVI.step`` computes them (``loss_and_grads`` under a param-capturing
+        trace); returns ``(loss, mean log-likelihood, {param site: unconstrained parameter})``."""
         with local_reparameterization(self.plan.guide) if self.use_lrt else contextlib.nullcontext():
-            loss = self.svi.step(x, y)
-        return loss, self.recorder.mean_log_likelihood()
+            with pyro.poutine.trace(param_only=True) as capture:
+                loss = self.elbo.loss_and_grads(self.model_fn, self.guide_fn, x, y)
+        named = {name: _unconstrained(site["value"]) for name, site in capture.trace.nodes.items()}
+        self.named.update(named)
+        return loss, self.recorder.mean_log_likelihood(), named
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, index: int) -> Tuple[float, float]:
+        """One optimizer step, taken only when the loss and every gradient are finite (else
+        :class:`NonFiniteError`); returns the loss and the mean log-likelihood of the batch."""
+        try:
+            loss, ell, named = self.fused_grads(x, y) if self.fused else self.svi_grads(x, y)
+        except ValueError as e:  # the data checks of the model / fused loss: say which batch
+            raise ValueError(f"data batch {index} of epoch {epoch}: {e}") from e
+        if self.pending is not None:
+            self.load_pending()
+        value, bad = first_non_finite(loss, {n: p.grad for n, p in named.items()})
+        if bad is not None:
+            raise self.fault(bad, value, epoch, index, x)
+        self.keep_epoch_start(epoch)
+        self.optimizer.step(named)
+        if not self.fused:
+            zero_grads(set(named.values()))  # as pyro.infer.SVI.step
+        return value, ell
+
+    def fault(self, bad: str, loss: float, epoch: int, index: int, x: torch.Tensor) -> NonFiniteError:
+        """The error for a step whose ``bad`` quantity is not finite (parameters restored if they are not)."""
+        step = self.step
+        what = f"the loss is {loss}" if bad == "the loss" else f"{bad} is not finite (the loss is {loss})"
+        for p in self.named.values():
+            p.grad = None
+        state = "The step was not taken: the parameters and optimizer state are those before it."
+        if not all(bool(torch.isfinite(p).all()) for p in self.named.values()):
+            state = self.restore_epoch_start()
+        tips = []
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            tips.append("check the data: the inputs x of this batch contain NaN or inf")
+        lr = getattr(self.plan.optimizer, "pt_optim_args", None)
+        lr = f" (now {lr['lr']})" if isinstance(lr, dict) and "lr" in lr else ""
+        tips += [
+            f"a smaller learning rate{lr}",
+            "a KL warm-up (kl_warmup)",
+            "gradient clipping (pyro.optim.ClippedAdam)",
+        ]
+        tips.append("float64 (model.to(torch.float64))")
+        message = (
+            f"fit: {what} at epoch {epoch}, step {step} (input batch {index} of the epoch). {state} "
+            f"Try {', '.join(tips)}. The History so far is err.history; err.history.state resumes the run."
+        )
+        return NonFiniteError(message, epoch=epoch, step=step, batch=index, cause=what)
 
     def kl_ramp(self, epoch: int) -> float:
         """Warm-up factor in [0, 1] of the KL weight at the current step (per step when the epoch length is known)."""
@@ -318,12 +447,10 @@ class _Trainer:
         if isinstance(self.plan.model, torch.nn.Module):
             self.plan.model.train()
         losses, ells, nb, seen, last = 0.0, 0.0, 0, 0, None
-        for batch in self.plan.data:
+        for index, batch in enumerate(self.plan.data):
             x, y = unpack_batch(batch, "data", self.device)
             self.scale.beta = self.plan.kl_weight * self.kl_ramp(epoch)
-            loss, ell = self.train_step(x, y, check=epoch == 0)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss} at epoch {epoch}, step {self.step}; try a smaller lr")
+            loss, ell = self.train_step(x, y, epoch, index)
             losses, ells, nb, seen, last = losses + loss, ells + ell, nb + 1, seen + x.shape[0], (x, y)
             self.step += 1
         if nb == 0:
@@ -346,13 +473,16 @@ class _Trainer:
 
     # -- stage 4: validation, history, callbacks ------------------------------------------------------
     def end_epoch(self, record: Dict[str, float], t0: float, bar: Any) -> bool:
-        """Score the validation data, store the record, update the bar; returns whether a callback stops training."""
+        """Score the validation data, store the record and the training state, update the bar; returns whether a
+        callback stops training."""
         plan = self.plan
         if plan.val_data is not None:
             scores = evaluate(plan.model, plan.guide, plan.val_data, num_samples=plan.val_samples)
             record.update({f"val_{k}": v for k, v in scores.items()})
         record["seconds"] = time.perf_counter() - t0
         self.history.records.append(record)
+        self.epochs_done = record["epoch"] + 1
+        self.history.state = self.training_state()
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in _BAR_KEYS})
         stop = False
         for cb in plan.callbacks:
@@ -361,15 +491,33 @@ class _Trainer:
         return stop
 
     def run(self) -> History:
-        """All epochs (until a callback stops them); returns the :class:`History`."""
-        bar = tqdm(range(self.plan.epochs), disable=not self.plan.progress, desc="fit", unit="epoch")
-        with self.fast_params():
-            for epoch in bar:
-                t0 = time.perf_counter()
-                if self.end_epoch(self.train_epoch(epoch), t0, bar):
-                    break
-        bar.close()
+        """All epochs (until a callback stops them); returns the :class:`History`. Any exception leaves with
+        ``err.history`` (see :meth:`abort`)."""
+        start = self.epochs_done
+        bar = tqdm(range(start, start + self.plan.epochs), disable=not self.plan.progress, desc="fit", unit="epoch")
+        try:
+            with self.fast_params():
+                for epoch in bar:
+                    t0 = time.perf_counter()
+                    if self.end_epoch(self.train_epoch(epoch), t0, bar):
+                        break
+        except BaseException as err:
+            self.abort(err)
+            raise
+        finally:
+            bar.close()
         return self.history
+
+
+def _unconstrained(value: torch.Tensor) -> torch.Tensor:
+    """The leaf tensor behind a ``param`` site's value: Pyro's store marks it ``value.unconstrained()``; a module's
+    own ``nn.Parameter`` (``module_local_params``) is its own leaf."""
+    leaf = getattr(value, "unconstrained", None)
+    return leaf() if callable(leaf) else value
+
+
+def _shapes(named: Mapping[str, torch.Tensor]) -> Dict[str, List[int]]:
+    return {n: list(p.shape) for n, p in named.items()}
 
 
 _BAR_KEYS = ("loss", "kl", "val_accuracy", "val_nll", "val_rmse")
@@ -390,6 +538,7 @@ def fit(
     callbacks: Sequence[Callable] = (),
     progress: bool = True,
     val_samples: int = 20,
+    resume: Union[History, TrainingState, None] = None,
 ) -> History:
     r"""Train ``guide`` on ``model`` by stochastic variational inference.
 
@@ -409,10 +558,27 @@ def fit(
     :param callbacks: callables ``cb(epoch, record, model, guide)``; returning ``True`` stops training.
     :param progress: show a tqdm progress bar.
     :param val_samples: ensemble size for validation scores.
-    :returns: a :class:`History`.
+    :param resume: continue a run: the :class:`History` a previous ``fit`` returned (or raised as ``err.history``)
+        or its :class:`~pyro_prune.training.TrainingState` (``history.state``). The optimizer state (the fused
+        path's torch optimizer and ``pyro.optim``'s per-parameter ones alike), the step count (the KL warm-up
+        position) and the epoch count carry over, so ``fit(epochs=2)`` then ``fit(epochs=2, resume=h)`` equals
+        ``fit(epochs=4)`` bit for bit with the same arguments, seed and data order; ``epochs`` counts the epochs
+        to add. The optimizer's hyperparameters are the state's (as ``torch.optim.Optimizer.load_state_dict``
+        restores them). The parameters themselves are the guide's and model's: resume with the same objects or
+        ones loaded from the same run.
+    :returns: a :class:`History`; ``history.state`` resumes the run.
+    :raises NonFiniteError: a step's loss or gradient is NaN or infinite; raised before the step, which is not
+        taken (a ``FloatingPointError``).
+    :raises ValueError: a batch fails the data checks (NaN or inf inputs, labels outside the classes, ...), in any
+        epoch; the message names the batch and epoch. Also: ``data`` yields no batches; ``resume`` belongs to
+        another guide class, model (parameter names or shapes) or training path.
+
+    **Faults.** Every exception leaving ``fit``, ``KeyboardInterrupt`` included, carries the History so far as
+    ``err.history`` (with ``err.history.state``: the run after its last step taken) and leaves the model and guide
+    usable, with the parameters of the last step taken (finite).
     """
     plan = _FitPlan(
         model, guide, data, epochs, alpha, num_particles, lr, optimizer, kl_warmup, kl_weight, val_data, callbacks,
-        progress, val_samples,
+        progress, val_samples, resume,
     )  # fmt: skip
     return _Trainer(plan).run()

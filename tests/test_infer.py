@@ -7,7 +7,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 import torch.nn as nn
-from pyro.infer import SVI, RenyiELBO, TraceMeanField_ELBO
+from pyro.infer import RenyiELBO, TraceMeanField_ELBO
 from pyro.infer.autoguide import AutoDelta, AutoMultivariateNormal, AutoNormal
 
 import pyro_prune as pp
@@ -329,20 +329,26 @@ class DuckTypedGuide(AutoNormal):
 
 @pytest.fixture
 def path_spy(monkeypatch):
-    """Counts of fused steps and SVI steps taken by fit."""
+    """Counts of fused steps and SVI steps (Pyro ELBO loss_and_grads calls) taken by fit."""
     counts = {"fused": 0, "svi": 0}
-    fused, svi_step = pp.infer.fused_loss, SVI.step
+    fused = pp.infer.fused_loss
 
     def spy_fused(*args, **kwargs):
         counts["fused"] += 1
         return fused(*args, **kwargs)
 
-    def spy_svi(self, *args, **kwargs):
-        counts["svi"] += 1
-        return svi_step(self, *args, **kwargs)
+    def spy_elbo(elbo_cls):
+        original = elbo_cls.loss_and_grads
+
+        def spy(self, *args, **kwargs):
+            counts["svi"] += 1
+            return original(self, *args, **kwargs)
+
+        return spy
 
     monkeypatch.setattr(pp.infer, "fused_loss", spy_fused)
-    monkeypatch.setattr(SVI, "step", spy_svi)
+    for elbo_cls in (TraceMeanField_ELBO, RenyiELBO):  # the SVI path: Pyro's ELBO computes loss and gradients
+        monkeypatch.setattr(elbo_cls, "loss_and_grads", spy_elbo(elbo_cls))
     return counts
 
 

@@ -1,0 +1,343 @@
+r"""Where a :func:`~pyro_prune.fit` run stands, kept so that training survives faults and resumes exactly.
+
+* :class:`History`: the per-epoch records ``fit`` returns, with the run's :class:`TrainingState`.
+* :class:`TrainingState`: a plain record of a run (epochs done, optimizer steps taken, i.e. the KL warm-up
+  position, and the optimizer's state keyed by stable parameter names), with what it was recorded for (the
+  training path, the guide class, each parameter's shape), checked when a run resumes. :meth:`TrainingState.
+  to_dict` holds only ints, floats, strings, lists, dicts and tensors, so ``torch.save`` of it loads back with
+  ``torch.load(weights_only=True)``.
+* :class:`NonFiniteError`: raised by ``fit`` *before* an optimizer step whose loss or gradient is not finite.
+* The optimizer adapters: :class:`TorchOptimizer` (one torch optimizer over every parameter: the fused path) and
+  :class:`PerParamOptimizer` (``pyro.optim``'s one optimizer per parameter: Pyro's SVI), both exporting and
+  loading their state by parameter name, never by object id.
+* :func:`first_non_finite`: the check before a step, one device synchronization for the loss and every gradient.
+
+**Parameter names.** On the fused path a parameter is named by where it lives, ``"guide.<name>"`` or
+``"model.<name>"`` (``named_parameters()``); on the SVI path by its Pyro ``param`` site (e.g.
+``"AutoNormal.locs.0.weight"``), captured from the step's trace. Both are the same in either setting of
+``pyro.settings`` ``module_local_params`` and in every process, so a state recorded in one resumes in another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import pyro.optim
+import torch
+
+__all__ = [
+    "History",
+    "TrainingState",
+    "NonFiniteError",
+    "TorchOptimizer",
+    "PerParamOptimizer",
+    "first_non_finite",
+    "clone_tree",
+    "named_module_parameters",
+]
+
+#: Version of :meth:`TrainingState.to_dict`'s layout.
+STATE_VERSION = 1
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or a gradient of a training step was NaN or infinite; ``fit`` raised it *before* the step.
+
+    The parameters and optimizer state are those before the failing step (finite); if an earlier update itself
+    overflowed, those of the start of the epoch are restored and the message says so. Every exception leaving
+    ``fit`` (this one, a data ``ValueError``, a ``KeyboardInterrupt``) carries the run's
+    :class:`~pyro_prune.History` so far as ``err.history``; ``err.history.state`` resumes the run.
+
+    :ivar epoch: the epoch of the failing step (counted over resumed runs).
+    :ivar step: the optimizer step that was not taken (counted over resumed runs).
+    :ivar batch: index of the input batch within the epoch.
+    :ivar cause: what was not finite: ``"the loss (nan)"`` or ``"the gradient of <parameter>"``.
+    """
+
+    def __init__(self, message: str, epoch: int, step: int, batch: int, cause: str):
+        super().__init__(message)
+        self.epoch, self.step, self.batch, self.cause = epoch, step, batch, cause
+
+
+def clone_tree(tree: Any) -> Any:
+    """A copy of nested dicts / lists / tuples whose tensors are cloned (detached), other leaves shared."""
+    if torch.is_tensor(tree):
+        return tree.detach().clone()
+    if isinstance(tree, Mapping):
+        return {k: clone_tree(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(clone_tree(v) for v in tree)
+    return tree
+
+
+def named_module_parameters(guide: torch.nn.Module, model: Any) -> Dict[str, torch.nn.Parameter]:
+    """The parameters the fused path optimizes, ``{"guide.<name>" | "model.<name>": parameter}`` (each once)."""
+    named: Dict[str, torch.nn.Parameter] = {}
+    seen = set()
+    modules = [("guide", guide)] + ([("model", model)] if isinstance(model, torch.nn.Module) else [])
+    for prefix, module in modules:
+        for name, p in module.named_parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                named[f"{prefix}.{name}"] = p
+    return named
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """Where a :func:`~pyro_prune.fit` run stands: what ``fit(..., resume=state)`` needs to continue it exactly.
+
+    :ivar epoch: epochs completed (a resumed run numbers its epochs from here).
+    :ivar step: optimizer steps taken: the position of the KL warm-up.
+    :ivar path: ``"fused"`` or ``"svi"``: the objective the optimizer state belongs to.
+    :ivar guide: the guide's class name.
+    :ivar shapes: ``{parameter name: shape}`` of every parameter optimized.
+    :ivar optimizer: the optimizer state keyed by parameter name (``{"kind": "torch" | "per_param", ...}``).
+    :ivar kl_warmup: the run's ``kl_warmup`` (epochs).
+    :ivar kl_weight: the run's ``kl_weight``.
+    """
+
+    epoch: int
+    step: int
+    path: str
+    guide: str
+    shapes: Dict[str, List[int]]
+    optimizer: Dict[str, Any]
+    kl_warmup: int = 0
+    kl_weight: float = 1.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A plain dict (tensors cloned) that ``torch.save`` writes and ``torch.load(weights_only=True)`` reads."""
+        fields = {f.name: clone_tree(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {"version": STATE_VERSION, **fields}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingState:
+        """The state written by :meth:`to_dict`.
+
+        :raises ValueError: another layout version, or a missing field.
+        """
+        if not isinstance(data, Mapping):
+            raise TypeError(f"TrainingState.from_dict needs a dict, got {type(data).__name__}")
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"training state version {data.get('version')!r}; this version reads {STATE_VERSION}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(f"training state lacks {missing}")
+        return cls(**{n: clone_tree(data[n]) for n in names})
+
+    def check_compatible(self, path: str, guide: Any, shapes: Mapping[str, List[int]]) -> None:
+        """Raise ``ValueError`` unless this state belongs to a run of ``guide``'s class on ``path`` with parameters
+        of ``shapes`` (the same names and shapes)."""
+        if self.guide != type(guide).__name__:
+            raise ValueError(f"resume: the state was recorded for a {self.guide} guide, not {type(guide).__name__}")
+        if self.path != path:
+            raise ValueError(
+                f"resume: the state was recorded on the {self.path} path, this fit takes the {path} path "
+                "(alpha, num_particles and local reparameterization must match the resumed run)"
+            )
+        for name in sorted(set(self.shapes) | set(shapes)):
+            mine, theirs = self.shapes.get(name), shapes.get(name)
+            if mine is None or theirs is None or list(mine) != list(theirs):
+                raise ValueError(
+                    f"resume: parameter {name!r} has shape {_fmt(theirs)} here but {_fmt(mine)} in the state: "
+                    "the state belongs to another model or guide"
+                )
+
+
+def _fmt(shape: Optional[Iterable[int]]) -> str:
+    return "(absent)" if shape is None else str(tuple(shape))
+
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch training records, and the state that resumes the run.
+
+    Each record holds ``epoch``, ``loss`` (objective per training example), ``ell`` (mean
+    expected log-likelihood per example), ``kl`` (total KL at the epoch's end), ``beta``,
+    ``seconds`` and, with validation data, ``val_<metric>`` entries. A resumed run's History starts with the
+    records of the run it continues.
+
+    :ivar state: the :class:`TrainingState` after the last completed epoch (or, on an
+        exception, after the last step taken): ``fit(..., resume=history)`` continues from it.
+
+    Every exception leaving :func:`~pyro_prune.fit` (``KeyboardInterrupt`` included) carries the History so far as
+    ``err.history``.
+    """
+
+    records: List[Dict[str, float]] = dataclasses.field(default_factory=list)
+    stopped_early: bool = False
+    state: Optional[TrainingState] = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: str) -> List[float]:
+        """The list of one quantity over epochs, e.g. ``history["loss"]``."""
+        if not self.records or key not in self.records[-1]:
+            raise KeyError(f"no {key!r} in history; have {sorted(self.records[-1]) if self.records else []}")
+        return [r.get(key, float("nan")) for r in self.records]
+
+    @property
+    def last(self) -> Dict[str, float]:
+        return self.records[-1]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The records (JSON-serializable); the training state is ``self.state.to_dict()``."""
+        return {"records": list(self.records), "stopped_early": self.stopped_early}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], state: Optional[Mapping[str, Any]] = None) -> History:
+        """The History of :meth:`to_dict` (and a state from :meth:`TrainingState.to_dict`, when given)."""
+        return cls(
+            records=[dict(r) for r in data["records"]],
+            stopped_early=bool(data.get("stopped_early", False)),
+            state=None if state is None else TrainingState.from_dict(state),
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# optimizer adapters
+# --------------------------------------------------------------------------------------------------
+class TorchOptimizer:
+    """One torch optimizer over every parameter (the fused path's multi-tensor update), state keyed by name.
+
+    :param optimizer: the torch optimizer, built on the values of ``named`` in order.
+    :param names: the parameters' names, in the optimizer's order.
+    """
+
+    kind = "torch"
+
+    def __init__(self, optimizer: torch.optim.Optimizer, names: List[str]):
+        self.optimizer, self.names = optimizer, list(names)
+
+    def step(self, named: Mapping[str, torch.Tensor]) -> None:
+        self.optimizer.step()
+
+    def state_dict(self, named: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+        """The optimizer's ``state_dict`` with parameter names in place of indices (tensors cloned)."""
+        sd = self.optimizer.state_dict()
+        groups = [{**g, "params": [self.names[i] for i in g["params"]]} for g in sd["param_groups"]]
+        state = {self.names[i]: s for i, s in sd["state"].items()}
+        return clone_tree({"kind": self.kind, "state": state, "param_groups": groups})
+
+    def load_state_dict(self, state: Mapping[str, Any], named: Mapping[str, torch.Tensor]) -> None:
+        """Load a state from :meth:`state_dict` (parameters matched by name; the state's tensors are copied)."""
+        _check_kind(state, self.kind)
+        index = {n: i for i, n in enumerate(self.names)}
+        try:
+            groups = [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]]
+            per_param = {index[n]: s for n, s in state["state"].items()}
+        except KeyError as e:
+            raise ValueError(f"resume: the optimizer state names parameter {e.args[0]!r}, which this fit lacks") from e
+        self.optimizer.load_state_dict(clone_tree({"state": per_param, "param_groups": groups}))
+
+
+class PerParamOptimizer:
+    """``pyro.optim``'s one torch optimizer per parameter, as Pyro's ``SVI`` steps them, state keyed by name.
+
+    :param optim: the ``pyro.optim`` optimizer (its ``optim_objs`` map a parameter to its torch optimizer or
+        scheduler).
+    """
+
+    kind = "per_param"
+
+    def __init__(self, optim: pyro.optim.PyroOptim):
+        self.optim = optim
+
+    def step(self, named: Mapping[str, torch.Tensor]) -> None:
+        self.optim(set(named.values()))  # as pyro.infer.SVI.step: a set of the step's parameters
+
+    def state_dict(self, named: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+        """``{"kind", "state": {name: that parameter's optimizer (and scheduler) state}}`` (tensors cloned)."""
+        objs = self.optim.optim_objs
+        state = {name: _optimizer_state(objs[p]) for name, p in named.items() if p in objs}
+        return clone_tree({"kind": self.kind, "state": state})
+
+    def load_state_dict(self, state: Mapping[str, Any], named: Mapping[str, torch.Tensor]) -> None:
+        """Give each parameter of ``named`` the optimizer state saved under its name; a parameter the state does
+        not name gets a fresh optimizer (as on its first step)."""
+        _check_kind(state, self.kind)
+        unknown = sorted(set(state["state"]) - set(named))
+        if unknown:
+            raise ValueError(f"resume: the optimizer state names parameter {unknown[0]!r}, which this fit lacks")
+        for name, p in named.items():
+            self.optim.optim_objs.pop(p, None)
+            if name in state["state"]:
+                _load_optimizer_state(self._create(p), clone_tree(state["state"][name]))
+
+    def _create(self, p: torch.Tensor) -> Any:
+        """Let ``pyro.optim`` build the optimizer of ``p`` (with its per-parameter arguments) without a step."""
+        grad, p.grad = p.grad, None  # torch optimizers skip parameters without a gradient
+        try:
+            self.optim([p])
+        finally:
+            p.grad = grad
+        return self.optim.optim_objs[p]
+
+
+def _is_scheduler(obj: Any) -> bool:
+    return not isinstance(obj, torch.optim.Optimizer) and isinstance(
+        getattr(obj, "optimizer", None), torch.optim.Optimizer
+    )
+
+
+def _optimizer_state(obj: Any) -> Dict[str, Any]:
+    if _is_scheduler(obj):
+        return {"scheduler": obj.state_dict(), "optimizer": obj.optimizer.state_dict()}
+    return obj.state_dict()
+
+
+def _load_optimizer_state(obj: Any, state: Dict[str, Any]) -> None:
+    if _is_scheduler(obj):
+        obj.load_state_dict(state["scheduler"])
+        obj.optimizer.load_state_dict(state["optimizer"])
+    else:
+        obj.load_state_dict(state)
+
+
+def _check_kind(state: Mapping[str, Any], kind: str) -> None:
+    if not isinstance(state, Mapping) or state.get("kind") != kind:
+        got = state.get("kind") if isinstance(state, Mapping) else type(state).__name__
+        raise ValueError(f"resume: the optimizer state is of kind {got!r}, this fit's optimizer is {kind!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# the check before a step
+# --------------------------------------------------------------------------------------------------
+def first_non_finite(loss: Any, grads: Mapping[str, Optional[torch.Tensor]]) -> Tuple[float, Optional[str]]:
+    """The loss as a float and the first quantity that is not finite (``None`` when all are).
+
+    Each gradient is reduced to its sum (NaN or ±inf anywhere makes the sum non-finite; a sum above the dtype's
+    largest value also counts, a gradient that large would overflow the optimizer's moments anyway), and the
+    loss and the sums come to the host together: one synchronization per step.
+
+    :param loss: the step's loss (a tensor or a float).
+    :param grads: ``{parameter name: gradient or None}``.
+    :returns: ``(loss, None)``, ``(loss, "the loss")`` or ``(loss, "the gradient of 'name'")``.
+    """
+    names = [n for n, g in grads.items() if g is not None]
+    if torch.is_tensor(loss):
+        ref = loss.detach().reshape(())
+        sums = [grads[n].detach().sum().to(device=ref.device, dtype=ref.dtype) for n in names]
+        values = torch.stack([ref, *sums]).tolist()
+        value, sums_host = values[0], values[1:]
+    else:
+        value = float(loss)
+        if names:
+            ref = grads[names[0]]
+            sums_host = torch.stack([grads[n].detach().sum().to(ref.device) for n in names]).tolist()
+        else:
+            sums_host = []
+    if not _finite(value):
+        return value, "the loss"
+    for name, s in zip(names, sums_host):
+        if not _finite(s):
+            return value, f"the gradient of {name!r}"
+    return value, None
+
+
+def _finite(v: float) -> bool:
+    return v == v and v not in (float("inf"), float("-inf"))
