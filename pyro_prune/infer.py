@@ -40,6 +40,7 @@ References
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -391,28 +392,35 @@ class _Trainer:
         self.named.update(named)
         return loss, self.recorder.mean_log_likelihood(), named
 
+    def grads(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[Any, float, Dict[str, torch.Tensor]]:
+        """Loss and gradients of the step's objective: ``(loss, mean log-likelihood, {name: parameter})``."""
+        return self.fused_grads(x, y) if self.fused else self.svi_grads(x, y)
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, index: int) -> Tuple[float, float]:
         """One optimizer step, taken only when the loss and every gradient are finite (else
         :class:`NonFiniteError`); returns the loss and the mean log-likelihood of the batch."""
         try:
-            loss, ell, named = self.fused_grads(x, y) if self.fused else self.svi_grads(x, y)
-        except ValueError as e:  # the data checks of the model / fused loss: say which batch
-            raise ValueError(f"data batch {index} of epoch {epoch}: {e}") from e
+            loss, ell, named = self.grads(x, y)
+        except ValueError as e:  # the data checks (ours, before any distribution is built), or Pyro's validation
+            invalid = _numerical_rejection(e)
+            if invalid is None:
+                raise ValueError(f"data batch {index} of epoch {epoch}: {e}") from e
+            raise self.fault(invalid, epoch, index, x) from e
         if self.pending is not None:
             self.load_pending()
         value, bad = first_non_finite(loss, {n: p.grad for n, p in named.items()})
         if bad is not None:
-            raise self.fault(bad, value, epoch, index, x)
+            what = f"the loss is {value}" if bad == "the loss" else f"{bad} is not finite (the loss is {value})"
+            raise self.fault(what, epoch, index, x)
         self.keep_epoch_start(epoch)
         self.optimizer.step(named)
         if not self.fused:
             zero_grads(set(named.values()))  # as pyro.infer.SVI.step
         return value, ell
 
-    def fault(self, bad: str, loss: float, epoch: int, index: int, x: torch.Tensor) -> NonFiniteError:
-        """The error for a step whose ``bad`` quantity is not finite (parameters restored if they are not)."""
+    def fault(self, what: str, epoch: int, index: int, x: torch.Tensor) -> NonFiniteError:
+        """The error for a step where ``what`` is not finite (the parameters restored if they are not)."""
         step = self.step
-        what = f"the loss is {loss}" if bad == "the loss" else f"{bad} is not finite (the loss is {loss})"
         for p in self.named.values():
             p.grad = None
         state = "The step was not taken: the parameters and optimizer state are those before it."
@@ -421,17 +429,14 @@ class _Trainer:
         tips = []
         if x.is_floating_point() and not bool(torch.isfinite(x).all()):
             tips.append("check the data: the inputs x of this batch contain NaN or inf")
-        lr = getattr(self.plan.optimizer, "pt_optim_args", None)
-        lr = f" (now {lr['lr']})" if isinstance(lr, dict) and "lr" in lr else ""
-        tips += [
-            f"a smaller learning rate{lr}",
-            "a KL warm-up (kl_warmup)",
-            "gradient clipping (pyro.optim.ClippedAdam)",
-        ]
+        lr = self.optimizer.lr()
+        lr = "" if lr is None else f" (now {lr:g})"
+        tips += [f"a smaller learning rate{lr}", "a KL warm-up (kl_warmup)", "gradient clipping (ClippedAdam)"]
         tips.append("float64 (model.to(torch.float64))")
         message = (
             f"fit: {what} at epoch {epoch}, step {step} (input batch {index} of the epoch). {state} "
-            f"Try {', '.join(tips)}. The History so far is err.history; err.history.state resumes the run."
+            f"Try {', '.join(tips)}. The History so far is err.history (fit(..., resume=err.history) continues with "
+            "the same optimizer settings; a new fit takes a new learning rate)."
         )
         return NonFiniteError(message, epoch=epoch, step=step, batch=index, cause=what)
 
@@ -507,6 +512,23 @@ class _Trainer:
         finally:
             bar.close()
         return self.history
+
+
+def _numerical_rejection(error: BaseException) -> Optional[str]:
+    """What torch's distribution validation rejected, when ``error`` (or an exception it was raised from) is that
+    validation finding a distribution *parameter* invalid (e.g. logits NaN or a scale 0 after too large a step) or a
+    *value* NaN/inf (a sample from an overflowing guide); ``None`` for any other error: a data check of the model or
+    likelihood (those run before any distribution is built), or finite values outside a support (e.g. a label a
+    hand-written model did not check)."""
+    e: Optional[BaseException] = error
+    while e is not None:
+        head, found, values = str(e).partition("found invalid values")
+        what = re.search(r"Expected (parameter \w+|value argument)", head)
+        if found and what and (what[1] != "value argument" or re.search(r"\b(nan|inf)\b", values)):
+            shown = " ".join(values.split())[:60]
+            return f"the {what[1]} of a distribution is invalid ({shown}...; Pyro's validation)"
+        e = e.__cause__
+    return None
 
 
 def _unconstrained(value: torch.Tensor) -> torch.Tensor:

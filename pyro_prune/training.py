@@ -216,6 +216,10 @@ class TorchOptimizer:
     def step(self, named: Mapping[str, torch.Tensor]) -> None:
         self.optimizer.step()
 
+    def lr(self) -> Optional[float]:
+        """The current learning rate (of the first parameter group), ``None`` if the optimizer has none."""
+        return self.optimizer.param_groups[0].get("lr")
+
     def state_dict(self, named: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
         """The optimizer's ``state_dict`` with parameter names in place of indices (tensors cloned)."""
         sd = self.optimizer.state_dict()
@@ -249,6 +253,13 @@ class PerParamOptimizer:
 
     def step(self, named: Mapping[str, torch.Tensor]) -> None:
         self.optim(set(named.values()))  # as pyro.infer.SVI.step: a set of the step's parameters
+
+    def lr(self) -> Optional[float]:
+        """The current learning rate of one parameter's optimizer (``None`` before the first step)."""
+        for obj in self.optim.optim_objs.values():
+            opt = obj.optimizer if _is_scheduler(obj) else obj
+            return opt.param_groups[0].get("lr")
+        return None
 
     def state_dict(self, named: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
         """``{"kind", "state": {name: that parameter's optimizer (and scheduler) state}}`` (tensors cloned)."""
