@@ -11,6 +11,20 @@ epistemic std (spread of the sampled means) and the aleatoric std.
 J\Sigma J^\top)^{-1/2}` for classification (sigmoid for Bernoulli) and the closed form
 :math:`\mathcal N(f_{w^*}, J\Sigma J^\top + \sigma^2)` for regression [1].
 
+**Memory.** The ensemble is never held whole unless asked: networks are drawn from the guide ``draw_block`` at a
+time (the unit in which random numbers are consumed), run ``sample_chunk`` at a time on ``batch_size`` inputs at a
+time, and the summaries (:math:`\bar p`, mean member entropy, regression mean and variances) are accumulated member
+by member. By default both chunk sizes are chosen so that one forward pass stays within ``max_memory`` bytes
+(:data:`DEFAULT_MAX_MEMORY`, 128 MiB), from a probe of one network on one input (the bytes of every module's output
+and of one network's weights). The members (:attr:`Prediction.samples`, ``outputs``) are kept when they fit in
+``max_memory`` or when ``keep_samples=True``.
+
+**Reproducibility.** For a fixed seed the networks, members and summaries are the same, bit for bit, whatever
+``sample_chunk``, ``batch_size``, ``max_memory`` and ``keep_samples`` (on kernels whose result for one input and one
+network does not depend on how many share a call, as on CPU): the draws depend only on the seed, ``num_samples``,
+``draw_block`` and ``parallel``; forward passes leave the random state alone; summaries are sums in member order.
+``sample_chunk >= num_samples`` with ``batch_size=None`` is the unchunked path (one pass over all networks and inputs).
+
 References
 
 [1] Erik Daxberger et al. "Laplace Redux — Effortless Bayesian Deep Learning", NeurIPS 2021.
@@ -18,8 +32,7 @@ References
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Literal, Optional
+from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 
 import torch
 from pyro.infer import Predictive
@@ -27,49 +40,98 @@ from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_sample
 
 from . import metrics as _metrics
-from ._checks import Batches, as_batches, check_choice, check_int, unpack_batch
+from ._checks import Batches, as_batches, check_bool, check_choice, check_int, unpack_batch
 from ._checks.guide import check_guide, model_ref
 from .model import BayesianModel
 from .model.likelihoods import glm_class_probs
 
-__all__ = ["predict", "evaluate", "Prediction"]
+__all__ = ["predict", "evaluate", "Prediction", "DEFAULT_MAX_MEMORY", "DEFAULT_DRAW_BLOCK"]
+
+#: Default memory budget of one forward pass of :func:`predict`, in bytes (128 MiB).
+DEFAULT_MAX_MEMORY = 128 * 2**20
+#: Default number of networks drawn from the guide per call (the unit in which random numbers are consumed).
+DEFAULT_DRAW_BLOCK = 32
+
+Members = Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * p.clamp_min(1e-12).log()).sum(-1)
 
 
-@dataclass
 class Prediction:
-    r"""A posterior-predictive ensemble for inputs ``x`` (``S`` samples, ``B`` inputs).
+    r"""A posterior-predictive ensemble for inputs ``x`` (``S`` members, ``B`` inputs).
+
+    The summaries (:attr:`probs`, :attr:`entropy`, :attr:`mutual_information`, :attr:`mean`, :attr:`std`, ...) are
+    always available; they were accumulated member by member while the ensemble was drawn. The members themselves
+    (:attr:`outputs`, :attr:`samples`, :attr:`scales`) exist only when they were kept (see ``keep_samples`` in
+    :func:`predict`); otherwise reading them raises an ``AttributeError`` that says how to keep them.
 
     :ivar task: ``"classification"``, ``"regression"``, or ``"unknown"`` (raw outputs of a model without likelihood).
-    :ivar outputs: raw network outputs, ``(S, B, …)``.
-    :ivar samples: per-member class probabilities ``(S, B, C)`` (classification) or predictive
-        means ``(S, B[, D])`` (regression).
-    :ivar scales: per-member aleatoric stds ``(S, B[, D])`` (regression only).
+    :ivar num_samples: the ensemble size ``S``.
     :ivar method: ``"mc"`` (an ensemble of ``S`` sampled networks) or ``"glm"`` (the linearized predictive: one
         member, ``S = 1``, holding the probit probabilities or the predictive mean).
     :ivar output_cov: ``"glm"`` only: the covariance :math:`J\Sigma J^\top` of the outputs, ``(B, K, K)``.
     """
 
-    task: str
-    outputs: torch.Tensor
-    samples: torch.Tensor
-    scales: Optional[torch.Tensor] = None
-    method: str = "mc"
-    output_cov: Optional[torch.Tensor] = None
+    def __init__(
+        self,
+        task: str,
+        num_samples: int,
+        mean: torch.Tensor,
+        *,
+        member_entropy: Optional[torch.Tensor] = None,
+        epistemic_var: Optional[torch.Tensor] = None,
+        aleatoric_var: Optional[torch.Tensor] = None,
+        members: Optional[Members] = None,
+        members_note: str = "",
+        method: str = "mc",
+        output_cov: Optional[torch.Tensor] = None,
+    ) -> None:
+        self.task, self.num_samples, self.method, self.output_cov = task, num_samples, method, output_cov
+        self._mean, self._member_entropy = mean, member_entropy
+        self._epistemic_var, self._aleatoric_var = epistemic_var, aleatoric_var
+        self._members, self._members_note = members, members_note
+
+    def __repr__(self) -> str:
+        return f"Prediction({self.task!r}, {self.method!r}, num_samples={self.num_samples}, kept={self.has_members})"
+
+    # members ---------------------------------------------------------------------------------------
+    @property
+    def has_members(self) -> bool:
+        """Whether the per-member tensors (:attr:`outputs`, :attr:`samples`, :attr:`scales`) were kept."""
+        return self._members is not None
+
+    def _member(self, i: int, what: str) -> Optional[torch.Tensor]:
+        if self._members is None:
+            raise AttributeError(
+                f"{what}: the ensemble members were not kept ({self._members_note}); pass "
+                "keep_samples=True to predict (memory grows with num_samples) or read the summaries"
+            )
+        return self._members[i]
 
     @property
-    def num_samples(self) -> int:
-        return self.samples.shape[0]
+    def outputs(self) -> torch.Tensor:
+        """Raw network outputs of every member, ``(S, B, …)`` (kept members only)."""
+        return self._member(0, "outputs")
+
+    @property
+    def samples(self) -> torch.Tensor:
+        """Per-member class probabilities ``(S, B, C)`` (classification), predictive means ``(S, B[, D])``
+        (regression) or raw outputs (unknown task) (kept members only)."""
+        return self._member(1, "samples")
+
+    @property
+    def scales(self) -> Optional[torch.Tensor]:
+        """Per-member aleatoric stds ``(S, B[, D])`` (regression; ``None`` otherwise) (kept members only)."""
+        return self._member(2, "scales")
 
     # classification --------------------------------------------------------------------------------
     @property
     def probs(self) -> torch.Tensor:
         r"""Ensemble-averaged class probabilities :math:`\bar p`, ``(B, C)``."""
         self._need("classification", "probs")
-        return self.samples.mean(0)
+        return self._mean
 
     @property
     def labels(self) -> torch.Tensor:
@@ -87,29 +149,26 @@ class Prediction:
         self._need("classification", "mutual_information")
         if self.method == "glm":
             raise AttributeError("mutual_information needs sampled members; use method='mc'")
-        return (self.entropy - _entropy(self.samples).mean(0)).clamp_min(0)
+        return (self.entropy - self._member_entropy).clamp_min(0)
 
     # both -------------------------------------------------------------------------------------------
     @property
     def mean(self) -> torch.Tensor:
-        """Class probabilities (classification) or the predictive mean (regression)."""
-        return self.samples.mean(0)
+        """Class probabilities (classification), the predictive mean (regression) or the mean raw output."""
+        return self._mean
 
     # regression ------------------------------------------------------------------------------------
     @property
     def epistemic_std(self) -> torch.Tensor:
-        """Std of the sampled means (model uncertainty)."""
+        """Std of the sampled means (model uncertainty; population std over the members)."""
         self._need("regression", "epistemic_std")
-        if self.output_cov is not None:
-            var = self.output_cov.diagonal(dim1=-2, dim2=-1)
-            return var.reshape(self.samples.shape[1:]).clamp_min(0).sqrt()
-        return self.samples.std(0, unbiased=False)
+        return self._epistemic_var.clamp_min(0).sqrt()
 
     @property
     def aleatoric_std(self) -> torch.Tensor:
         r"""Noise std :math:`\sqrt{\frac1S \sum_s \sigma_s^2}`."""
         self._need("regression", "aleatoric_std")
-        return self.scales.pow(2).mean(0).sqrt()
+        return self._aleatoric_var.sqrt()
 
     @property
     def std(self) -> torch.Tensor:
@@ -123,27 +182,69 @@ class Prediction:
             raise AttributeError(f"{what} is defined for {task}, this prediction is {self.task}{hint}")
 
 
-def _summarize(model: Any, outputs: torch.Tensor, likelihood: Optional[Any] = None) -> Prediction:
-    lik = likelihood if likelihood is not None else getattr(model, "likelihood", None)
-    outputs = outputs.detach()
+class _Stream:
+    """Summaries accumulated member by member, in member order: the same bits whatever the chunking.
+
+    Classification: the sum of :math:`p_s` and of :math:`H[p_s]`; regression: Welford's running mean and sum of
+    squared deviations of the member means, and the sum of :math:`\\sigma_s^2`; unknown task: the sum of outputs.
+    """
+
+    def __init__(self, task: str, num_samples: int, num_inputs: Optional[int]) -> None:
+        self.task, self.S, self.B = task, num_samples, num_inputs
+        self.acc: Dict[str, torch.Tensor] = {}
+
+    def _zeros(self, key: str, like: torch.Tensor) -> torch.Tensor:
+        if key not in self.acc:
+            shape = tuple(like.shape) if self.B is None else (self.B,) + tuple(like.shape[1:])
+            self.acc[key] = like.new_zeros(shape)
+        return self.acc[key]
+
+    def add(self, first: int, rows: slice, values: torch.Tensor, scales: Optional[torch.Tensor]) -> None:
+        """Members ``first, first + 1, …`` on the inputs ``rows``: ``values`` is ``(n, b, …)``."""
+        if self.task == "regression":
+            mean, m2, noise = (self._zeros(k, values[0]) for k in ("mean", "m2", "noise"))
+            for j in range(values.shape[0]):
+                delta = values[j] - mean[rows]
+                mean[rows] += delta / (first + j + 1)
+                m2[rows] += delta * (values[j] - mean[rows])
+                noise[rows] += scales[j].square()
+            return
+        total = self._zeros("sum", values[0])
+        ent = _entropy(values) if self.task == "classification" else None
+        hsum = self._zeros("entropy", ent[0]) if ent is not None else None
+        for j in range(values.shape[0]):
+            total[rows] += values[j]
+            if ent is not None:
+                hsum[rows] += ent[j]
+
+    def result(self, members: Optional[Members], note: str) -> Prediction:
+        a, S = self.acc, self.S
+        kw: Dict[str, Any] = {"members": members, "members_note": note}
+        if self.task == "regression":
+            return Prediction("regression", S, a["mean"], epistemic_var=a["m2"] / S, aleatoric_var=a["noise"] / S, **kw)
+        ent = a["entropy"] / S if self.task == "classification" else None
+        return Prediction(self.task, S, a["sum"] / S, member_entropy=ent, **kw)
+
+
+def _read_outputs(lik: Any, outputs: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Per-member values (probabilities / means / raw outputs) and aleatoric scales of network outputs."""
     if lik is None:
-        return Prediction("unknown", outputs, outputs)
-    with torch.no_grad():
-        if lik.task == "classification":
-            return Prediction("classification", outputs, lik.probs(outputs))
-        loc, scale = lik.mean_scale(outputs)
-        if loc.shape[-1] == 1:
-            loc, scale = loc.squeeze(-1), scale.squeeze(-1)
-        return Prediction("regression", outputs, loc.detach(), scale.detach())
+        return outputs, None
+    if lik.task == "classification":
+        return lik.probs(outputs), None
+    loc, scale = lik.mean_scale(outputs)
+    if loc.shape[-1] == 1:
+        loc, scale = loc.squeeze(-1), scale.squeeze(-1)
+    return loc, scale
 
 
 def _predictive_target(model: Any, guide: Any) -> Any:
     """The model as ``Predictive`` should run it.
 
     ``Predictive`` first runs the model alone to count its plates, which would draw the weights from the prior
-    (impossible for improper priors): weight sites get a placeholder there; the guide's draws replace it.
+    (impossible for improper priors): weight sites get a placeholder there; the posterior draws replace it.
     """
-    if guide is None or not isinstance(model, BayesianModel):
+    if not isinstance(model, BayesianModel):
         return model
     weight_sites = set(model.sites) | set(model.scale_sites)  # group scales too (improper priors)
     dtype, device = model.dtype, model.device
@@ -156,6 +257,161 @@ def _predictive_target(model: Any, guide: Any) -> Any:
     )(model)
 
 
+def _rng_devices(x: torch.Tensor) -> List[int]:
+    return [x.device.index if x.device.index is not None else torch.cuda.current_device()] if x.is_cuda else []
+
+
+class _Draws:
+    """Networks drawn from ``guide`` (or the model's prior) in blocks of ``block``, handed out in any chunk sizes.
+
+    The blocks are the only consumer of the random state in :func:`predict`, so the networks depend on the seed,
+    ``total``, ``block`` and ``parallel`` only.
+    """
+
+    def __init__(self, model: Any, guide: Any, x1: torch.Tensor, total: int, block: int, parallel: bool) -> None:
+        self.sampler = guide if guide is not None else model
+        self.keep = (set(model.sites) | set(model.scale_sites)) if isinstance(model, BayesianModel) else None
+        self.x1, self.left, self.block, self.parallel = x1, total, block, parallel
+        self.pieces: List[Dict[str, torch.Tensor]] = []
+        self.have = 0
+
+    def _draw_block(self) -> None:
+        n = min(self.block, self.left)
+        draws = Predictive(self.sampler, num_samples=n, parallel=self.parallel)(self.x1)
+        keep = self.keep if self.keep is not None else set(draws) - {"obs", "data"}
+        self.pieces.append({k: v for k, v in draws.items() if k in keep})
+        self.left -= n
+        self.have += n
+
+    def _joined(self) -> Dict[str, torch.Tensor]:
+        if len(self.pieces) > 1:
+            self.pieces = [{k: torch.cat([p[k] for p in self.pieces]) for k in self.pieces[0]}]
+        return self.pieces[0]
+
+    def peek(self) -> Dict[str, torch.Tensor]:
+        """The next network, without taking it."""
+        if self.have == 0:
+            self._draw_block()
+        return {k: v[:1] for k, v in self.pieces[0].items()}
+
+    def take(self, n: int) -> Dict[str, torch.Tensor]:
+        """The next ``n`` networks, ``{site: (n, …)}``."""
+        while self.have < n:
+            self._draw_block()
+        joined = self._joined()
+        self.pieces = [{k: v[n:] for k, v in joined.items()}]
+        self.have -= n
+        return {k: v[:n] for k, v in joined.items()}
+
+
+def _forward(target: Any, draws: Dict[str, torch.Tensor], n: int, xb: torch.Tensor, parallel: bool) -> torch.Tensor:
+    """Outputs ``(n, b, …)`` of the ``n`` drawn networks on ``xb``; the random state is left untouched.
+
+    In parallel, a lone network runs as a pair (then one is dropped): torch computes a batch of one matrix product
+    with other kernels than a batch of several, and its last bits would depend on the chunking.
+    """
+    m = 2 if parallel and n == 1 else n
+    if m != n:
+        draws = {k: v.expand((m,) + v.shape[1:]) for k, v in draws.items()}
+    with torch.random.fork_rng(devices=_rng_devices(xb)):
+        run = Predictive(target, posterior_samples=draws, num_samples=m, parallel=parallel, return_sites=("_RETURN",))
+        out = run(xb)["_RETURN"].detach()
+    if out.dim() == 0 or out.shape[0] != m:  # a model that ignores the samples (e.g. no latent sites)
+        out = out.expand((m,) + out.shape)
+    return out[:n]
+
+
+def _probe_bytes(model: Any, target: Any, draws: _Draws, x: torch.Tensor, parallel: bool) -> Tuple[int, int]:
+    """Bytes per (network, input) of every module's output, and bytes per network of the weights."""
+    one = draws.peek()
+    sizes: List[int] = []
+
+    def hook(module: Any, args: Any, out: Any) -> None:
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        sizes.extend(t.numel() * t.element_size() for t in outs if torch.is_tensor(t))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()] if isinstance(model, torch.nn.Module) else []
+    try:
+        out = _forward(target, one, 1, x[:1], parallel)
+    finally:
+        for h in handles:
+            h.remove()
+    per_row = max(sum(sizes), out.numel() * out.element_size(), 1)
+    per_net = sum(v.numel() * v.element_size() for v in one.values())
+    return per_row, per_net
+
+
+def _plan(
+    sizes: Tuple[int, int],
+    num_samples: int,
+    num_inputs: int,
+    sample_chunk: Optional[int],
+    batch_size: Optional[int],
+    max_memory: int,
+) -> Tuple[int, int]:
+    """``(networks, inputs)`` per forward pass: ``networks * (inputs * per_row + 2 * per_net) <= max_memory``."""
+    per_row, per_net = sizes
+    rows = batch_size if batch_size is not None else num_inputs
+    if sample_chunk is not None:
+        nets = sample_chunk
+    else:
+        nets = max(1, max_memory // (rows * per_row + 2 * per_net))
+    if batch_size is None:
+        rows = max(1, min(num_inputs, (max_memory // nets - 2 * per_net) // per_row))
+    return min(nets, num_samples), min(rows, num_inputs)
+
+
+def _members_buffer(out: torch.Tensor, values: torch.Tensor, scales: Optional[torch.Tensor], S: int, B: Optional[int]):
+    """Empty ``(S, B, …)`` tensors for the kept members (``B=None``: one input batch, any output shape)."""
+
+    def empty(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if t is None:
+            return None
+        return t.new_empty((S,) + (tuple(t.shape[1:]) if B is None else (B,) + tuple(t.shape[2:])))
+
+    return empty(out), empty(values), empty(scales)
+
+
+def _ensemble(model: Any, guide: Any, x: torch.Tensor, S: int, lik: Any, opts: Dict[str, Any]) -> Prediction:
+    """Draw, run and summarize ``S`` networks chunk by chunk (see the module docstring, "Memory")."""
+    parallel, max_memory = opts["parallel"], opts["max_memory"]
+    target = _predictive_target(model, guide)
+    with torch.no_grad():
+        draws = _Draws(model, guide, x[:1], S, opts["draw_block"], parallel)
+        sizes = _probe_bytes(model, target, draws, x, parallel)
+        nets, rows = _plan(sizes, S, x.shape[0], opts["sample_chunk"], opts["batch_size"], max_memory)
+        single = rows >= x.shape[0]
+        task = "unknown" if lik is None else lik.task
+        stream, members, keep, note = _Stream(task, S, None if single else x.shape[0]), None, None, ""
+        for first in range(0, S, nets):
+            n = min(nets, S - first)
+            chunk = draws.take(n)
+            for r0 in range(0, x.shape[0], rows):
+                out = _forward(target, chunk, n, x[r0 : r0 + rows], parallel)
+                values, scales = _read_outputs(lik, out)
+                sel = slice(None) if single else slice(r0, r0 + rows)
+                stream.add(first, sel, values, scales)
+                if keep is None:
+                    keep, note = _decide_keep(opts["keep_samples"], (out, values, scales), S, x.shape[0], max_memory)
+                    members = _members_buffer(out, values, scales, S, None if single else x.shape[0]) if keep else None
+                if keep:
+                    idx = (slice(first, first + n),) if single else (slice(first, first + n), sel)
+                    for buf, t in zip(members, (out, values, scales)):
+                        if buf is not None:
+                            buf[idx] = t
+    return stream.result(members, note)
+
+
+def _decide_keep(keep_samples: Optional[bool], first: Tuple, S: int, B: int, max_memory: int) -> Tuple[bool, str]:
+    """Keep the members if asked, or (``keep_samples=None``) if they fit in ``max_memory``."""
+    out = first[0]
+    per = sum(t.numel() * t.element_size() for t in first if t is not None) / max(out.shape[0] * out.shape[1], 1)
+    need = int(per * S * B) if out.dim() > 1 else int(per * S)
+    if keep_samples is not None:
+        return keep_samples, "keep_samples=False"
+    return need <= max_memory, f"they take {need / 2**20:.1f} MiB > max_memory={max_memory / 2**20:.1f} MiB"
+
+
 def predict(
     model: Callable,
     guide: Optional[Callable],
@@ -165,76 +421,109 @@ def predict(
     batch_size: Optional[int] = None,
     likelihood: Optional[Any] = None,
     method: Literal["mc", "glm"] = "mc",
+    *,
+    sample_chunk: Optional[int] = None,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    keep_samples: Optional[bool] = None,
+    draw_block: int = DEFAULT_DRAW_BLOCK,
 ) -> Prediction:
     """Posterior-predictive ensemble of ``num_samples`` networks drawn from ``guide``.
+
+    Peak memory is set by ``max_memory``, not by ``num_samples`` (module docstring, "Memory"): about
+    ``max_memory`` for one forward pass, plus the ``(B, …)`` summaries, plus the members when they are kept.
 
     :param model: the :class:`~pyro_prune.BayesianModel` (or a hand-written Pyro model ``model(x, y=None)``
         returning the network output).
     :param guide: a trained guide (``None`` draws from the prior).
-    :param x: inputs ``(B, …)``.
+    :param x: inputs ``(B, …)``, a float tensor of the model's dtype (integer token ids for a network that starts
+        with an ``nn.Embedding``).
     :param num_samples: ensemble size ``S`` (>= 1).
-    :param parallel: draw all members at once through ``Predictive(parallel=True)``; default: for a vectorizable
-        ``BayesianModel``; hand-written models run sequentially (torch's own layers take one weight at a time).
-    :param batch_size: split ``x`` into chunks of this many rows (bounds memory); the same ``S`` networks
+    :param parallel: draw and run many networks at once through ``Predictive(parallel=True)``; default: for a
+        vectorizable ``BayesianModel``; hand-written models run sequentially (torch's own layers take one weight at a
+        time).
+    :param batch_size: inputs per forward pass; default: as many as ``max_memory`` allows. The same ``S`` networks
         predict every chunk.
     :param likelihood: how to read the outputs (e.g. ``pp.Categorical(N)``), for models without a
         ``likelihood`` attribute; without one, the prediction holds raw outputs (``task="unknown"``).
     :param method: ``"mc"`` (sampled networks) or ``"glm"`` (the linearized predictive of a Laplace guide, see the
-        module docstring; ``num_samples`` and ``parallel`` are not used).
+        module docstring; ``num_samples``, ``parallel`` and the memory options are not used).
+    :param sample_chunk: networks per forward pass; default: as many as ``max_memory`` allows.
+    :param max_memory: bytes one forward pass may take (module docstring, "Memory"), default 128 MiB.
+    :param keep_samples: keep the members (:attr:`Prediction.samples`, ``outputs``, ``scales``): ``None`` (default)
+        keeps them when they fit in ``max_memory``; ``True`` always (memory then grows with ``num_samples``);
+        ``False`` never (only the summaries).
+    :param draw_block: networks drawn from the guide per call; the draws, hence the result for a seed, depend on it
+        (and on ``num_samples`` and ``parallel``) but on none of the memory options. Lower it only for networks so
+        large that ``draw_block`` copies of their weights do not fit.
     :returns: a :class:`Prediction`.
+    :raises TypeError: for an integer ``x`` on a float network (cast it: ``x.to(model.dtype)``).
+    :raises ValueError: for an ``x`` without a batch dimension, or with NaN/inf.
     """
     check_int("num_samples", num_samples, 1)
     check_choice("method", method, ("mc", "glm"))
-    _check_inputs(x)
+    opts = _check_options(batch_size, sample_chunk, max_memory, keep_samples, draw_block)
+    _check_inputs(x, model)
     check_guide(model, guide)
     if isinstance(guide, AutoGuide) and guide.prototype_trace is None:
         raise ValueError("guide is not initialized: fit it first (pp.fit) or call guide(x, y) once")
     if method == "glm":
         return _predict_glm(model, guide, x, batch_size, likelihood)
-    if parallel is None:
-        parallel = isinstance(model, BayesianModel) and model.vectorizable
-    if batch_size is not None:
-        check_int("batch_size", batch_size, 1)
+    opts["parallel"] = parallel if parallel is not None else isinstance(model, BayesianModel) and model.vectorizable
     ref = model_ref(model)
     if ref is not None:
         x = x.to(ref.device)
+    lik = likelihood if likelihood is not None else getattr(model, "likelihood", None)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
-        out = _draw_outputs(model, guide, x, num_samples, parallel, batch_size)
+        return _ensemble(model, guide, x, num_samples, lik, opts)
     finally:
         if was_training:
             model.train()
-    if out.shape[0] != num_samples:  # a model that ignores the samples (e.g. no latent sites)
-        out = out.expand((num_samples,) + out.shape)
-    return _summarize(model, out, likelihood)
 
 
-def _check_inputs(x: Any) -> None:
-    """``x`` is a non-empty batch tensor without NaN or inf."""
+def _check_options(batch_size: Any, sample_chunk: Any, max_memory: Any, keep_samples: Any, draw_block: Any) -> dict:
+    for name, value in (("batch_size", batch_size), ("sample_chunk", sample_chunk)):
+        if value is not None:
+            check_int(name, value, 1)
+    if keep_samples is not None:
+        check_bool("keep_samples", keep_samples)
+    max_memory, draw_block = check_int("max_memory", max_memory, 1), check_int("draw_block", draw_block, 1)
+    return {
+        "batch_size": batch_size,
+        "sample_chunk": sample_chunk,
+        "max_memory": max_memory,
+        "keep_samples": keep_samples,
+        "draw_block": draw_block,
+    }
+
+
+def _takes_integer_inputs(model: Any) -> bool:
+    """Whether the network may consume integer inputs (it contains an embedding)."""
+    if not isinstance(model, BayesianModel):
+        return True  # a hand-written model: its own business
+    return any(isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag)) for m in model.net.modules())
+
+
+def _check_inputs(x: Any, model: Any) -> None:
+    """``x`` is a non-empty batch tensor without NaN or inf, of a dtype the network can take."""
     if not torch.is_tensor(x):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch, got shape {tuple(x.shape)}")
+    tokens = _takes_integer_inputs(model)
+    if isinstance(model, BayesianModel) and x.dim() == 1 and not tokens:
+        raise ValueError(
+            f"x must be a batch of inputs (B, features...), got a 1-D tensor of shape {tuple(x.shape)}: "
+            "for one input use x.unsqueeze(0), for B scalar inputs x.unsqueeze(-1)"
+        )
+    if not (x.is_floating_point() or x.is_complex()) and not tokens:
+        raise TypeError(
+            f"x has dtype {x.dtype} but the network computes in {model.dtype}: cast the inputs, x = x.to({model.dtype})"
+        )
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or inf")
-
-
-def _draw_outputs(
-    model: Any, guide: Any, x: torch.Tensor, num_samples: int, parallel: bool, batch_size: Optional[int]
-) -> torch.Tensor:
-    """Network outputs ``(S, B, ...)`` of ``num_samples`` networks from ``guide``; chunks share the same networks."""
-    target = _predictive_target(model, guide)
-    with torch.no_grad():
-        if batch_size is None or batch_size >= x.shape[0]:
-            run = Predictive(target, guide=guide, num_samples=num_samples, parallel=parallel, return_sites=("_RETURN",))
-            return run(x)["_RETURN"]
-        # draw the S networks once, then run every chunk through the same networks
-        draws = Predictive(guide, num_samples=num_samples, parallel=parallel)(x[:batch_size])
-        draws = {k: v for k, v in draws.items() if k not in ("obs", "data")}
-        run = Predictive(target, posterior_samples=draws, parallel=parallel, return_sites=("_RETURN",))
-        return torch.cat([run(xb)["_RETURN"] for xb in x.split(batch_size)], 1)
 
 
 def _predict_glm(model: Any, guide: Any, x: torch.Tensor, batch_size: Optional[int], likelihood: Any) -> Prediction:
@@ -250,11 +539,23 @@ def _predict_glm(model: Any, guide: Any, x: torch.Tensor, batch_size: Optional[i
         f, cov = glm(x) if batch_size is None else glm(x, batch_size=batch_size)
         if lik.task == "classification":
             probs = glm_class_probs(lik, f, cov)  # the probit approximation, on the likelihood's own link
-            return Prediction("classification", f.unsqueeze(0), probs.unsqueeze(0), method="glm", output_cov=cov)
+            members = (f.unsqueeze(0), probs.unsqueeze(0), None)
+            return Prediction("classification", 1, probs, members=members, method="glm", output_cov=cov)
         loc, scale = lik.mean_scale(f)
         if loc.shape[-1] == 1:
             loc, scale = loc.squeeze(-1), scale.squeeze(-1)
-        return Prediction("regression", f.unsqueeze(0), loc.unsqueeze(0), scale.unsqueeze(0), "glm", cov)
+        epistemic = cov.diagonal(dim1=-2, dim2=-1).reshape(loc.shape)
+        members = (f.unsqueeze(0), loc.unsqueeze(0), scale.unsqueeze(0))
+        return Prediction(
+            "regression",
+            1,
+            loc,
+            epistemic_var=epistemic,
+            aleatoric_var=scale.square(),
+            members=members,
+            method="glm",
+            output_cov=cov,
+        )
 
 
 def evaluate(
@@ -265,6 +566,7 @@ def evaluate(
     parallel: Optional[bool] = None,
     likelihood: Optional[Any] = None,
     method: Literal["mc", "glm"] = "mc",
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> Dict[str, float]:
     """Score the posterior-predictive ensemble on ``data``.
 
@@ -274,17 +576,19 @@ def evaluate(
 
     :param data: a ``DataLoader`` of ``(x, y)`` batches or one ``(x, y)`` tuple.
     :param method: ``"mc"`` or ``"glm"`` (see :func:`predict`).
+    :param max_memory: the memory budget of each :func:`predict` call; the members are not kept (only summaries).
     :returns: a dict of floats.
     """
     check_int("num_samples", num_samples, 1)
     preds, ys = [], []
     for batch in as_batches(data):
         x, y = unpack_batch(batch, "data", None)
-        preds.append(predict(model, guide, x, num_samples, parallel=parallel, likelihood=likelihood, method=method))
+        kw = {"max_memory": max_memory, "keep_samples": False}
+        preds.append(predict(model, guide, x, num_samples, parallel, likelihood=likelihood, method=method, **kw))
         ys.append(y)
     if not preds:
         raise ValueError("data yielded no batches")
-    y = torch.cat(ys).to(preds[0].samples.device)
+    y = torch.cat(ys).to(preds[0].mean.device)
     if preds[0].task == "unknown":
         raise ValueError("the model has no likelihood to score its outputs with: pass likelihood=pp.Categorical(N) ...")
     if preds[0].task == "classification":
