@@ -6,8 +6,7 @@ Group semantics follow Louizos, Ullrich & Welling (2017), *Bayesian Compression 
   has one group per **input feature** :math:`j`: the column :math:`W_{:,j}`.  A pruned group (all of
   :math:`W_{:,j} = 0`) makes the producing unit :math:`j` of the previous layer useless, so its row
   :math:`W^{(\ell-1)}_{j,:}` and bias :math:`b^{(\ell-1)}_j` are removed together with the column
-  :math:`W_{:,j}`; for the first layer the input feature :math:`j` is dropped
-  (:class:`SelectFeatures`);
+  :math:`W_{:,j}`; for the first layer the input feature :math:`j` is dropped (:func:`select_inputs`);
 * a :class:`~torch.nn.Conv1d` / :class:`~torch.nn.Conv2d` layer has one group per **output channel**
   :math:`c`: the filter :math:`W_{c,:,\dots}` and bias :math:`b_c`.  A pruned channel is removed from
   the layer's outputs and from the next layer's inputs (input channel :math:`c` of a following
@@ -65,7 +64,7 @@ from .plan import _Plan, plan_cuts
 __all__ = [
     "CompactResult",
     "LayerChange",
-    "SelectFeatures",
+    "select_inputs",
     "architecture",
     "compact",
     "count_flops",
@@ -73,26 +72,32 @@ __all__ = [
 ]
 
 
-class SelectFeatures(nn.Module):
-    r"""Keep the input features ``index`` of the last dimension: :math:`x \mapsto x_{\dots,\text{index}}`.
+def select_inputs(net: nn.Module, index: torch.Tensor) -> fx.GraphModule:
+    r"""``x \mapsto \text{net}(x_{\dots,\text{index}})``: the compact network behind a selection of input features.
 
-    Placed in front of a compact network whose first Linear layer lost input features, so that the
-    compact network still accepts the original inputs.
+    Placed in front of a compact network whose first Linear layer lost input features, so that it still accepts
+    the original inputs. It is a :class:`torch.fx.GraphModule` (one ``torch.index_select`` on the last dimension,
+    then ``net`` as the submodule ``net``; the kept indices are the ``input_index`` buffer), so the compact network
+    is made of torch modules only: it pickles with ``torch.save`` and loads where pyro_prune is not installed,
+    exports with ``torch.export.export`` and ``torch.jit.script``/``trace``.
 
-    :param index: kept feature indices (stored as the ``index`` buffer, a ``LongTensor``).
-    :param in_features: width of the original input (for ``repr`` only).
+    Why a selection and not the alternatives: keeping the first layer's full ``in_features`` with zero columns
+    would spend the pruned inputs' multiply-adds at run time, and a fixed 0/1 ``nn.Linear`` in front would add
+    :math:`2\,n_\text{in} k` FLOPs per example; an index selection costs no FLOPs, so the counted FLOPs
+    (:func:`count_flops`, weight layers only) are the FLOPs the network spends.
+
+    :param net: the compact network, taking the ``len(index)`` kept features.
+    :param index: kept feature indices of the original input (``LongTensor``, ``(k,)``).
+    :returns: the network of the original input width (``net`` is its submodule ``net``, not copied).
     """
-
-    def __init__(self, index: torch.Tensor, in_features: Optional[int] = None) -> None:
-        super().__init__()
-        self.register_buffer("index", torch.as_tensor(index, dtype=torch.long).detach().clone())
-        self.in_features = in_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.index_select(-1, self.index)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.index.numel()}"
+    root = nn.Module()
+    root.register_buffer("input_index", torch.as_tensor(index, dtype=torch.long).detach().clone())
+    root.add_module("net", net)
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    selected = graph.call_function(torch.index_select, (x, -1, graph.get_attr("input_index")))
+    graph.output(graph.call_module("net", (selected,)))
+    return fx.GraphModule(root, graph, class_name="SelectInputs")
 
 
 @dataclass
@@ -115,8 +120,8 @@ class CompactResult:
     """Result of :func:`compact`.
 
     :ivar module: the compact network (same dtype / device as the input network).
-    :ivar input_index: kept input features when the first Linear layer lost inputs (the module then
-        starts with :class:`SelectFeatures`), else ``None``.
+    :ivar input_index: kept input features when the first Linear layer lost inputs (the module is then
+        :func:`select_inputs` in front of the compact layers), else ``None``.
     :ivar before: architecture string of the original network (see :func:`architecture`).
     :ivar after: architecture string of the compact network.
     :ivar params_before: parameter count of the original network.
@@ -260,8 +265,8 @@ def compact(
     :math:`u` is pruned (:math:`W^P_{u} = 0`, :math:`b^P_u = 0`; its constant activation :math:`f(0)` is
     folded into a Linear consumer's bias).  Removal deletes row :math:`u` (and bias :math:`u`) of
     :math:`P`, channel :math:`u` of every BatchNorm in between, and the corresponding input
-    column(s) of :math:`C`.  Pruned input features of the first Linear layer are dropped by a leading
-    :class:`SelectFeatures`.
+    column(s) of :math:`C`.  Pruned input features of the first Linear layer are dropped by an index selection
+    in front (:func:`select_inputs`). The result is made of torch modules only (``net``'s classes, ``torch.fx``).
 
     Stages: validate ``keep``; trace and plan the cuts (:func:`~pyro_prune.pruning.plan.plan_cuts`); apply them to a
     deep copy (:func:`_apply_plan`); warn about layers only masked; count widths, parameters and FLOPs.
@@ -289,7 +294,7 @@ def compact(
     new = _apply_plan(net, plan)
     module: nn.Module = new
     if plan.input_index is not None:
-        module = nn.Sequential(SelectFeatures(plan.input_index, modules[plan.first_layer].in_features), new)
+        module = select_inputs(new, plan.input_index)
     masked_only = _warn_masked_only(masks, plan.reasons)
     flops_before, flops_after = _flops(net, module, example_input)
     return CompactResult(

@@ -33,8 +33,8 @@ def architecture(net: nn.Module) -> str:
     """Architecture string of ``net``: input width, then each weight layer's output width.
 
     Joined by ``-``; where the kind switches between convolution and Linear, ``|`` and the new layer's
-    input width are inserted.  Examples: ``"64-300-100-10"``, ``"1-32-64|256-10"``.  A leading
-    :class:`~pyro_prune.compact.SelectFeatures` does not appear (the first width is the first layer's input width).
+    input width are inserted.  Examples: ``"64-300-100-10"``, ``"1-32-64|256-10"``.  The input selection of
+    :func:`~pyro_prune.compact.select_inputs` does not appear (the first width is the first layer's input width).
     """
     modules = dict(net.named_modules())
     parts: List[str] = []
