@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -288,3 +289,39 @@ def test_group_log_alpha_scores_are_what_the_rule_thresholds():
     assert list(scores) == ["0.weight", "2.weight", "4.weight"]
     for k in scores:
         assert torch.equal(masks[k], scores[k] < 3.0)
+
+
+def test_float_scores_from_a_rule_are_rejected_not_cast_to_bool():
+    net, model, guide, x, y = trained()
+    with pytest.raises(TypeError, match=r"torch.float32 mask for '0.weight'.*bool keep mask"):
+        pp.prune(model, guide, lambda m: m.loc.abs() / m.scale)  # scores, not a mask: every non-zero would "keep"
+    with pytest.raises(TypeError, match="int64 mask"):
+        pp.prune(model, guide, lambda m: (m.loc > 0).long())
+
+    class Scores(rules.Rule):
+        def keep(self, marginal):
+            return marginal.loc.abs()
+
+    with pytest.raises(TypeError, match="bool keep mask"):
+        pp.prune(model, guide, Scores())
+    res = pp.prune(model, guide, lambda m: m.loc.abs() / m.scale > 1.0)  # thresholded by the user: fine
+    assert all(m.dtype == torch.bool for m in res.masks.values())
+
+
+def test_removing_every_weight_warns_and_the_report_says_so():
+    net, model, guide, x, y = trained()
+    with pytest.warns(UserWarning, match=r"removed every weight.*no longer depends on its input"):
+        res = pp.prune(model, guide, rules.LogAlpha(-50.0))
+    assert res.report.kept == 0 and math.isinf(res.report.compression)
+    assert res.report.fully_pruned == ["0.weight", "2.weight"] == res.report.to_dict()["fully_pruned"]
+    assert "every weight of 0.weight, 2.weight was removed" in str(res.report)
+    with torch.no_grad():  # indeed: the output is the same for every input
+        out = res.module(x)
+    assert torch.equal(out, out[:1].expand_as(out))
+    # one layer emptied: the warning names it
+    with pytest.warns(UserWarning, match=r"every weight of 2.weight"):
+        pp.prune(model, guide, lambda m: torch.full_like(m.loc, m.loc.shape[0] != 2, dtype=torch.bool))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = pp.prune(model, guide, rules.LogAlpha(3.0))
+    assert res.report.fully_pruned == [] and "was removed" not in str(res.report)

@@ -98,9 +98,22 @@ def prune(
     state = net.state_dict()
     rule_name = repr(rule) if isinstance(rule, Rule) else getattr(rule, "__name__", "callable")
     report = CompressionReport(layer_reports(model, sites, masks, state, example_input), rule=rule_name)
+    _warn_fully_pruned(report)
     if group_masks is None:
         return PruneResult(masks=masks, module=net, guide=PrunedGuide(guide, masks), report=report)
     return _structured_result(model, guide, margs, masks, group_masks, net, report, example_input)
+
+
+def _warn_fully_pruned(report: CompressionReport) -> None:
+    """A ``UserWarning`` when whole layers lost every weight (an infinite compression of a useless network)."""
+    if report.fully_pruned:
+        what = "every weight" if report.kept == 0 else f"every weight of {', '.join(report.fully_pruned)}"
+        warnings.warn(
+            f"prune: the rule {report.rule} removed {what}: the pruned network's output no longer depends on its "
+            "input (compression inf); use a less aggressive rule (e.g. a higher LogAlpha threshold)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _weight_marginals(model: BayesianModel, guide: Any) -> Dict[str, Marginal]:

@@ -130,6 +130,11 @@ class CompressionReport:
         return self.total / self.kept if self.kept else math.inf
 
     @property
+    def fully_pruned(self) -> List[str]:
+        """Layers whose every weight was removed: the network's output no longer depends on its input there."""
+        return [layer.name for layer in self.layers if layer.total and not layer.kept]
+
+    @property
     def flops_reduction(self) -> float:
         sparse = self._sum("sparse_flops")
         return self._sum("dense_flops") / sparse if sparse else math.inf
@@ -139,6 +144,7 @@ class CompressionReport:
         total = {k: self._sum(k) for k in keys}
         total.update(sparsity=self.sparsity, compression=self.compression, flops_reduction=self.flops_reduction)
         out = {"rule": self.rule, "layers": [layer.to_dict() for layer in self.layers], "total": total}
+        out["fully_pruned"] = self.fully_pruned
         if self.structure is not None:
             out["structure"] = self.structure
         return out
@@ -155,6 +161,11 @@ class CompressionReport:
             _row("total", self.kept, self.total, self.sparsity, self.compression, [self._sum(k) for k in self._SUMS])
         )
         out = [f"CompressionReport ({self.rule})" if self.rule else "CompressionReport", *_table(rows)]
+        if self.fully_pruned:
+            out.append(
+                f"every weight of {', '.join(self.fully_pruned)} was removed: the pruned network's output no longer "
+                "depends on its input (compression inf)"
+            )
         if self.structure is not None:
             out += _structure_lines(self.structure)
         return "\n".join(out)

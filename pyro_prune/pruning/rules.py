@@ -11,7 +11,8 @@ thresholds on the same quantity:
 * :class:`Sparsity` keeps the ``1 - target`` fraction with the highest SNR, globally or per layer,
   hitting the requested sparsity exactly (ties broken by flat index).
 
-Any callable ``marginal -> bool mask`` is a rule too.
+Any callable ``marginal -> bool mask`` is a rule too; a mask of any other dtype (e.g. float scores) is rejected
+with a ``TypeError`` rather than cast to bool (where every non-zero score would mean "keep").
 
 **Structured rules** (:class:`GroupRule`) remove whole groups — input units of Linear layers, output channels of
 Conv layers — from the per-group posterior of a group guide (``Marginal.group``, a
@@ -274,7 +275,8 @@ RuleLike = Union[Rule, Callable[[Marginal], torch.Tensor]]
 def apply_rule(rule: RuleLike, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
     """Masks ``{site: bool keep mask}`` from a :class:`Rule` or a callable ``marginal -> mask``.
 
-    :raises TypeError: ``rule`` is neither, or a callable returns a non-tensor.
+    :raises TypeError: ``rule`` is neither, or returns anything but bool tensors (float scores are not thresholded
+        silently: compare them yourself).
     :raises ValueError: a mask does not have the site's shape.
     """
     if isinstance(rule, Rule):
@@ -289,9 +291,14 @@ def apply_rule(rule: RuleLike, marginals: Dict[str, Marginal]) -> Dict[str, torc
     else:
         raise TypeError(f"rule must be a pyro_prune.rules.Rule or a callable marginal -> mask, got {rule!r}")
     for name, mask in masks.items():
+        if not torch.is_tensor(mask) or mask.dtype != torch.bool:
+            got = mask.dtype if torch.is_tensor(mask) else type(mask).__name__
+            raise TypeError(
+                f"rule returned a {got} mask for {name!r}; a rule must return a bool keep mask (True keeps the "
+                "weight): threshold scores yourself, e.g. lambda m: m.loc.abs() / m.scale > 1.0"
+            )
         if mask.shape != marginals[name].loc.shape:
             raise ValueError(
                 f"mask for {name!r} has shape {tuple(mask.shape)}, expected {tuple(marginals[name].loc.shape)}"
             )
-        masks[name] = mask.to(torch.bool)
     return masks
