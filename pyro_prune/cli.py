@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -51,39 +53,91 @@ def _pretrain(net: nn.Module, loader, epochs: int, lr: float) -> nn.Module:
     return net
 
 
+def _int_at_least(low: int, high: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[low, high]``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {low}" + (f" and <= {high}" if high is not None else "") + f", got {value}"
+            )
+        return value
+
+    return parse
+
+
+def _float(positive: bool) -> Callable[[str], float]:
+    """An argparse ``type``: a float that is not NaN; with ``positive``, finite and ``> 0``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if math.isnan(value) or (positive and not (math.isfinite(value) and value > 0)):
+            raise argparse.ArgumentTypeError(f"must be a {'finite number > 0' if positive else 'number'}, got {text}")
+        return value
+
+    return parse
+
+
+def _widths(text: str) -> List[int]:
+    """An argparse ``type``: comma-separated positive layer widths (empty: no hidden layer)."""
+    try:
+        widths = [int(h) for h in text.split(",") if h.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, got {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"widths must be >= 1, got {text!r}")
+    return widths
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every value is checked here, so a bad one exits (code 2) before any training."""
     p = argparse.ArgumentParser(prog="pyro-prune", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="digits", choices=["digits", "mnist1d"], help="embedded dataset")
-    p.add_argument("--hidden", default="300,100", help="hidden layer widths, comma separated (default 300,100)")
-    p.add_argument("--pretrain-epochs", type=int, default=30, help="deterministic pre-training epochs")
-    p.add_argument("--epochs", type=int, default=30, help="variational epochs")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--prior-scale", type=float, default=1.0, help="std of the Gaussian weight prior")
-    p.add_argument("--num-samples", type=int, default=100, help="ensemble size for the test scores")
+    p.add_argument("--hidden", default="300,100", type=_widths, help="hidden widths, comma separated (300,100)")
+    p.add_argument("--pretrain-epochs", type=_int_at_least(0), default=30, help="deterministic pre-training epochs")
+    p.add_argument("--epochs", type=_int_at_least(1), default=30, help="variational epochs")
+    p.add_argument("--lr", type=_float(positive=True), default=1e-3, help="Adam learning rate")
+    p.add_argument("--prior-scale", type=_float(positive=True), default=1.0, help="std of the Gaussian weight prior")
+    p.add_argument("--num-samples", type=_int_at_least(1), default=100, help="ensemble size for the test scores")
     p.add_argument(
         "--guide",
         default="normal",
         choices=["normal", "sparse-vd"],
         help="normal: AutoNormal with a Gaussian prior; sparse-vd: AutoSparseVD with the log-uniform prior, then prune",
     )
-    p.add_argument("--threshold", type=float, default=3.0, help="log-alpha pruning threshold (sparse-vd)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--threshold", type=_float(positive=False), default=3.0, help="log-alpha threshold (sparse-vd)")
+    p.add_argument("--seed", type=_int_at_least(0, 2**32 - 1), default=0, help="random seed, 0 <= seed < 2**32")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON (checked writable up front)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return p
 
 
-def _parse(argv: Optional[List[str]]) -> Tuple[argparse.Namespace, List[int]]:
-    """The parsed arguments and the hidden widths; bad values exit with a message naming the option."""
-    args = build_parser().parse_args(argv)
-    for name in ("pretrain_epochs", "epochs", "num_samples"):
-        if getattr(args, name) < (0 if name == "pretrain_epochs" else 1):
-            raise SystemExit(f"pyro-prune: --{name.replace('_', '-')} must be positive")
+def _check_writable(parser: argparse.ArgumentParser, path: str) -> None:
+    """Exit through ``parser.error`` unless ``path`` can be written (opened for appending; a new file is removed)."""
+    existed = os.path.exists(path)
     try:
-        hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
-    except ValueError:
-        raise SystemExit(f"pyro-prune: --hidden must be comma-separated integers, got {args.hidden!r}") from None
-    return args, hidden
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        parser.error(f"argument --json: cannot write {path!r}: {e.strerror or e}")
+    if not existed:
+        os.remove(path)
+
+
+def _parse(argv: Optional[List[str]]) -> Tuple[argparse.Namespace, List[int]]:
+    """The parsed arguments and the hidden widths; a bad value exits (code 2) with a message naming the option."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.json:
+        _check_writable(parser, args.json)
+    return args, args.hidden
 
 
 def _loaders(split: _data.DataSplit, seed: int) -> Tuple[DataLoader, DataLoader, int]:
