@@ -40,11 +40,10 @@ References
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import pyro
 import pyro.optim
@@ -69,7 +68,10 @@ from .training import (
     PerParamOptimizer,
     TrainingState,
     first_non_finite,
+    leaf_parameter,
     named_module_parameters,
+    numerical_rejection,
+    parameter_shapes,
 )
 
 __all__ = ["fit", "History", "EarlyStopping", "kl_term", "NonFiniteError", "TrainingState"]
@@ -229,7 +231,8 @@ class _FitPlan:
 
     def _warn_dataset_size(self) -> None:
         n_data = getattr(getattr(self.data, "dataset", None), "__len__", None)
-        if isinstance(self.model, BayesianModel) and n_data is not None and n_data() != self.model.dataset_size:
+        sizes = (0, getattr(self.model, "dataset_size", None))  # an empty dataset fails later: no batches
+        if isinstance(self.model, BayesianModel) and n_data is not None and n_data() not in sizes:
             warnings.warn(
                 f"the likelihood's dataset_size ({self.model.dataset_size}) differs from the data loader's dataset "
                 f"({n_data()} examples): the log-likelihood is scaled by dataset_size",
@@ -323,7 +326,7 @@ class _Trainer:
         """Check the resumed state against the parameters and load its optimizer state (once)."""
         state, self.pending = self.pending, None
         if state is not None:
-            state.check_compatible(self.path, self.plan.guide, _shapes(self.named))
+            state.check_compatible(self.path, self.plan.guide, parameter_shapes(self.named))
             self.optimizer.load_state_dict(state.optimizer, self.named)
 
     def training_state(self) -> TrainingState:
@@ -335,7 +338,7 @@ class _Trainer:
             step=self.step,
             path=self.path,
             guide=type(self.plan.guide).__name__,
-            shapes=_shapes(self.named),
+            shapes=parameter_shapes(self.named),
             optimizer=self.optimizer.state_dict(self.named),
             kl_warmup=self.plan.kl_warmup,
             kl_weight=self.plan.kl_weight,
@@ -388,7 +391,7 @@ class _Trainer:
         with local_reparameterization(self.plan.guide) if self.use_lrt else contextlib.nullcontext():
             with pyro.poutine.trace(param_only=True) as capture:
                 loss = self.elbo.loss_and_grads(self.model_fn, self.guide_fn, x, y)
-        named = {name: _unconstrained(site["value"]) for name, site in capture.trace.nodes.items()}
+        named = {name: leaf_parameter(site["value"]) for name, site in capture.trace.nodes.items()}
         self.named.update(named)
         return loss, self.recorder.mean_log_likelihood(), named
 
@@ -402,7 +405,7 @@ class _Trainer:
         try:
             loss, ell, named = self.grads(x, y)
         except ValueError as e:  # the data checks (ours, before any distribution is built), or Pyro's validation
-            invalid = _numerical_rejection(e)
+            invalid = numerical_rejection(e)
             if invalid is None:
                 raise ValueError(f"data batch {index} of epoch {epoch}: {e}") from e
             raise self.fault(invalid, epoch, index, x) from e
@@ -512,34 +515,6 @@ class _Trainer:
         finally:
             bar.close()
         return self.history
-
-
-def _numerical_rejection(error: BaseException) -> Optional[str]:
-    """What torch's distribution validation rejected, when ``error`` (or an exception it was raised from) is that
-    validation finding a distribution *parameter* invalid (e.g. logits NaN or a scale 0 after too large a step) or a
-    *value* NaN/inf (a sample from an overflowing guide); ``None`` for any other error: a data check of the model or
-    likelihood (those run before any distribution is built), or finite values outside a support (e.g. a label a
-    hand-written model did not check)."""
-    e: Optional[BaseException] = error
-    while e is not None:
-        head, found, values = str(e).partition("found invalid values")
-        what = re.search(r"Expected (parameter \w+|value argument)", head)
-        if found and what and (what[1] != "value argument" or re.search(r"\b(nan|inf)\b", values)):
-            shown = " ".join(values.split())[:60]
-            return f"the {what[1]} of a distribution is invalid ({shown}...; Pyro's validation)"
-        e = e.__cause__
-    return None
-
-
-def _unconstrained(value: torch.Tensor) -> torch.Tensor:
-    """The leaf tensor behind a ``param`` site's value: Pyro's store marks it ``value.unconstrained()``; a module's
-    own ``nn.Parameter`` (``module_local_params``) is its own leaf."""
-    leaf = getattr(value, "unconstrained", None)
-    return leaf() if callable(leaf) else value
-
-
-def _shapes(named: Mapping[str, torch.Tensor]) -> Dict[str, List[int]]:
-    return {n: list(p.shape) for n, p in named.items()}
 
 
 _BAR_KEYS = ("loss", "kl", "val_accuracy", "val_nll", "val_rmse")

@@ -10,7 +10,8 @@ r"""Where a :func:`~pyro_prune.fit` run stands, kept so that training survives f
 * The optimizer adapters: :class:`TorchOptimizer` (one torch optimizer over every parameter: the fused path) and
   :class:`PerParamOptimizer` (``pyro.optim``'s one optimizer per parameter: Pyro's SVI), both exporting and
   loading their state by parameter name, never by object id.
-* :func:`first_non_finite`: the check before a step, one device synchronization for the loss and every gradient.
+* :func:`first_non_finite`: the check before a step, one device synchronization for the loss and every gradient;
+  :func:`numerical_rejection`: tells Pyro's validation stopping NaN/invalid values from a data error.
 
 **Parameter names.** On the fused path a parameter is named by where it lives, ``"guide.<name>"`` or
 ``"model.<name>"`` (``named_parameters()``); on the SVI path by its Pyro ``param`` site (e.g.
@@ -21,6 +22,8 @@ r"""Where a :func:`~pyro_prune.fit` run stands, kept so that training survives f
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import pyro.optim
@@ -35,6 +38,9 @@ __all__ = [
     "first_non_finite",
     "clone_tree",
     "named_module_parameters",
+    "numerical_rejection",
+    "leaf_parameter",
+    "parameter_shapes",
 ]
 
 #: Version of :meth:`TrainingState.to_dict`'s layout.
@@ -42,7 +48,8 @@ STATE_VERSION = 1
 
 
 class NonFiniteError(FloatingPointError):
-    """The loss or a gradient of a training step was NaN or infinite; ``fit`` raised it *before* the step.
+    """The loss or a gradient of a training step was NaN or infinite (or Pyro's validation found a distribution's
+    parameter invalid, e.g. NaN logits or a zero scale); ``fit`` raised it *before* the step.
 
     The parameters and optimizer state are those before the failing step (finite); if an earlier update itself
     overflowed, those of the start of the epoch are restored and the message says so. Every exception leaving
@@ -321,34 +328,59 @@ def _check_kind(state: Mapping[str, Any], kind: str) -> None:
 def first_non_finite(loss: Any, grads: Mapping[str, Optional[torch.Tensor]]) -> Tuple[float, Optional[str]]:
     """The loss as a float and the first quantity that is not finite (``None`` when all are).
 
-    Each gradient is reduced to its sum (NaN or ±inf anywhere makes the sum non-finite; a sum above the dtype's
-    largest value also counts, a gradient that large would overflow the optimizer's moments anyway), and the
-    loss and the sums come to the host together: one synchronization per step.
+    Every gradient element goes into one sum (NaN or ±inf anywhere makes it non-finite; a sum above the dtype's
+    largest value also counts: gradients that large would overflow the optimizer's moments anyway), which comes to
+    the host with the loss: one reduction and one synchronization per step. Only when that sum is not finite are
+    the gradients examined one by one, to name the parameter.
 
     :param loss: the step's loss (a tensor or a float).
     :param grads: ``{parameter name: gradient or None}``.
     :returns: ``(loss, None)``, ``(loss, "the loss")`` or ``(loss, "the gradient of 'name'")``.
     """
-    names = [n for n, g in grads.items() if g is not None]
+    named = {n: g.detach() for n, g in grads.items() if g is not None}
+    ref = loss.detach().reshape(()) if torch.is_tensor(loss) else next(iter(named.values()), None)
+    if ref is None:
+        return float(loss), None if math.isfinite(float(loss)) else "the loss"
+    flat = [g.reshape(-1).to(device=ref.device, dtype=ref.dtype) for g in named.values()]
+    total = torch.cat(flat).sum() if flat else ref.new_zeros(())
     if torch.is_tensor(loss):
-        ref = loss.detach().reshape(())
-        sums = [grads[n].detach().sum().to(device=ref.device, dtype=ref.dtype) for n in names]
-        values = torch.stack([ref, *sums]).tolist()
-        value, sums_host = values[0], values[1:]
+        value, total_host = torch.stack([ref, total]).tolist()
     else:
-        value = float(loss)
-        if names:
-            ref = grads[names[0]]
-            sums_host = torch.stack([grads[n].detach().sum().to(ref.device) for n in names]).tolist()
-        else:
-            sums_host = []
-    if not _finite(value):
+        value, total_host = float(loss), float(total)
+    if not math.isfinite(value):
         return value, "the loss"
-    for name, s in zip(names, sums_host):
-        if not _finite(s):
-            return value, f"the gradient of {name!r}"
+    if not math.isfinite(total_host):
+        for name, g in named.items():
+            if not bool(torch.isfinite(g).all()):
+                return value, f"the gradient of {name!r}"
+        return value, "the sum of the gradients (it overflows)"
     return value, None
 
 
-def _finite(v: float) -> bool:
-    return v == v and v not in (float("inf"), float("-inf"))
+def numerical_rejection(error: BaseException) -> Optional[str]:
+    """What torch's distribution validation rejected, when ``error`` (or an exception it was raised from) is that
+    validation finding a distribution *parameter* invalid (e.g. logits NaN or a scale 0 after too large a step) or a
+    *value* NaN/inf (a sample from an overflowing guide); ``None`` for any other error: a data check of the model or
+    likelihood (those run before any distribution is built), or finite values outside a support (e.g. a label a
+    hand-written model did not check)."""
+    e: Optional[BaseException] = error
+    while e is not None:
+        head, found, values = str(e).partition("found invalid values")
+        what = re.search(r"Expected (parameter \w+|value argument)", head)
+        if found and what and (what[1] != "value argument" or re.search(r"\b(nan|inf)\b", values)):
+            shown = " ".join(values.split())[:60]
+            return f"the {what[1]} of a distribution is invalid ({shown}...; Pyro's validation)"
+        e = e.__cause__
+    return None
+
+
+def leaf_parameter(value: torch.Tensor) -> torch.Tensor:
+    """The leaf tensor behind a ``param`` site's value: Pyro's store marks it ``value.unconstrained()``; a module's
+    own ``nn.Parameter`` (``module_local_params``) is its own leaf."""
+    leaf = getattr(value, "unconstrained", None)
+    return leaf() if callable(leaf) else value
+
+
+def parameter_shapes(named: Mapping[str, torch.Tensor]) -> Dict[str, List[int]]:
+    """``{name: shape as a list}`` of the parameters ``named`` (what :class:`TrainingState` records)."""
+    return {n: list(p.shape) for n, p in named.items()}
