@@ -27,7 +27,13 @@ reparameterization on, at :math:`\alpha = 1` with one particle, is trained by th
 
 **Stages.** ``fit`` checks its arguments into a ``_FitPlan``, builds a ``_Trainer`` (guide initialization,
 objective, optimizer), then runs epochs (``_Trainer.train_epoch``) and closes each with validation, history and
-callbacks (``_Trainer.end_epoch``).
+callbacks (``_Trainer.end_epoch``). On the SVI path a step is ``pyro.infer.SVI.step`` spelled out (the ELBO's
+``loss_and_grads`` under a param-capturing trace, then ``pyro.optim``'s step), so that it can be checked in between.
+
+**Faults and resume** (:mod:`pyro_prune.training`). Every batch of every epoch passes the data checks; the loss
+and gradients are checked *before* each optimizer step (:class:`~pyro_prune.training.NonFiniteError`, the step
+not taken); every exception leaves ``fit`` with ``err.history``; ``History.state`` (a
+:class:`~pyro_prune.training.TrainingState`) continues the run exactly through ``fit(..., resume=history)``.
 
 ``predict`` and ``evaluate`` live in :mod:`pyro_prune.prediction`.
 
