@@ -2,6 +2,8 @@
 ``AutoSubnetwork`` (exact conjugate posterior, fixed weights outside the subnetwork, Rényi particles, parallel
 prediction, pruning) and the subnetwork Laplace sharing the same selections."""
 
+import operator
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -110,7 +112,6 @@ def test_weights_outside_the_subnetwork_never_move():
     assert bool((d[:, outside] == init[outside]).all())
     assert float(d[:, idx].std(0).min()) > 0
     # with train_rest the other weights are point estimates that train
-    pyro.clear_param_store()
     g2 = pp.AutoSubnetwork(model, sel, train_rest=True)
     pp.fit(model, g2, (x, y), epochs=30, lr=1e-2, progress=False)
     after2 = flat(g2.median(), model)
@@ -167,7 +168,7 @@ def test_largest_variance_from_guide_marginals_and_diag_laplace():
     torch.manual_seed(1)
     with torch.no_grad():
         for k in model.sites:
-            p = pyro.param(f"AutoSparseVD.log_sigma2.{k}")
+            p = operator.attrgetter(k)(guide.log_sigma2)  # the guide's own parameter (never in the global store)
             p.copy_(torch.randn_like(p) * 3)
     var = flat({k: m.scale**2 for k, m in guide.marginals().items()}, model)
     idx = sn.LargestVariance(11, source=guide).select(model)
@@ -271,8 +272,7 @@ def test_log_q_of_draws_is_stable_for_an_ill_conditioned_float32_factor():
     guide = pp.AutoSubnetwork(model, sn.Random(300, seed=0), init_scale=0.5)
     guide(x, y)
     with torch.no_grad():
-        raw = pyro.param("AutoSubnetwork.scale_tril")
-        raw.copy_(torch.eye(300) + 0.2 * torch.randn(300, 300).tril(-1))
+        guide.scale_tril = torch.eye(300) + 0.2 * torch.randn(300, 300).tril(-1)
     h = float(guide.get_posterior().entropy().detach())
     logq = []
     with torch.no_grad():
@@ -289,7 +289,7 @@ def test_glm_predictive_is_exact_for_a_linear_model():
     guide = pp.AutoSubnetwork(model, sn.Indices([0, 2]), init_scale=0.3)
     guide(x, y)
     with torch.no_grad():
-        pyro.param("AutoSubnetwork.scale_tril").copy_(torch.tensor([[1.0, 0.0], [0.7, 1.0]], dtype=D))
+        guide.scale_tril = torch.tensor([[1.0, 0.0], [0.7, 1.0]], dtype=D)
     f, fcov = guide.glm_predictive(x[:5])
     w = flat(guide.median(), model)
     xb = torch.cat([x[:5], torch.ones(5, 1, dtype=D)], 1)
@@ -297,7 +297,6 @@ def test_glm_predictive_is_exact_for_a_linear_model():
     xs = xb[:, [0, 2]]
     assert_close(fcov[:, 0, 0], torch.einsum("bi,ij,bj->b", xs, guide.covariance(), xs), rtol=1e-10)
     net, cmodel, cx, cy = classifier()
-    pyro.clear_param_store()  # guides of one class share Pyro's global param names, as Pyro's own autoguides do
     g = pp.AutoSubnetwork(cmodel, sn.LargestMagnitude(15))
     g(cx, cy)
     pred = pp.predict(cmodel, g, cx, method="glm")

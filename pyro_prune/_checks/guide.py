@@ -33,9 +33,13 @@ def check_guide(model: Any, guide: Any) -> None:
         raise TypeError(f"guide must be a callable Pyro guide (e.g. an AutoGuide), got {type(guide).__name__}")
     if not isinstance(guide, AutoGuide):
         return
-    inner = _unwrap_model(guide.model)
+    held = guide.__dict__.get("_model")  # Pyro's AutoGuide drops its model when pickled (None then)
+    inner = _unwrap_model(held[0]) if held else None
     if isinstance(inner, BayesianModel) and inner is not model:
-        raise ValueError("guide was built for another model; build it with this model, e.g. AutoNormal(model)")
+        raise ValueError(
+            "guide was built for another model object; build it with this model (e.g. AutoNormal(model)), or, for "
+            "a copy, copy or pickle the model and its guide together: model2, guide2 = copy.deepcopy((model, guide))"
+        )
     trace = guide.prototype_trace
     if trace is not None and isinstance(model, BayesianModel):
         latent = {n for n, s in trace.iter_stochastic_nodes()}

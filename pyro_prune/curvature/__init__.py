@@ -13,7 +13,7 @@ Computed here, consumed by the Laplace guides; this package never imports a guid
 from .ggn import dense_bytes, full_ggn, output_jacobians, param_jacobians
 from .hessians import Fisher, flatten_output, hessian_sqrt, noise_scale, output_hessian
 from .kfac import Curvature, LayerFactors, kfac
-from .precision import Dense, Diag, Kron, LayerPrecision, Precision
+from .precision import Dense, Diag, Kron, LayerPrecision, Precision, precision_from_state
 from .recording import SUPPORTED_LAYERS, check_batch
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "Kron",
     "Diag",
     "Dense",
+    "precision_from_state",
     "LayerFactors",
     "Curvature",
     "Fisher",

@@ -30,11 +30,14 @@ References
 from __future__ import annotations
 
 import abc
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-__all__ = ["Precision", "LayerPrecision", "Kron", "Diag", "Dense", "PriorLike"]
+__all__ = ["Precision", "LayerPrecision", "Kron", "Diag", "Dense", "PriorLike", "precision_from_state"]
+
+#: A function applied to every tensor of a precision (as ``nn.Module._apply`` applies one: ``.to(...)``...).
+TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
 #: A prior precision: a positive scalar, or a tensor (which keeps its autograd graph).
 PriorLike = Union[float, torch.Tensor]
@@ -76,6 +79,16 @@ class Precision(abc.ABC):
     @abc.abstractmethod
     def with_prior(self, prior_precision: PriorLike) -> Precision:
         r"""The same curvature with another :math:`\tau` (no new decomposition)."""
+
+    # -- state -------------------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def state(self) -> Dict[str, Any]:
+        """Every tensor and number of the precision, ``{"kind": name, ...}``: :func:`precision_from_state`
+        rebuilds an equal precision (the same tensors, no new decomposition)."""
+
+    @abc.abstractmethod
+    def apply(self, fn: TensorFn) -> Precision:
+        """The same precision with ``fn`` applied to each of its tensors (``lambda t: t.to(torch.float64)``)."""
 
     # -- spectrum ----------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -176,6 +189,15 @@ class Kron(LayerPrecision):
     def with_prior(self, prior_precision: PriorLike) -> Kron:
         return Kron(self.eig_a, self.vec_a, self.eig_g, self.vec_g, self.scale, prior_precision)
 
+    def state(self) -> Dict[str, Any]:
+        return dict(kind="kron", eig_a=self.eig_a, vec_a=self.vec_a, eig_g=self.eig_g, vec_g=self.vec_g,
+                    scale=self.scale, prior_precision=self.prior_precision)  # fmt: skip
+
+    def apply(self, fn: TensorFn) -> Kron:
+        return Kron(
+            fn(self.eig_a), fn(self.vec_a), fn(self.eig_g), fn(self.vec_g), self.scale, fn(self.prior_precision)
+        )
+
     def curvature_eigenvalues(self) -> torch.Tensor:
         r""":math:`s\,\lambda_G \lambda_A^\top`, ``(out, in)``."""
         return self.scale * torch.outer(self.eig_g, self.eig_a)
@@ -238,6 +260,12 @@ class Diag(LayerPrecision):
     def with_prior(self, prior_precision: PriorLike) -> Diag:
         return Diag(self.diag, self.scale, prior_precision)
 
+    def state(self) -> Dict[str, Any]:
+        return dict(kind="diag", diag=self.diag, scale=self.scale, prior_precision=self.prior_precision)
+
+    def apply(self, fn: TensorFn) -> Diag:
+        return Diag(fn(self.diag), self.scale, fn(self.prior_precision))
+
     def curvature_eigenvalues(self) -> torch.Tensor:
         return self.scale * self.diag
 
@@ -287,6 +315,14 @@ class Dense(Precision):
 
     def with_prior(self, prior_precision: PriorLike) -> Dense:
         return Dense(self.ggn, self.scale, prior_precision, _eig=self._eig)
+
+    def state(self) -> Dict[str, Any]:
+        """The GGN, scale, prior and the GGN's eigenvalues once computed (the Cholesky factor is recomputed)."""
+        return dict(kind="dense", ggn=self.ggn, scale=self.scale, prior_precision=self.prior_precision, eig=self._eig)
+
+    def apply(self, fn: TensorFn) -> Dense:
+        eig = None if self._eig is None else fn(self._eig)
+        return Dense(fn(self.ggn), self.scale, fn(self.prior_precision), _eig=eig)
 
     def _prior_vector(self) -> torch.Tensor:
         return self.prior_precision.expand(self.numel) if self.prior_precision.dim() == 0 else self.prior_precision
@@ -342,3 +378,27 @@ class Dense(Precision):
     def marginal_variance(self) -> torch.Tensor:
         eye = torch.eye(self.numel, dtype=self.ggn.dtype, device=self.ggn.device)
         return self.whiten(eye).pow(2).sum(0)
+
+
+def _tensor(state: Mapping[str, Any], key: str) -> torch.Tensor:
+    value = state.get(key)
+    if not torch.is_tensor(value):
+        raise ValueError(f"precision state: {key!r} must be a tensor, got {type(value).__name__}")
+    return value
+
+
+def precision_from_state(state: Mapping[str, Any]) -> Precision:
+    """The precision whose :meth:`Precision.state` is ``state`` (``kind`` ``"kron"``, ``"diag"`` or ``"dense"``).
+
+    :raises ValueError: an unknown ``kind`` or a missing tensor.
+    """
+    kind = state.get("kind")
+    scale, tau = float(state["scale"]), _tensor(state, "prior_precision")
+    if kind == "kron":
+        t = [_tensor(state, k) for k in ("eig_a", "vec_a", "eig_g", "vec_g")]
+        return Kron(*t, scale, tau)
+    if kind == "diag":
+        return Diag(_tensor(state, "diag"), scale, tau)
+    if kind == "dense":
+        return Dense(_tensor(state, "ggn"), scale, tau, _eig=state.get("eig"))
+    raise ValueError(f"precision state: unknown kind {kind!r} (expected 'kron', 'diag' or 'dense')")

@@ -12,10 +12,32 @@ from typing import Callable, Optional
 
 import torch
 from pyro.distributions import Normal, TorchDistribution, constraints
-from pyro.infer.autoguide.initialization import init_to_median
+from pyro.infer.autoguide.initialization import init_to_median, init_to_sample
+from pyro.poutine.runtime import effectful
 from torch.distributions.utils import broadcast_all
 
 __all__ = ["LogUniform", "ImproperLogUniform", "LogUniformScaleMixture", "init_improper_to_zero"]
+
+
+@effectful(type="get_init_messengers")
+def _active_init_strategies() -> list:
+    """The ``InitMessenger``\\ s (Pyro's init strategies) active around this call, innermost last; ``[]`` outside."""
+    return []
+
+
+def _value_for_init(d: TorchDistribution, sample_shape: torch.Size, message: str) -> torch.Tensor:
+    """A starting value for an improper distribution when Pyro's ``init_to_sample`` asks for one; else raise.
+
+    ``pyro.infer.Predictive`` runs the model under ``InitMessenger(init_to_sample)`` to count its plates and site
+    shapes before it replays the guide's draws; the values of that pass are thrown away.  An improper distribution
+    cannot be sampled, but any point of its support serves there: ones (``|w| = 1``, finite log density, in the
+    default dtype; the Bayesian layers cast weights to the model's dtype).  Everywhere else -- a plain draw, other
+    init strategies such as ``init_to_median`` -- ``sample()`` raises ``NotImplementedError`` with ``message``.
+    """
+    strategies = _active_init_strategies()
+    if not strategies or strategies[0].init_fn is not init_to_sample:  # the innermost strategy is the one asking
+        raise NotImplementedError(message)
+    return torch.ones(d.shape(sample_shape))
 
 
 class ImproperLogUniform(TorchDistribution):
@@ -56,9 +78,13 @@ class ImproperLogUniform(TorchDistribution):
         return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
 
     def sample(self, sample_shape=torch.Size()):
-        raise NotImplementedError(
+        """Raises ``NotImplementedError`` (improper), except under ``init_to_sample`` (``Predictive``'s shape pass),
+        which gets ones (:func:`_value_for_init`)."""
+        return _value_for_init(
+            self,
+            sample_shape,
             "ImproperLogUniform (LogUniform() without bounds, p(w) ∝ 1/|w|) has no normalizer and cannot be "
-            "sampled; use it as a prior together with a guide, or give bounds: LogUniform(low, high)"
+            "sampled; use it as a prior together with a guide, or give bounds: LogUniform(low, high)",
         )
 
     rsample = sample
@@ -234,8 +260,11 @@ class LogUniformScaleMixture(TorchDistribution):
         return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
 
     def sample(self, sample_shape=torch.Size()):
-        raise NotImplementedError(
-            "LogUniformScaleMixture is improper (p(z) ∝ 1/|z|) and cannot be sampled; use it as a prior with a guide"
+        """Raises ``NotImplementedError`` (improper), except under ``init_to_sample``, which gets ones."""
+        return _value_for_init(
+            self,
+            sample_shape,
+            "LogUniformScaleMixture is improper (p(z) ∝ 1/|z|) and cannot be sampled; use it as a prior with a guide",
         )
 
     rsample = sample

@@ -31,6 +31,13 @@ up through ``PyroModule`` attributes (which ask Pyro's param store). A subclass 
 A third-party guide opts into the fused path by subclassing :class:`LocalReparamGuide` and implementing
 ``total_kl`` and ``local_reparam_moments`` (and, to be fast, ``_param_keys`` / ``_read_param``).
 
+Every guide of the library derives from :class:`DurableGuide`: an ``AutoGuide`` whose parameters stay on the guide
+(never in Pyro's global param store, whatever ``module_local_params`` says, :mod:`pyro_prune.model.local_params`),
+which keeps its model through ``copy.deepcopy`` and pickle (Pyro's ``AutoGuide`` drops it), and whose
+``state_dict`` loads into a freshly constructed guide of the same class (the guide sets itself up from a record of
+its inputs' shapes first).  Pyro's own autoguides (``AutoNormal``...) keep Pyro's semantics: their parameters live
+in the global store under names fixed by their class, so two of them of one class in one process share state.
+
 References
 
 [1] Kingma, Salimans, Welling. "Variational Dropout and the Local Reparameterization Trick", NeurIPS 2015.
@@ -40,7 +47,7 @@ References
 from __future__ import annotations
 
 import abc
-from typing import Dict, Hashable, Iterable, Optional, Tuple
+from typing import Any, Dict, Hashable, Iterable, List, Mapping, Optional, Tuple
 
 import pyro.distributions as dist
 import torch
@@ -48,8 +55,12 @@ from pyro.distributions.kl import kl_divergence
 from pyro.infer.autoguide import AutoGuide
 
 from ..distributions import ImproperLogUniform, molchanov_kl_sum
+from ..model.local_params import LocalParamsMixin, keep_params_local
 
-__all__ = ["LocalReparamGuide", "FastParams", "normal_kl"]
+__all__ = ["DurableGuide", "LocalReparamGuide", "FastParams", "normal_kl"]
+
+#: ``(shape without the batch dimension, dtype name)`` of one positional tensor argument, or ``None``.
+ArgSpec = Optional[Tuple[Tuple[int, ...], str]]
 
 _FAST_KEY = "_pp_fast_params"  # the snapshot lives in the instance __dict__, beside nn.Module's bookkeeping
 
@@ -82,7 +93,84 @@ class FastParams:
         self.guide.__dict__[_FAST_KEY] = self._outer
 
 
-class LocalReparamGuide(AutoGuide, metaclass=_GuideMeta):
+def _arg_spec(arg: Any) -> ArgSpec:
+    if not torch.is_tensor(arg) or arg.dim() == 0:
+        return None
+    return tuple(int(d) for d in arg.shape[1:]), str(arg.dtype).replace("torch.", "")
+
+
+def _prepare_for_load(module: DurableGuide, state_dict: Mapping[str, Any], prefix: str, *_) -> None:
+    """``load_state_dict`` pre-hook: set a fresh guide up (its parameters then exist) before the tensors load."""
+    extra = state_dict.get(prefix + "_extra_state")
+    if module.prototype_trace is None and isinstance(extra, Mapping):
+        module._restore_structure(extra, state_dict, prefix)
+
+
+class DurableGuide(LocalParamsMixin, AutoGuide):
+    """Base of the library's guides: parameters kept on the guide, the model kept through copies, ``state_dict``
+    loadable into a fresh guide (module docstring).
+
+    :param model: the (wrapped) Pyro model, as for ``AutoGuide``.
+    :param create_plates: as for ``AutoGuide``.
+    """
+
+    def __init__(self, model, *, create_plates=None):
+        super().__init__(model, create_plates=create_plates)
+        keep_params_local(self)
+        self._pp_example: Optional[List[ArgSpec]] = None
+        self.register_load_state_dict_pre_hook(_prepare_for_load)
+
+    def _setup_prototype(self, *args, **kwargs):
+        self._pp_example = None if kwargs else [_arg_spec(a) for a in args]
+        with torch.no_grad():  # the prototype holds no autograd graph (a guide then deep-copies)
+            super()._setup_prototype(*args, **kwargs)
+
+    # -- copies ------------------------------------------------------------------------------------------
+    def __getstate__(self) -> Dict[str, Any]:
+        model, master = self._model, self.master
+        state = dict(super().__getstate__())  # Pyro's AutoGuide drops the model (and the master's weakref)
+        self._model, self.master = model, master
+        state["_model"] = model
+        state["master"] = None
+        return state
+
+    # -- state_dict ----------------------------------------------------------------------------------------
+    def get_extra_state(self) -> Dict[str, Any]:
+        """What ``state_dict`` holds beyond tensors: the shapes and dtypes of the inputs the guide was set up
+        with (to set a fresh guide up before loading)."""
+        return {"example": self._pp_example}
+
+    def set_extra_state(self, state: Any) -> None:
+        """Nothing to do: the ``load_state_dict`` pre-hook has set the guide up from ``state``."""
+
+    def _restore_structure(self, extra: Mapping[str, Any], state_dict: Mapping[str, Any], prefix: str) -> None:
+        """Set this fresh guide up as the one whose ``state_dict`` is loading (default: from the recorded inputs)."""
+        self._setup_from_example(extra.get("example"))
+
+    def _setup_from_example(self, spec: Optional[List[ArgSpec]]) -> None:
+        """Run :meth:`_setup_prototype` on zero inputs of the recorded shapes (batch 1), the model in eval mode so
+        that no BatchNorm statistic moves."""
+        if spec is None:
+            raise ValueError(
+                f"{type(self).__name__}.load_state_dict: the state_dict does not record the inputs the guide was set "
+                "up with; call guide(x, y) once on a batch, then load"
+            )
+        ref = self._model_ref[0] if getattr(self, "_model_ref", None) else None
+        device = ref.device if ref is not None else None
+        args = [None if s is None else torch.zeros((1,) + tuple(s[0]), dtype=getattr(torch, s[1]), device=device)
+                for s in spec]  # fmt: skip
+        was = ref.training if ref is not None else None
+        if ref is not None:
+            ref.eval()
+        try:
+            with self._pyro_context:
+                self._setup_prototype(*args)
+        finally:
+            if ref is not None:
+                ref.train(was)
+
+
+class LocalReparamGuide(DurableGuide, metaclass=_GuideMeta):
     r"""Base of guides offering local reparameterization and an analytic KL (see the module docstring).
 
     Subclasses implement :meth:`total_kl` and :meth:`local_reparam_moments`; group-scaled guides also

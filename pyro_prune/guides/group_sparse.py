@@ -53,6 +53,7 @@ from ..marginals import LOG_ALPHA_EPS, GroupMarginal, Marginal, register_margina
 from ..model import BayesianModel, init_from, layers
 from ..model.group_prior import GroupInfo, GroupPrior
 from .base import LocalReparamGuide, normal_kl
+from .scale_mixture import NUM_NODES, gauss_hermite, scale_mixture_quantiles
 
 __all__ = ["AutoGroupSparse"]
 
@@ -74,17 +75,20 @@ def _check_group_model(model: BayesianModel, prior: Union[None, str, GroupPrior]
         )
 
 
-def _scales_at_one(model: BayesianModel, init_loc_fn: Callable) -> Callable:
-    """An init function: ones at the model's scale sites (each layer's weights then set the scales), else
-    ``init_loc_fn``."""
-    scale_sites = frozenset(model.scale_sites)
+class _ScalesAtOne:
+    """An init function (picklable): ones at the model's scale sites (each layer's weights then set the scales),
+    ``init_loc_fn`` elsewhere."""
 
-    def init(site):
-        if site["name"] in scale_sites:
+    def __init__(self, model: BayesianModel, init_loc_fn: Callable):
+        self.scale_sites = frozenset(model.scale_sites)
+        self.init_loc_fn = init_loc_fn
+        self._model_ref = (model,)
+
+    def __call__(self, site):
+        if site["name"] in self.scale_sites:
+            model = self._model_ref[0]
             return torch.ones(site["fn"].shape(), dtype=model.dtype, device=model.device)
-        return init_loc_fn(site)
-
-    return init
+        return self.init_loc_fn(site)
 
 
 class AutoGroupSparse(LocalReparamGuide):
@@ -124,7 +128,7 @@ class AutoGroupSparse(LocalReparamGuide):
         self.groups: Dict[str, GroupInfo] = dict(model.group_sites)
         self._weight_sites = {info.weight: info for info in self.groups.values()}
         self._bias_sites = tuple(info.bias for info in self.groups.values() if info.bias is not None)
-        self.init_loc_fn = _scales_at_one(
+        self.init_loc_fn = _ScalesAtOne(
             model, init_from(model.initial_weights()) if init_loc_fn is None else init_loc_fn
         )
         self._model_ref = (model,)  # a tuple: not registered as a submodule
@@ -324,28 +328,32 @@ class AutoGroupSparse(LocalReparamGuide):
             out[name] = Marginal(loc, (0.5 * self._param(self._key(name, "log_sigma2")).detach()).exp())
         return out
 
-    @torch.no_grad()
-    def median(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
-        """Posterior medians of the scale sites and posterior **means** :math:`\\mathbb E z\\,\\tilde\\mu` of the
-        weights (the network the pruned module exports); biases' means."""
-        self._require_setup()
-        out = {name: m.loc for name, m in self.marginals().items()}
+    def _scale_nodes(self, info: GroupInfo) -> torch.Tensor:
+        """Gauss--Hermite nodes of each group's scale :math:`z_g` under :math:`q`, ``(G, K)``, in float64."""
+        x, _ = gauss_hermite(NUM_NODES)
+        if self.group_prior.kind == "log-uniform":
+            mu = self._param(self._key(info.weight, "z_loc")).detach().double()
+            sd = (0.5 * self._param(self._key(info.weight, "z_log_sigma2")).detach().double()).exp()
+            return mu[:, None] + sd[:, None] * x
+        m, v = (t.detach().double() for t in self._log_scale_moments(info))
+        return (m[:, None] + v.sqrt()[:, None] * x).exp()
+
+    def _weight_quantiles(self, q: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``{weight site: (len(q),) + shape}``: the quantiles of :math:`w = z\\tilde w`
+        (:func:`~pyro_prune.guides.scale_mixture.scale_mixture_quantiles`)."""
+        _, node_weights = gauss_hermite(NUM_NODES)
+        out = {}
         for info in self.groups.values():
-            if self.group_prior.kind == "log-uniform":
-                out[info.scale_sites["scale"]] = self._param(self._key(info.weight, "z_loc")).detach().clone()
-            else:
-                for sfx, name in info.scale_sites.items():
-                    out[name] = self._param(self._key(info.weight, f"{sfx}_loc")).detach().exp()
+            loc = self._param(self._key(info.weight, "loc")).detach()
+            sd = (0.5 * self._param(self._key(info.weight, "log_sigma2")).detach()).exp()
+            z = info.expand(self._scale_nodes(info).T, loc.dim()).expand((NUM_NODES,) + loc.shape)
+            qs = scale_mixture_quantiles(loc.reshape(-1), sd.reshape(-1), z.reshape(NUM_NODES, -1).T, node_weights, q)
+            out[info.weight] = qs.reshape((-1,) + loc.shape).to(loc)
         return out
 
-    @torch.no_grad()
-    def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
-        """Quantiles of every site: exact for scales and biases, Gaussian (moment-matched) for the weights."""
-        q = check_quantiles(quantiles)
+    def _scale_quantiles(self, q: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``{scale site: (len(q), G)}``, exact (Normal or LogNormal)."""
         out = {}
-        for name, m in self.marginals().items():
-            qq = q.to(m.loc).reshape((-1,) + (1,) * m.loc.dim())
-            out[name] = dist.Normal(m.loc, m.scale.clamp_min(1e-30)).icdf(qq)
         for info in self.groups.values():
             if self.group_prior.kind == "log-uniform":
                 loc = self._param(self._key(info.weight, "z_loc")).detach()
@@ -355,6 +363,31 @@ class AutoGroupSparse(LocalReparamGuide):
                 for sfx, name in info.scale_sites.items():
                     f = self._factor(info, sfx)
                     out[name] = dist.LogNormal(f.loc.detach(), f.scale.detach()).icdf(q.to(f.loc).unsqueeze(-1))
+        return out
+
+    @torch.no_grad()
+    def median(self, *args, **kwargs) -> Dict[str, torch.Tensor]:
+        """Posterior medians of every site: of the scales and biases (exact), and of the weights
+        :math:`w = z\\tilde w`, whose marginal is a Gaussian scale mixture, not a Gaussian: its median (by quadrature,
+        :mod:`~pyro_prune.guides.scale_mixture`) differs from its mean :math:`\\mathbb E z\\,\\tilde\\mu`
+        (``marginals()[site].loc``, the network the pruned module exports)."""
+        self._require_setup()
+        return {name: v[0] for name, v in self.quantiles([0.5]).items()}
+
+    @torch.no_grad()
+    def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
+        """Marginal quantiles ``{site: (len(quantiles),) + shape}`` of every site: exact for the scales (Normal or
+        LogNormal) and biases (Normal); for the weights :math:`w = z\\tilde w` the quantiles of the scale mixture
+        :math:`\\int \\mathcal N(w;\\, z\\tilde\\mu, z^2\\tilde\\sigma^2)\\, q(z)\\, dz`, by quadrature over :math:`z`
+        (deterministic; :mod:`~pyro_prune.guides.scale_mixture`)."""
+        self._require_setup()
+        q = check_quantiles(quantiles)
+        out = self._weight_quantiles(q)
+        for name in self._bias_sites:
+            loc = self._param(self._key(name, "loc")).detach()
+            sd = (0.5 * self._param(self._key(name, "log_sigma2")).detach()).exp()
+            out[name] = dist.Normal(loc, sd).icdf(q.to(loc).reshape((-1,) + (1,) * loc.dim()))
+        out.update(self._scale_quantiles(q))
         return out
 
 

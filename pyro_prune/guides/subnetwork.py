@@ -27,14 +27,12 @@ References
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn as nn
 from pyro.distributions import constraints
-from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger
 from pyro.nn import PyroParam
 
@@ -43,12 +41,13 @@ from .. import subnet as sn
 from .._checks import check_bool, check_positive, check_quantiles
 from ..marginals import Marginal, is_real_support, register_marginals
 from ..model import BayesianModel, init_from
+from .base import DurableGuide
 from .laplace.layer_view import plain_net
 
 __all__ = ["AutoSubnetwork"]
 
 
-class AutoSubnetwork(AutoGuide):
+class AutoSubnetwork(DurableGuide):
     r"""Full-covariance Gaussian over a subnetwork :math:`S`, point estimates elsewhere (module docstring).
 
     :param model: a :class:`~pyro_prune.BayesianModel`.
@@ -60,6 +59,11 @@ class AutoSubnetwork(AutoGuide):
         weights stay there (unless ``train_rest``).
     :param init_scale: initial :math:`\sigma` (the Cholesky factor starts at ``init_scale * I``).
     :param train_rest: also train the weights outside :math:`S` as point estimates.
+
+    Its parameters (:math:`\mu_S`, :math:`\sigma`, :math:`\tilde L`, the point estimates) and the subnetwork
+    (:attr:`indices`, a buffer) stay on the guide, never in Pyro's global param store; ``state_dict`` holds them all
+    (and the inputs' shapes, to set a fresh guide up before loading: any ``subnet`` of a fresh guide is replaced by
+    the loaded indices).
     """
 
     def __init__(
@@ -81,8 +85,8 @@ class AutoSubnetwork(AutoGuide):
         self.init_loc_fn = init_loc_fn
         self.init_scale = float(init_scale)
         self.train_rest = train_rest
+        self._model_ref = (model,)  # a tuple, not a submodule: the guide must not own the model's parameters
         super().__init__(InitMessenger(init_loc_fn)(model))
-        self._bmodel = (model,)  # not a submodule: the guide must not own the model's parameters
         self._sites = {k: info.shape for k, info in model.sites.items()}
         self.register_buffer("indices", idx.to(model.device))
 
@@ -99,17 +103,24 @@ class AutoSubnetwork(AutoGuide):
         extra = sorted(set(values) - set(self._sites))
         if extra:
             raise ValueError(f"AutoSubnetwork covers weight sites only; the model also samples {extra}")
-        flat = sn.flatten_sites(self._bmodel[0], values)
+        flat = sn.flatten_sites(self._model_ref[0], values)
         self.indices = self.indices.to(flat.device)
-        self.loc = nn.Parameter(flat[self.indices].clone())
+        self.loc = PyroParam(flat[self.indices].clone(), constraints.real)
         self.scale = PyroParam(torch.full_like(self.loc, self.init_scale), constraints.softplus_positive)
         eye = torch.eye(self.loc.numel(), dtype=flat.dtype, device=flat.device)
         self.scale_tril = PyroParam(eye, constraints.unit_lower_cholesky)
         if self.train_rest:
-            self.rest = nn.Parameter(flat.clone())
+            self.rest = PyroParam(flat.clone(), constraints.real)
         else:
             self.register_buffer("rest", flat.clone())
         self._sizes = [int(torch.Size(s).numel()) for s in self._sites.values()]
+
+    def _restore_structure(self, extra: Mapping[str, Any], state_dict: Mapping[str, Any], prefix: str) -> None:
+        """Take the loaded subnetwork (``indices``) before setting up, so the parameters get its size."""
+        idx = state_dict.get(prefix + "indices")
+        if idx is not None:
+            self.indices = idx.detach().clone().to(self.indices.device)
+        super()._restore_structure(extra, state_dict, prefix)
 
     def _check_init(self) -> None:
         if self.prototype_trace is None:
@@ -122,6 +133,12 @@ class AutoSubnetwork(AutoGuide):
         return dist.MultivariateNormal(
             self.loc, scale_tril=self.scale[..., None] * self.scale_tril, validate_args=False
         )
+
+    def sample_latent(self, *args, **kwargs) -> torch.Tensor:
+        """Draw the latent :math:`w_S \\sim q` (the auxiliary site ``"_AutoSubnetwork_latent"``), shape ``(|S|,)``
+        (plus the batch shape of enclosing plates), as ``AutoContinuous.sample_latent`` does."""
+        self._check_init()
+        return pyro.sample(f"_{self._pyro_name}_latent", self._sampling_distribution(), infer={"is_auxiliary": True})
 
     def _sampling_distribution(self) -> dist.TransformedDistribution:
         r""":math:`q(w_S)` as :math:`\mu_S + L\varepsilon`, :math:`\varepsilon \sim \mathcal N(0, I)`, with the
@@ -144,8 +161,7 @@ class AutoSubnetwork(AutoGuide):
         """Draw :math:`w_S \\sim q` (one auxiliary site) and emit every weight site as a ``Delta``."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
-        w_s = pyro.sample(f"_{self._pyro_name}_latent", self._sampling_distribution(), infer={"is_auxiliary": True})
-        values = self._assemble(w_s)
+        values = self._assemble(self.sample_latent(*args, **kwargs))
         return {k: pyro.sample(k, dist.Delta(v, event_dim=len(self._sites[k]))) for k, v in values.items()}
 
     # -- summaries -------------------------------------------------------------------------------------
@@ -183,7 +199,7 @@ class AutoSubnetwork(AutoGuide):
 
     def site_masks(self) -> Dict[str, torch.Tensor]:
         """The subnetwork as ``{site: bool mask}``."""
-        return sn.indices_to_masks(self._bmodel[0], self.indices)
+        return sn.indices_to_masks(self._model_ref[0], self.indices)
 
     # -- linearized predictive ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -196,7 +212,7 @@ class AutoSubnetwork(AutoGuide):
         :returns: mean ``(B, K)`` and covariance ``(B, K, K)`` of the outputs.
         """
         self._check_init()
-        model = self._bmodel[0]
+        model = self._model_ref[0]
         net = plain_net(model, self.median())
         masks = {k: m.reshape(-1) for k, m in self.site_masks().items() if bool(m.any())}  # sorted-index order
         tril = (self.scale[..., None] * self.scale_tril).detach()

@@ -61,8 +61,16 @@ class LRTInputs(NamedTuple):
     group_scale: Optional[torch.Tensor]
 
 
+def _new_layer(cls: type) -> BayesianLayer:
+    """Unpickling helper: an empty instance of the Bayesian layer class ``cls`` (its state is set afterwards)."""
+    return cls.__new__(cls)
+
+
 class BayesianLayer:
     """Mixin for Bayesian layers: priors per parameter, dtype/device tracking, site names, LRT inputs.
+
+    A copy (``copy.deepcopy``, pickle) is again a Bayesian layer of the same class: :meth:`_pp_reduce` replaces
+    ``PyroModule[nn.Linear]``'s reduction, which would rebuild a plain ``PyroLinear`` without priors.
 
     :cvar kind: ``"linear"``, ``"conv1d"``, ``"conv2d"``.
     :cvar weight_event_dim: dimensions of one weight (2 for Linear, 3 for Conv1d, 4 for Conv2d).
@@ -92,6 +100,10 @@ class BayesianLayer:
             if not pname.startswith("weight_"):
                 setattr(self, pname, PyroSample(SitePrior(pname)))
 
+    def _pp_reduce(self):
+        """``__reduce__`` of the Bayesian layers: rebuild an instance of the same class from its state."""
+        return _new_layer, (type(self),), self.__getstate__()
+
     def _pp_prior(self, pname: str) -> dist.Distribution:
         """The prior of parameter ``pname`` in the layer's current dtype/device (cached per dtype/device)."""
         if pname == "weight" and self._pp_group is not None:
@@ -116,7 +128,7 @@ class BayesianLayer:
         layer computes ``(S, B, out)``.  The number of sample dimensions is noted for the fold hooks.
         """
         self._check_dtype(x)
-        w, b = self.weight, self.bias
+        w, b = self._on_model(self.weight), self._on_model(self.bias)
         nd = w.dim() - self.weight_event_dim
         if nd > 0 and w.shape[nd - 1] == 1:
             w = w.squeeze(nd - 1)
@@ -125,6 +137,12 @@ class BayesianLayer:
             b = b.squeeze(-2)
         note_sample_dims(nd)
         return w, b
+
+    def _on_model(self, t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """``t`` in the layer's dtype/device (a no-op for draws of the model's priors and guides; placeholders of
+        ``Predictive``'s shape pass over an improper prior come in the default dtype)."""
+        ref = self._pp_ref
+        return t if t is None or (t.dtype == ref.dtype and t.device == ref.device) else t.to(ref)
 
     def _bias_moments(self, source) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """``(bias mean, bias variance)`` from the source, or ``(point bias or None, None)`` without a bias prior."""
@@ -167,6 +185,7 @@ class BayesianLinear(PyroModule[nn.Linear], BayesianLayer):
 
     kind = "linear"
     weight_event_dim = 2
+    __reduce__ = BayesianLayer._pp_reduce
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lrt = self._lrt(x)
@@ -216,6 +235,7 @@ class BayesianConv1d(PyroModule[nn.Conv1d], _BayesianConv):
     kind = "conv1d"
     nd = 1
     weight_event_dim = 3
+    __reduce__ = BayesianLayer._pp_reduce
     forward = _BayesianConv.forward
 
 
@@ -225,6 +245,7 @@ class BayesianConv2d(PyroModule[nn.Conv2d], _BayesianConv):
     kind = "conv2d"
     nd = 2
     weight_event_dim = 4
+    __reduce__ = BayesianLayer._pp_reduce
     forward = _BayesianConv.forward
 
 

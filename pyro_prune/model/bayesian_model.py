@@ -25,6 +25,7 @@ from .bayesian_layers import BayesianLayer
 from .folding import sample_dims_scope
 from .group_prior import GroupInfo, GroupPrior
 from .likelihoods import Likelihood
+from .local_params import LocalParamsMixin, keep_params_local
 
 __all__ = ["SiteInfo", "BayesianModel"]
 
@@ -57,7 +58,7 @@ class SiteInfo:
         return int(math.prod(self.shape))
 
 
-class BayesianModel(PyroModule):
+class BayesianModel(LocalParamsMixin, PyroModule):
     r"""A network whose weights are Pyro sample sites, observing ``y`` through a likelihood.
 
     Build it with :func:`~pyro_prune.bayesianize`.  ``model(x, y=None)`` runs the network with weights drawn
@@ -79,6 +80,11 @@ class BayesianModel(PyroModule):
     :ivar vectorizable: as the parameter.
     :ivar group_prior: as the parameter.
     :ivar group_sites: as the parameter (empty without a ``GroupPrior``).
+
+    Its point-estimate parameters (BatchNorm, LayerNorm, a learned noise scale) stay on the model, never in Pyro's
+    global param store, whatever ``module_local_params`` says (:mod:`pyro_prune.model.local_params`): two models
+    in one process never share them.  ``copy.deepcopy``, pickle, ``state_dict``/``load_state_dict`` and
+    ``.to(dtype/device)`` keep the model whole (its layers stay Bayesian layers, its priors follow its dtype).
     """
 
     def __init__(
@@ -94,6 +100,7 @@ class BayesianModel(PyroModule):
         group_sites: Optional[Dict[str, GroupInfo]] = None,
     ):
         super().__init__()
+        keep_params_local(self)
         self._template = (template,)  # a tuple: not registered as a submodule
         self._initial = initial
         self.add_module("net", net)

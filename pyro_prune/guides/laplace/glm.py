@@ -50,7 +50,7 @@ __all__ = ["glm_features", "glm_covariance", "glm_log_likelihood", "tune_prior_p
 
 def glm_features(guide: Any, x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
     """The outputs ``f (B, K)`` and the prior-independent Jacobian features of ``x`` (for :func:`glm_covariance`)."""
-    return guide._posterior.glm_features(guide._net, guide._bmodel[0].likelihood, x)
+    return guide._posterior.glm_features(guide._net, guide._model_ref[0].likelihood, x)
 
 
 def glm_covariance(guide: Any, f: torch.Tensor, feats: Any) -> torch.Tensor:
@@ -93,7 +93,7 @@ def tune_prior_precision(guide: Any, val_data: Any, grid: Optional[torch.Tensor]
     :param grid: candidate values (default ``logspace(-4, 6, 41)``).
     :returns: the chosen :math:`\\tau` and the ``[(tau, mean log-likelihood)]`` scores.
     """
-    lik = guide._bmodel[0].likelihood
+    lik = guide._model_ref[0].likelihood
     grid = _check_grid(grid)
     batches = _validation_features(guide, val_data)
     n = sum(b[0].shape[0] for b in batches)

@@ -44,18 +44,18 @@ References
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Literal, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Sequence, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer.autoguide import AutoGuide
 from pyro.infer.autoguide.initialization import InitMessenger
 
 from ..._checks import as_batches, check_choice, check_positive, check_quantiles, unpack_batch
 from ...marginals import Marginal, register_marginals
 from ...model import BayesianModel, init_from
 from ...model.likelihoods import Fisher
+from ..base import DurableGuide
 from .glm import glm_covariance, glm_features, tune_prior_precision
 from .layer_view import make_layers, map_values, plain_net
 from .posterior import WeightPosterior, layer_taus, make_posterior
@@ -70,8 +70,15 @@ PriorPrecision = Union[float, str, Sequence[float], torch.Tensor]
 DEFAULT_MAX_MEMORY = 2 * 2**30
 
 
-class LaplaceGuide(AutoGuide):
+class LaplaceGuide(DurableGuide):
     r"""A Laplace posterior around a MAP estimate (use :func:`laplace_guide` to build one).
+
+    What it keeps, and where: the curvature (each layer's Kron eigendecompositions or diagonal, or the dense GGN),
+    the MAP, the prior precision, the subnetwork masks and the marginal-likelihood terms are tensors of its
+    ``state_dict`` (under ``"_extra_state"``); the network it linearizes (``_net``: weights, BatchNorm statistics) is
+    a submodule.  ``.to(dtype/device)`` moves all of them (move the model too), ``copy.deepcopy`` and pickle keep
+    them, and ``load_state_dict`` into a guide built with ``LaplaceGuide(model, None, structure)`` (no data, no
+    curvature pass) restores the posterior exactly.  Nothing lives in Pyro's global param store.
 
     :ivar structure: ``"kron"``, ``"diag"`` or ``"full"``.
     :ivar posteriors: ``{module name: Kron | Diag}`` (kron/diag), or ``{"full": Dense}``.
@@ -104,9 +111,13 @@ class LaplaceGuide(AutoGuide):
         max_memory = check_positive("max_memory", max_memory)
         self._posterior: WeightPosterior = make_posterior(structure, model, self._layers, self._map, subnet, max_memory)
         tau0 = self._initial_prior(prior_precision, model)
+        self._model_ref = (model,)  # not a submodule: the guide must not own the model's parameters
         super().__init__(InitMessenger(init_from(self._map))(model))
-        self._bmodel = (model,)  # not a submodule: the guide must not own the model's parameters
         self._net = plain_net(model, extra, self._map)
+        self.prior_precision = tau0
+        self._num_data, self._num_seen, self._log_lik = model.likelihood.dataset_size, 0, torch.zeros(())
+        if data is None:  # an empty guide, to load a state_dict into
+            return
         self._trace_prototype(model, *self._fit(model, data))
         self.set_prior_precision(tau0)
         if isinstance(prior_precision, str):  # "marglik" (anything else raised above)
@@ -160,10 +171,77 @@ class LaplaceGuide(AutoGuide):
         lik = model.likelihood
         first: List[torch.Tensor] = []
         scale = lik.dataset_size / self.temperature
-        seen, loglik = self._posterior.fit(self._net, self._remember_first(data, first), lik, scale, self.fisher)
+        try:
+            seen, loglik = self._posterior.fit(self._net, self._remember_first(data, first), lik, scale, self.fisher)
+        except RuntimeError as e:
+            if first and not first[0].is_floating_point() and "dtype" in str(e).lower():
+                raise TypeError(
+                    f"data: x has dtype {first[0].dtype}, and the network computes in {model.dtype}: pass floating "
+                    f"inputs, x.to({model.dtype}) (integer inputs suit only networks that start with nn.Embedding)"
+                ) from e
+            raise
         self._num_data, self._num_seen = lik.dataset_size, seen
         self._log_lik = loglik * lik.dataset_size / seen
         return tuple(t.to(device=model.device, dtype=model.dtype if t.is_floating_point() else None) for t in first)
+
+    # -- state_dict, .to() ---------------------------------------------------------------------------------
+    def get_extra_state(self) -> Dict[str, Any]:
+        """The posterior beyond ``_net``'s tensors: structure, temperature, MAP, prior precision, the
+        precisions' tensors (and the subnetwork), the marginal-likelihood terms and the inputs' shapes."""
+        state = super().get_extra_state()
+        state.update(
+            structure=self.structure,
+            fisher=self.fisher,
+            temperature=self.temperature,
+            num_data=self._num_data,
+            num_seen=self._num_seen,
+            log_lik=torch.as_tensor(self._log_lik),
+            map=dict(self._map),
+            prior_precision=self.prior_precision,
+            posterior=self._posterior.state(),
+        )
+        return state
+
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the posterior saved by :meth:`get_extra_state` (in the model's dtype and device).
+
+        :raises ValueError: the state is of another structure or for other sites.
+        """
+        if not isinstance(state, Mapping) or "posterior" not in state:
+            raise ValueError("LaplaceGuide.load_state_dict: the state_dict holds no Laplace posterior (_extra_state)")
+        if state.get("structure") != self.structure:
+            raise ValueError(
+                f"the state_dict holds a structure={state.get('structure')!r} posterior; this guide was built with "
+                f"structure={self.structure!r}"
+            )
+        saved = state["map"]
+        if set(saved) != set(self._map) or any(saved[k].shape != self._map[k].shape for k in self._map):
+            raise ValueError("the state_dict's Laplace posterior was built for a model with other weight sites")
+        self.temperature, self.fisher = float(state["temperature"]), state["fisher"]
+        self._num_data, self._num_seen = int(state["num_data"]), int(state["num_seen"])
+        cast = self._cast
+        self._log_lik = cast(state["log_lik"])
+        self._map = {k: cast(saved[k]) for k in self._map}
+        self._posterior.load_state(state["posterior"], self._map, cast)
+        self.prior_precision = cast(state["prior_precision"])
+        self._pp_example = state.get("example")
+
+    def _cast(self, t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to(device=self._device, dtype=self._dtype if t.is_floating_point() else None).clone()
+
+    def _restore_structure(self, extra: Mapping[str, Any], state_dict: Mapping[str, Any], prefix: str) -> None:
+        self.set_extra_state(extra)
+        super()._restore_structure(extra, state_dict, prefix)
+
+    def _apply(self, fn, recurse: bool = True):
+        """``nn.Module._apply`` (``.to()``, ``.double()``, ``.cuda()``...) also for the posterior's tensors, which are
+        not parameters or buffers."""
+        super()._apply(fn, recurse)
+        self._map = {k: fn(v) for k, v in self._map.items()}
+        self.prior_precision = fn(self.prior_precision)
+        self._log_lik = fn(torch.as_tensor(self._log_lik))
+        self._posterior.apply(fn, self._map)
+        return self
 
     def _trace_prototype(self, model: BayesianModel, x0: torch.Tensor, y0: torch.Tensor) -> None:
         was = model.training
@@ -182,11 +260,11 @@ class LaplaceGuide(AutoGuide):
 
     @property
     def _dtype(self) -> torch.dtype:
-        return self._bmodel[0].dtype
+        return self._model_ref[0].dtype
 
     @property
     def _device(self) -> torch.device:
-        return self._bmodel[0].device
+        return self._model_ref[0].device
 
     def log_marginal_likelihood(self, prior_precision: Any = None) -> torch.Tensor:
         r"""The Laplace approximation of :math:`\log p(\mathcal D \mid \tau)` (module docstring), differentiable in

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from ... import curvature as cv
+from ...curvature.precision import TensorFn
 from ...model import BayesianModel
 from ...model.likelihoods import Fisher, Likelihood
 from .layer_view import Layer, subnet_masks
@@ -57,6 +58,29 @@ class WeightPosterior(abc.ABC):
         self.layers = list(layers)
         self.map = dict(map_values)
         self.precisions: Dict[str, cv.Precision] = {}
+
+    # -- state (state_dict, .to()) -------------------------------------------------------------------------
+    def state(self) -> Dict[str, Any]:
+        """``{"precisions": {key: Precision.state()}}`` (subclasses add what else they hold)."""
+        return {"precisions": {k: p.state() for k, p in self.precisions.items()}}
+
+    def load_state(self, state: Mapping[str, Any], map_values: Mapping[str, torch.Tensor], fn: TensorFn) -> None:
+        """Take the precisions of ``state`` (each tensor through ``fn``) and the MAP ``map_values``."""
+        precisions = state.get("precisions")
+        if not isinstance(precisions, Mapping) or set(precisions) != set(self._precision_keys()):
+            got = sorted(precisions) if isinstance(precisions, Mapping) else precisions
+            raise ValueError(f"the Laplace state holds precisions {got}; this guide needs {self._precision_keys()}")
+        self.precisions = {k: cv.precision_from_state(precisions[k]).apply(fn) for k in self._precision_keys()}
+        self.map = dict(map_values)
+
+    def apply(self, fn: TensorFn, map_values: Mapping[str, torch.Tensor]) -> None:
+        """Apply ``fn`` to every tensor (``nn.Module._apply``); ``map_values`` is the MAP after it."""
+        self.precisions = {k: p.apply(fn) for k, p in self.precisions.items()}
+        self.map = dict(map_values)
+
+    @abc.abstractmethod
+    def _precision_keys(self) -> List[str]:
+        """The keys of :attr:`precisions` once fitted."""
 
     @abc.abstractmethod
     def fit(self, net: nn.Module, data: Iterable, likelihood: Likelihood, scale: float, fisher: Fisher) -> tuple:
@@ -111,8 +135,16 @@ class LayerStructure:
     build: Callable[[cv.LayerFactors, float], cv.LayerPrecision]
 
 
-KRON = LayerStructure(True, False, lambda f, scale: cv.Kron.from_factors(f.A, f.G, scale))
-DIAG = LayerStructure(False, True, lambda f, scale: cv.Diag(f.diag, scale))
+def _build_kron(f: cv.LayerFactors, scale: float) -> cv.LayerPrecision:
+    return cv.Kron.from_factors(f.A, f.G, scale)
+
+
+def _build_diag(f: cv.LayerFactors, scale: float) -> cv.LayerPrecision:
+    return cv.Diag(f.diag, scale)
+
+
+KRON = LayerStructure(True, False, _build_kron)  # named functions, not lambdas: a guide pickles
+DIAG = LayerStructure(False, True, _build_diag)
 
 
 class LayerwisePosterior(WeightPosterior):
@@ -121,6 +153,9 @@ class LayerwisePosterior(WeightPosterior):
     def __init__(self, layers: Sequence[Layer], map_values: Mapping[str, torch.Tensor], kind: LayerStructure):
         super().__init__(layers, map_values)
         self.kind = kind
+
+    def _precision_keys(self) -> List[str]:
+        return [layer.module for layer in self.layers]
 
     def fit(self, net, data, likelihood, scale, fisher) -> tuple:
         biases = {layer.module: layer.bias is not None for layer in self.layers}
@@ -196,6 +231,24 @@ class FullPosterior(WeightPosterior):
         super().__init__(layers, map_values)
         self.sites = {k: m for k, m in masks.items() if bool(m.any())}
         self.max_memory = max_memory
+
+    def _precision_keys(self) -> List[str]:
+        return ["full"]
+
+    def state(self) -> Dict[str, Any]:
+        """The dense precision and the subnetwork, ``{"sites": {site: flat bool mask}}``."""
+        return {**super().state(), "sites": dict(self.sites)}
+
+    def load_state(self, state, map_values, fn) -> None:
+        sites = state.get("sites")
+        if not isinstance(sites, Mapping) or any(k not in self.map for k in sites):
+            raise ValueError(f"the Laplace state's subnetwork names sites outside the model's {list(self.map)}")
+        self.sites = {k: fn(m) for k, m in sites.items()}
+        super().load_state(state, map_values, fn)
+
+    def apply(self, fn, map_values) -> None:
+        self.sites = {k: fn(m) for k, m in self.sites.items()}
+        super().apply(fn, map_values)
 
     @property
     def numel(self) -> int:
