@@ -51,12 +51,13 @@ def prior_of(name: str):
     return dist.Normal(0.0, 1.0)
 
 
-def build(name: str, net: nn.Module, train_epochs: int, lr: float = 0.05):
-    """``(model, guide)`` of kind ``name`` on ``net``, trained ``train_epochs`` full-batch steps (Laplace: fitted)."""
+def build(name: str, net: nn.Module, train_epochs: int, lr: float = 0.05, tau: float = 1.0):
+    """``(model, guide)`` of kind ``name`` on ``net``, trained ``train_epochs`` full-batch steps (Laplace: fitted
+    with prior precision ``tau``)."""
     x, y = data()
     model = pp.bayesianize(net, prior_of(name), pp.Categorical(dataset_size=N))
     if name == "laplace_kron":
-        return model, pp.laplace_guide(model, (x, y), "kron", prior_precision=1.0)
+        return model, pp.laplace_guide(model, (x, y), "kron", prior_precision=tau)
     if name == "subnetwork":
         guide = pp.AutoSubnetwork(model, sn.LargestMagnitude(12))
     elif name == "sparse_vd":
@@ -97,7 +98,7 @@ def test_a_second_guide_of_the_same_class_on_the_same_network_shares_nothing(nam
         assert has_local_params(guide_a) and has_local_params(model_a)
         if clear:
             pyro.clear_param_store()
-        model_b, guide_b = build(name, network(0), train_epochs=0)
+        model_b, guide_b = build(name, network(0), train_epochs=0, tau=20.0)
         if name != "laplace_kron":  # B starts at its own network's weights, not at A's trained posterior
             start = start_of(model_b, guide_b)
             init = model_b.initial_weights()

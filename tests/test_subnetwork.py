@@ -302,3 +302,20 @@ def test_glm_predictive_is_exact_for_a_linear_model():
     pred = pp.predict(cmodel, g, cx, method="glm")
     assert pred.probs.shape == (len(cx), 3)
     assert_close(pred.probs.sum(-1), torch.ones(len(cx), dtype=D), rtol=1e-10)
+
+
+def test_sample_latent_returns_the_auxiliary_draw_as_autocontinuous_does():
+    """``sample_latent()`` returns w_S (today: the value of the auxiliary site), distributed as q(w_S)."""
+    net, model, x, y = classifier()
+    guide = pp.AutoSubnetwork(model, sn.LargestMagnitude(6), init_scale=0.3)
+    guide(x, y)
+    with pyro.poutine.trace() as tr:
+        z = guide.sample_latent()
+    assert z.shape == (6,)
+    assert torch.equal(tr.trace.nodes["_AutoSubnetwork_latent"]["value"], z)
+    with pyro.plate("draws", 4000, dim=-1):
+        draws = guide.sample_latent()
+    assert draws.shape == (4000, 6)
+    post = guide.get_posterior()
+    assert_close(draws.mean(0), post.mean, rtol=0.0, atol=5 * 0.3 / 4000**0.5)
+    assert_close(draws.T.cov(), post.covariance_matrix, rtol=0.0, atol=0.01)

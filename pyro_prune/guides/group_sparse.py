@@ -53,7 +53,7 @@ from ..marginals import LOG_ALPHA_EPS, GroupMarginal, Marginal, register_margina
 from ..model import BayesianModel, init_from, layers
 from ..model.group_prior import GroupInfo, GroupPrior
 from .base import LocalReparamGuide, normal_kl
-from .scale_mixture import NUM_NODES, gauss_hermite, scale_mixture_quantiles
+from .scale_mixture import scale_mixture_quantiles
 
 __all__ = ["AutoGroupSparse"]
 
@@ -328,26 +328,25 @@ class AutoGroupSparse(LocalReparamGuide):
             out[name] = Marginal(loc, (0.5 * self._param(self._key(name, "log_sigma2")).detach()).exp())
         return out
 
-    def _scale_nodes(self, info: GroupInfo) -> torch.Tensor:
-        """Gauss--Hermite nodes of each group's scale :math:`z_g` under :math:`q`, ``(G, K)``, in float64."""
-        x, _ = gauss_hermite(NUM_NODES)
+    def _scale_params(self, info: GroupInfo) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` of each group's :math:`z_g` (Gaussian, log-uniform prior) or of :math:`\\log z_g`
+        (log-normal, horseshoe), ``(G,)`` each, in float64."""
         if self.group_prior.kind == "log-uniform":
             mu = self._param(self._key(info.weight, "z_loc")).detach().double()
-            sd = (0.5 * self._param(self._key(info.weight, "z_log_sigma2")).detach().double()).exp()
-            return mu[:, None] + sd[:, None] * x
+            return mu, (0.5 * self._param(self._key(info.weight, "z_log_sigma2")).detach().double()).exp()
         m, v = (t.detach().double() for t in self._log_scale_moments(info))
-        return (m[:, None] + v.sqrt()[:, None] * x).exp()
+        return m, v.sqrt()
 
     def _weight_quantiles(self, q: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``{weight site: (len(q),) + shape}``: the quantiles of :math:`w = z\\tilde w`
         (:func:`~pyro_prune.guides.scale_mixture.scale_mixture_quantiles`)."""
-        _, node_weights = gauss_hermite(NUM_NODES)
         out = {}
         for info in self.groups.values():
             loc = self._param(self._key(info.weight, "loc")).detach()
             sd = (0.5 * self._param(self._key(info.weight, "log_sigma2")).detach()).exp()
-            z = info.expand(self._scale_nodes(info).T, loc.dim()).expand((NUM_NODES,) + loc.shape)
-            qs = scale_mixture_quantiles(loc.reshape(-1), sd.reshape(-1), z.reshape(NUM_NODES, -1).T, node_weights, q)
+            z_loc, z_scale = (info.expand(t, loc.dim()).expand(loc.shape).reshape(-1) for t in self._scale_params(info))
+            log_normal = self.group_prior.kind != "log-uniform"
+            qs = scale_mixture_quantiles(loc.reshape(-1), sd.reshape(-1), z_loc, z_scale, log_normal, q)
             out[info.weight] = qs.reshape((-1,) + loc.shape).to(loc)
         return out
 

@@ -251,9 +251,12 @@ class Categorical(Likelihood):
             raise ValueError(f"y must hold integer class indices for Categorical, got dtype {y.dtype}")
         if output.shape[-2] != y.shape[0]:
             raise ValueError(f"y has {y.shape[0]} rows but the network output has {output.shape[-2]}")
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= output.shape[-1]):
+        k = output.shape[-1]
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
+            bad = y[(y < 0) | (y >= k)]
             raise ValueError(
-                f"y has labels outside [0, {output.shape[-1]}) (the network has {output.shape[-1]} outputs)"
+                f"y has labels outside [0, {k}) (the network has {k} outputs): label {int(bad[0])} "
+                f"({bad.numel()} such label{'s' if bad.numel() > 1 else ''})"
             )
 
     def probs(self, output: torch.Tensor) -> torch.Tensor:

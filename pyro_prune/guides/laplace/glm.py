@@ -79,7 +79,12 @@ def _validation_features(guide: Any, val_data: Any) -> List[tuple]:
         x = x.to(device=guide._device, dtype=guide._dtype if x.is_floating_point() else None)
         check_batch(x, y)
         f, feats = glm_features(guide, x)
-        batches.append((f, feats, y.to(guide._device)))
+        y = y.to(guide._device)
+        try:
+            guide._model_ref[0].likelihood.check_target(y, f)
+        except ValueError as e:
+            raise ValueError(f"val_data: {e}") from None
+        batches.append((f, feats, y))
     if not batches:
         raise ValueError("val_data yielded no examples")
     return batches
