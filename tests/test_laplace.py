@@ -363,3 +363,18 @@ def test_chunked_prediction_and_mc_fisher():
     chunked = pp.predict(model, g, x, method="glm", batch_size=7)
     assert_close(chunked.probs, whole.probs, rtol=1e-10)
     assert pp.predict(model, g, x, num_samples=6, batch_size=16).samples.shape == (6, len(x), 3)
+
+
+def test_integer_inputs_and_out_of_range_validation_labels_raise_clearly():
+    """int64 x gives a TypeError naming the dtype (not torch's matmul RuntimeError); an out-of-range held-out label
+    in method='val' gives a ValueError naming the label (not an index RuntimeError)."""
+    net, model, x, y = classifier()
+    with pytest.raises(TypeError, match="x has dtype torch.int64.*floating"):
+        pp.laplace_guide(model, (x.round().long(), y), "kron")
+    guide = pp.laplace_guide(model, (x, y), "kron")
+    bad = y.clone()
+    bad[3] = 7
+    tau = guide.prior_precision.clone()
+    with pytest.raises(ValueError, match=r"val_data: y has labels outside \[0, 3\).*label 7"):
+        guide.optimize_prior_precision(method="val", val_data=(x, bad))
+    assert torch.equal(guide.prior_precision, tau)
