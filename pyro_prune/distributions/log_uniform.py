@@ -54,6 +54,13 @@ class ImproperLogUniform(TorchDistribution):
     ``init_loc_fn=init_improper_to_zero`` (Pyro's default inits sample). ``LogUniform()`` with no bounds returns
     this distribution.
 
+    Under Pyro's ``init_to_sample`` alone, :meth:`sample` returns ones (a point of the support) instead of raising:
+    that is the strategy of ``pyro.infer.Predictive``'s shape pass, whose values are replaced by the guide's draws,
+    so ``Predictive(model, guide=guide, parallel=True)`` works on a model with this prior.  A prior predictive
+    (``Predictive(model, num_samples=...)`` without a guide) still raises.  ``AutoGuideList`` traces its model
+    from the prior without an init strategy: give it the model under ``init_to_sample``,
+    ``AutoGuideList(InitMessenger(init_to_sample)(model))``, and append guides built on ``model`` itself.
+
     :param batch_shape: batch shape (``expand`` sets it too).
     """
 

@@ -36,7 +36,11 @@ Every guide of the library derives from :class:`DurableGuide`: an ``AutoGuide`` 
 which keeps its model through ``copy.deepcopy`` and pickle (Pyro's ``AutoGuide`` drops it), and whose
 ``state_dict`` loads into a freshly constructed guide of the same class (the guide sets itself up from a record of
 its inputs' shapes first).  Pyro's own autoguides (``AutoNormal``...) keep Pyro's semantics: their parameters live
-in the global store under names fixed by their class, so two of them of one class in one process share state.
+in the global store under names fixed by their class (``"AutoNormal.locs.0.weight"``), so two of them of one class
+in one process share state -- the second starts from the first's values and the first then reads the second's,
+even across ``pyro.clear_param_store()``.  When passing an ``AutoNormal`` to :func:`pyro_prune.fit`, ``predict``,
+``prune`` or ``laplace_guide(map_from=...)``, train and use one per process, or set
+``pyro.settings.set(module_local_params=True)`` before building it (Pyro's own isolation for its modules).
 
 References
 

@@ -106,6 +106,12 @@ class AutoGroupSparse(LocalReparamGuide):
     :param local_reparameterization: draw scales per example and pre-activations, not weights, inside
         :func:`~pyro_prune.fit`.
     :param log_alpha_clip: group :math:`\log\alpha` is clipped to ``[-clip, clip]``.
+
+    Its parameters (``guide.params``: :math:`\tilde\mu, \log\tilde\sigma^2` and the scales' parameters per layer)
+    stay on the guide, never in Pyro's global param store; ``state_dict`` holds them (and the inputs' shapes, so that
+    it loads into a fresh ``AutoGroupSparse(model)``); ``copy.deepcopy`` and pickle keep the guide with its model.
+    :meth:`median` and :meth:`quantiles` are those of the weight marginal :math:`w = z\tilde w`, a Gaussian scale
+    mixture (not its mean: that is ``marginals()[site].loc``).
     """
 
     def __init__(

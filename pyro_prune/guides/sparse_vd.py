@@ -61,6 +61,12 @@ class AutoSparseVD(LocalReparamGuide):
     :param init_log_sigma2: initial :math:`\log\sigma^2` (default -10, as in [1]).
     :param local_reparameterization: sample pre-activations instead of weights inside :func:`~pyro_prune.fit`.
     :param log_alpha_clip: :math:`\log\alpha` is clipped to ``[-clip, clip]`` in :meth:`log_alpha`.
+
+    Its parameters :math:`(\theta, \log\sigma^2)` stay on the guide (``guide.locs``, ``guide.log_sigma2``), never in
+    Pyro's global param store, whatever ``module_local_params`` says: guides of this class never share state.
+    ``state_dict`` holds them (and the inputs' shapes, so that it loads into a fresh ``AutoSparseVD(model)``);
+    ``copy.deepcopy`` and pickle keep the guide with its model (copy them together:
+    ``copy.deepcopy((model, guide))``).
     """
 
     def __init__(
