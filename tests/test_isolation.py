@@ -13,6 +13,7 @@ semantics (shared store: documented).
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -157,3 +158,27 @@ def test_pyro_autonormal_keeps_pyro_semantics_beside_our_guides():
         build(name, network(0), train_epochs=5)
     assert set(pyro.get_param_store().keys()) == names
     assert torch.equal(predictions(model_a, auto), before)
+
+
+def test_a_shared_store_hazard_of_pyro_autonormal_is_detected_and_warned():
+    """Two AutoNormals of one name: using the first after the second wrote the global store warns (the first would
+    read the second's values); a single AutoNormal, and Pyro's local mode, do not warn."""
+    model_a = pp.bayesianize(network(0), dist.Normal(0.0, 1.0), pp.Categorical(dataset_size=N))
+    auto_a = AutoNormal(model_a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pp.fit(model_a, auto_a, data(), epochs=2, progress=False)
+        predictions(model_a, auto_a)
+    pyro.clear_param_store()  # as the README used to advise: it does not protect auto_a
+    model_b = pp.bayesianize(network(1), dist.Normal(0.0, 1.0), pp.Categorical(dataset_size=N))
+    pp.fit(model_b, AutoNormal(model_b), data(), epochs=2, progress=False)
+    with pytest.warns(UserWarning, match="global param store.*another guide of the same name"):
+        predictions(model_a, auto_a)
+    pyro.clear_param_store()
+    with flag(True), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model_c = pp.bayesianize(network(0), dist.Normal(0.0, 1.0), pp.Categorical(dataset_size=N))
+        auto_c = AutoNormal(model_c)
+        pp.fit(model_c, auto_c, data(), epochs=2, progress=False)
+        pp.fit(model_b, AutoNormal(model_b), data(), epochs=2, progress=False)
+        predictions(model_c, auto_c)
