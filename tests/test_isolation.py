@@ -114,10 +114,17 @@ def test_a_second_guide_of_the_same_class_on_the_same_network_shares_nothing(nam
         assert len(pyro.get_param_store().keys()) == 0  # nothing of ours is left in the global store
 
 
+@pytest.mark.parametrize("local", [False, True], ids=["global-flag", "local-flag"])
 @pytest.mark.parametrize("order", ["forward", "backward"])
-def test_guides_of_different_classes_in_either_order_share_nothing(order):
+def test_guides_of_different_classes_in_either_order_share_nothing(order, local):
     names = GUIDES if order == "forward" else GUIDES[::-1]
     built, before = [], []
+    with flag(local):
+        check_in_turn(names, built, before)
+
+
+def check_in_turn(names, built, before):
+    """Build, train, evaluate and prune each guide in turn; after each, every earlier guide predicts as before."""
     for i, name in enumerate(names):
         model, guide = build(name, network(i % 2), train_epochs=10)
         built.append((model, guide))
