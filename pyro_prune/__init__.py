@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import curvature, data, distributions, guides, metrics, subnet
+from . import curvature, data, distributions, guides, metrics, subnet, training
 from .curvature import Kron
 from .distributions import HalfCauchyScaleMixture, Horseshoe, ImproperLogUniform, LogUniform, LogUniformScaleMixture
 from .guides import AutoGroupSparse, AutoSparseVD, AutoSubnetwork, LaplaceGuide, LocalReparamGuide, laplace_guide
@@ -35,6 +35,7 @@ from .model import (
 )
 from .prediction import Prediction, evaluate, predict
 from .pruning import CompressionReport, PruneResult, compact, prune, rules
+from .training import NonFiniteError, TrainingState
 
 # ``pp.groups`` is the historical name of the group-prior module.
 groups = group_prior
@@ -56,6 +57,8 @@ __all__ = [
     "History",
     "Prediction",
     "EarlyStopping",
+    "NonFiniteError",
+    "TrainingState",
     "AutoSparseVD",
     "AutoSubnetwork",
     "LocalReparamGuide",
@@ -89,6 +92,7 @@ __all__ = [
     "groups",
     "group_prior",
     "subnet",
+    "training",
 ]
 
 

@@ -116,8 +116,14 @@ class BayesianLayer:
         return self._pp_cache[key]
 
     def _check_dtype(self, x: torch.Tensor) -> None:
-        if x.dtype != self._pp_ref.dtype:
+        if x.dtype == self._pp_ref.dtype:
+            return
+        if x.is_floating_point():
             raise TypeError(f"x has dtype {x.dtype} but the model is {self._pp_ref.dtype}; call model.to({x.dtype})")
+        raise TypeError(
+            f"x has dtype {x.dtype} but the model computes in {self._pp_ref.dtype}: cast the inputs, "
+            f"x = x.to({self._pp_ref.dtype})"
+        )
 
     def _weights(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """The (sampled) weight and bias, without the placeholder dimension of the data plate.
