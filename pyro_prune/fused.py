@@ -65,14 +65,7 @@ def fused_loss(
             raise ValueError(f"y must have one row per row of x: x has shape {tuple(x.shape)}, y {tuple(y.shape)}")
     with local_reparameterization(guide, sample_weights=False):
         out = model.run_net(x)
-    if check:  # the likelihood's checks alone (its log_likelihood(check=True) may compute the log-density twice)
-        if y.shape[0] > model.dataset_size:
-            raise ValueError(
-                f"dataset_size ({model.dataset_size}) is smaller than the batch ({y.shape[0]}); "
-                "pass the number of training examples as dataset_size"
-            )
-        model.likelihood.check_target(y, out)
-    ll = model.likelihood.log_likelihood(out, y, check=False)
+    ll = model.likelihood.log_likelihood(out, y, check=check)
     loss = -ll.sum() * (model.dataset_size / x.shape[0])
     if beta != 0.0:
         loss = loss + beta * guide.total_kl()

@@ -93,12 +93,7 @@ class Likelihood(PyroModule):
         batch = y.shape[0] if y is not None else self._batch_size(output)
         size = self.dataset_size
         if y is not None:
-            if batch > size:
-                raise ValueError(
-                    f"dataset_size ({size}) is smaller than the batch ({batch}); "
-                    "pass the number of training examples as dataset_size"
-                )
-            self.check_target(y, output)
+            self.check_observed(y, output)
         else:
             size = max(size, batch)  # predicting: any number of inputs (the plate's scale is not used)
         fn = self.observation_distribution(output, y)
@@ -109,16 +104,20 @@ class Likelihood(PyroModule):
         """The distribution the ``obs`` site uses for ``output`` (and the shape of ``y``, when given)."""
         return self.distribution(output)
 
+    def check_observed(self, y: torch.Tensor, output: torch.Tensor) -> None:
+        """The checks of an observed batch: no larger than ``dataset_size``, and valid targets (``check_target``)."""
+        if y.shape[0] > self.dataset_size:
+            raise ValueError(
+                f"dataset_size ({self.dataset_size}) is smaller than the batch ({y.shape[0]}); "
+                "pass the number of training examples as dataset_size"
+            )
+        self.check_target(y, output)
+
     def log_likelihood(self, output: torch.Tensor, y: torch.Tensor, check: bool = True) -> torch.Tensor:
         r"""Per-example :math:`\log p(y_b \mid f_b)` (shape ``S + (B,)``), with the same checks as ``forward``
         (``check=False`` skips them, for data already checked)."""
         if check:
-            if y.shape[0] > self.dataset_size:
-                raise ValueError(
-                    f"dataset_size ({self.dataset_size}) is smaller than the batch ({y.shape[0]}); "
-                    "pass the number of training examples as dataset_size"
-                )
-            self.check_target(y, output)
+            self.check_observed(y, output)
         y = self._cast_target(y, output)
         return self.observation_distribution(output, y).log_prob(y)
 
@@ -237,7 +236,7 @@ class Categorical(Likelihood):
     def log_likelihood(self, output: torch.Tensor, y: torch.Tensor, check: bool = True) -> torch.Tensor:
         if output.dim() == 2:  # one network: the cross-entropy kernel, same value as Categorical(logits).log_prob
             if check:
-                super().log_likelihood(output, y, check=True)  # the checks
+                self.check_observed(y, output)
             return -torch.nn.functional.cross_entropy(output, y, reduction="none")
         return super().log_likelihood(output, y, check)
 
