@@ -36,8 +36,23 @@ __all__ = ["LayerReport", "CompressionReport", "bit_precision", "layer_reports"]
 _HEAD = ("layer", "kept/total", "sparsity", "compress", "FLOPs dense", "FLOPs sparse", "bytes", "CSR bytes")
 
 
+class _Ratios:
+    """Sparsity and compression from ``total`` and ``kept`` (of one layer, or summed over layers)."""
+
+    total: int
+    kept: int
+
+    @property
+    def sparsity(self) -> float:
+        return 1 - self.kept / self.total if self.total else 0.0
+
+    @property
+    def compression(self) -> float:
+        return self.total / self.kept if self.kept else math.inf
+
+
 @dataclass
-class LayerReport:
+class LayerReport(_Ratios):
     """Compression figures of one weight site."""
 
     name: str
@@ -49,14 +64,6 @@ class LayerReport:
     dense_bytes: int
     csr_bytes: int
     compact_params: int
-
-    @property
-    def sparsity(self) -> float:
-        return 1 - self.kept / self.total if self.total else 0.0
-
-    @property
-    def compression(self) -> float:
-        return self.total / self.kept if self.kept else math.inf
 
     def to_dict(self) -> Dict[str, Any]:
         d = dict(vars(self))
@@ -100,7 +107,7 @@ def _structure_lines(st: Dict[str, Any]) -> List[str]:
 
 
 @dataclass
-class CompressionReport:
+class CompressionReport(_Ratios):
     """Per-layer and total compression of a pruned network (see the module docstring for definitions)."""
 
     layers: List[LayerReport] = field(default_factory=list)  # kept/total: entries the rule keeps (masks)
@@ -120,14 +127,6 @@ class CompressionReport:
     @property
     def kept(self) -> int:
         return self._sum("kept")
-
-    @property
-    def sparsity(self) -> float:
-        return 1 - self.kept / self.total if self.total else 0.0
-
-    @property
-    def compression(self) -> float:
-        return self.total / self.kept if self.kept else math.inf
 
     @property
     def fully_pruned(self) -> List[str]:
