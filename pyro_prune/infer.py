@@ -72,6 +72,7 @@ from .training import (
     History,
     NonFiniteError,
     PerParamOptimizer,
+    RunCallback,
     TrainingState,
     first_non_finite,
     leaf_parameter,
@@ -206,8 +207,8 @@ class _FitPlan:
         if self.val_data is not None:
             self.val_data = as_batches(self.val_data, "val_data")
         for cb in self.callbacks:
-            if not callable(cb):
-                raise TypeError(f"callbacks must be callables, got {cb!r}")
+            if not (callable(cb) or isinstance(cb, RunCallback)):
+                raise TypeError(f"callbacks must be callables or RunCallback objects, got {cb!r}")
         self._warn_dataset_size()
         self._check_resume()
 
@@ -500,7 +501,10 @@ class _Trainer:
         bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in _BAR_KEYS})
         stop = False
         for cb in plan.callbacks:
-            stop = bool(cb(record["epoch"], record, plan.model, plan.guide)) or stop
+            if isinstance(cb, RunCallback):
+                stop = bool(cb.on_epoch_end(self.history, plan.model, plan.guide)) or stop
+            else:
+                stop = bool(cb(record["epoch"], record, plan.model, plan.guide)) or stop
         self.history.stopped_early = stop
         return stop
 
@@ -558,7 +562,9 @@ def fit(
     :param kl_weight: final weight :math:`\beta` of the KL term (1: the ELBO; below 1: a tempered posterior that
         trades sparsity for data fit).
     :param val_data: optional validation batches, scored by :func:`evaluate` after each epoch.
-    :param callbacks: callables ``cb(epoch, record, model, guide)``; returning ``True`` stops training.
+    :param callbacks: callables ``cb(epoch, record, model, guide)``, or :class:`~pyro_prune.training.RunCallback`
+        objects (``on_epoch_end(history, model, guide)``, e.g. :class:`pyro_prune.io.Checkpoint`); returning
+        ``True`` stops training.
     :param progress: show a tqdm progress bar.
     :param val_samples: ensemble size for validation scores.
     :param resume: continue a run: the :class:`History` a previous ``fit`` returned (or raised as ``err.history``)

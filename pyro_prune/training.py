@@ -31,6 +31,7 @@ import torch
 
 __all__ = [
     "History",
+    "RunCallback",
     "TrainingState",
     "NonFiniteError",
     "TorchOptimizer",
@@ -89,6 +90,18 @@ def named_module_parameters(guide: torch.nn.Module, model: Any) -> Dict[str, tor
                 seen.add(id(p))
                 named[f"{prefix}.{name}"] = p
     return named
+
+
+class RunCallback:
+    """Base of :func:`~pyro_prune.fit` callbacks that see the whole run, not only the epoch's record.
+
+    ``fit`` calls :meth:`on_epoch_end` after each epoch, once the epoch's record and ``history.state`` (the
+    :class:`TrainingState` that resumes the run from here) are stored; a ``True`` return stops training.  Plain
+    callables ``cb(epoch, record, model, guide)`` remain the simple form.
+    """
+
+    def on_epoch_end(self, history: History, model: Any, guide: Any) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 @dataclasses.dataclass
