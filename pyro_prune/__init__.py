@@ -13,11 +13,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import curvature, data, distributions, guides, metrics, subnet, training
+from . import curvature, data, distributions, guides, io, metrics, subnet, training
+from ._version import __version__  # noqa: F401  (re-exported)
 from .curvature import Kron
 from .distributions import HalfCauchyScaleMixture, Horseshoe, ImproperLogUniform, LogUniform, LogUniformScaleMixture
 from .guides import AutoGroupSparse, AutoSparseVD, AutoSubnetwork, LaplaceGuide, LocalReparamGuide, laplace_guide
 from .infer import EarlyStopping, History, fit
+from .io import Checkpoint, Saved, load, save
 from .marginals import GroupMarginal, Marginal, marginals, register_marginals
 from .model import (
     BayesianModel,
@@ -40,7 +42,6 @@ from .training import NonFiniteError, TrainingState
 # ``pp.groups`` is the historical name of the group-prior module.
 groups = group_prior
 
-__version__ = "0.1.0"
 
 __all__ = [
     "bayesianize",
@@ -93,6 +94,11 @@ __all__ = [
     "group_prior",
     "subnet",
     "training",
+    "io",
+    "save",
+    "load",
+    "Saved",
+    "Checkpoint",
 ]
 
 

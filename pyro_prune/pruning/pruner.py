@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -62,6 +62,9 @@ class PruneResult:
     masked_module: Optional[nn.Module] = None
     #: structured pruning only: the :class:`~pyro_prune.compact.CompactResult`
     compact: Optional[Any] = None
+    #: ``(shape, dtype name)`` of the ``example_input`` given to :func:`prune` (``None``: none given); lets a saved
+    #: result be rebuilt with the same FLOP counts (:mod:`pyro_prune.io`)
+    example_input: Optional[Tuple[Tuple[int, ...], str]] = None
 
 
 def prune(
@@ -100,8 +103,12 @@ def prune(
     report = CompressionReport(layer_reports(model, sites, masks, state, example_input), rule=rule_name)
     _warn_fully_pruned(report)
     if group_masks is None:
-        return PruneResult(masks=masks, module=net, guide=PrunedGuide(guide, masks), report=report)
-    return _structured_result(model, guide, margs, masks, group_masks, net, report, example_input)
+        result = PruneResult(masks=masks, module=net, guide=PrunedGuide(guide, masks), report=report)
+    else:
+        result = _structured_result(model, guide, margs, masks, group_masks, net, report, example_input)
+    if example_input is not None:
+        result.example_input = (tuple(example_input.shape), str(example_input.dtype).replace("torch.", ""))
+    return result
 
 
 def _warn_fully_pruned(report: CompressionReport) -> None:
