@@ -63,7 +63,8 @@ class AutoSubnetwork(DurableGuide):
     Its parameters (:math:`\mu_S`, :math:`\sigma`, :math:`\tilde L`, the point estimates) and the subnetwork
     (:attr:`indices`, a buffer) stay on the guide, never in Pyro's global param store; ``state_dict`` holds them all
     (and the inputs' shapes, to set a fresh guide up before loading: any ``subnet`` of a fresh guide is replaced by
-    the loaded indices).
+    the loaded indices).  ``pp.save`` writes that ``state_dict`` with ``init_scale`` and ``train_rest``;
+    ``pp.load`` rebuilds the guide on the saved indices (``init_loc_fn`` is not saved: the parameters are).
     """
 
     def __init__(

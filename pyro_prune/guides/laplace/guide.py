@@ -78,7 +78,9 @@ class LaplaceGuide(DurableGuide):
     ``state_dict`` (under ``"_extra_state"``); the network it linearizes (``_net``: weights, BatchNorm statistics) is
     a submodule.  ``.to(dtype/device)`` moves all of them (move the model too), ``copy.deepcopy`` and pickle keep
     them, and ``load_state_dict`` into a guide built with ``LaplaceGuide(model, None, structure)`` (no data, no
-    curvature pass) restores the posterior exactly.  Nothing lives in Pyro's global param store.
+    curvature pass) restores the posterior exactly.  Nothing lives in Pyro's global param store.  ``pp.save``
+    writes that ``state_dict`` with ``structure``, ``fisher``, ``temperature`` (and ``max_memory`` for ``"full"``);
+    ``pp.load`` rebuilds the posterior without the training data.
 
     :ivar structure: ``"kron"``, ``"diag"`` or ``"full"``.
     :ivar posteriors: ``{module name: Kron | Diag}`` (kron/diag), or ``{"full": Dense}``.
