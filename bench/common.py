@@ -8,6 +8,10 @@ that folder holds a ``laplace.py`` which would shadow laplace-torch.
 
 Every helper keeps the exact sequence of random draws of the code it replaced, so the numbers of a benchmark for a
 given seed do not change.
+
+Accuracy comparisons between methods follow the protocol of ``bench/protocol.py`` (k paired splits, validation
+carved from training, equal budgets; statistics by ``pyro_prune.compare``); :func:`held_out_map` is the single-split
+held-out helper of the Laplace benchmarks.
 """
 
 from __future__ import annotations

@@ -1,0 +1,480 @@
+"""The compression–accuracy front of issue 13 under the paired multi-split protocol (``bench/protocol.py``).
+
+Digits MLP 64-300-100-10, ``--splits`` paired stratified splits (default 10), validation carved from training (20 %
+of it, stratified). Every method starts from the same dense network of its split (100 epochs, Adam 1e-3, wd 1e-4):
+
+* ``dense``; ``dense (equal budget)``: trained ``--epochs`` more epochs (as long as our Bayesian fine-tune);
+* ``ours``: ``AutoSparseVD`` (log-uniform prior, ``--epochs`` epochs, KL warm-up ``--warmup``) pruned by
+  ``Sparsity(1 - 1/c)`` (weights ranked by log α) at each level c, by ``LogAlpha(3)`` (natural) and by a threshold
+  chosen on validation (``ours@val``: the most aggressive of -2, -1.5, ..., 4 whose pruned mean network keeps its
+  validation NLL within 5 % of the unpruned one); scored as the pruned posterior-mean network;
+* ``ours+ft``: the same pruned network after 20 epochs of masked fine-tuning (as magnitude pruning gets);
+* ``ours*``: per split, ``ours`` or ``ours+ft``, whichever has the higher validation accuracy (ties: ``ours``);
+* ``ours-group-<prior>``: ``AutoGroupSparse`` with the log-uniform and the horseshoe group priors
+  (``--group-epochs``, lr 3e-3, warm-up a quarter, KL weight 0.5), ``GroupLogAlpha(3)``, compact network (natural
+  threshold only);
+* ``magnitude+ft``: global L1 unstructured (``torch.nn.utils.prune``) at each level + 20 epochs fine-tune;
+* ``l1-structured+ft``: ``torch.nn.utils.prune.ln_structured`` (n=1) on the input units of every layer, the same
+  fraction f of input pixels and hidden units kept with f solved for the level's weight count, the removed units'
+  incoming rows masked too, + 20 epochs fine-tune;
+* ``reference``: the plain-PyTorch Sparse VD of ``../shared/bench/peers.py`` (its recipe copied below, because
+  importing that script runs it: 200 epochs, warm-up 50), pruned by its log α ranking at each level and at
+  ``log α < 3`` (natural).
+
+Accuracy, NLL, ECE with paired 95 % CIs and McNemar via ``pyro_prune.compare``; writes ``bench/results/front.json``
+(every record, per-example correctness included), ``front.md`` (the tables and the targets) and ``front.png``.
+``--quick``: 2 splits, a few epochs (smoke). ``--resume`` continues an interrupted run from ``front.json``.
+``--report-only`` rebuilds the tables and the figure from ``front.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import sys
+import time
+
+import pyro
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.nn.utils.prune as tprune
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+import pyro_prune as pp  # noqa: E402
+from bench import protocol  # noqa: E402
+from bench.common import mlp, train_dense  # noqa: E402
+from pyro_prune import compare, rules  # noqa: E402
+
+LEVELS = (5, 10, 20, 50, 100)
+K1, K2, K3 = 0.63576, 1.87320, 1.48695
+FINETUNE = 20
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------------
+def linears(net: nn.Module):
+    return [m for m in net.modules() if isinstance(m, nn.Linear)]
+
+
+def n_weights(net: nn.Module) -> int:
+    return sum(m.weight.numel() for m in linears(net))
+
+
+def kept_weights(net: nn.Module) -> int:
+    return sum(int((m.weight != 0).sum()) for m in linears(net))
+
+
+def masked_finetune(net: nn.Module, masks, split, epochs: int = FINETUNE) -> nn.Module:
+    """A copy of ``net`` with ``masks`` (list of weight masks, one per Linear) fixed, trained ``epochs`` epochs."""
+    m = copy.deepcopy(net).train()
+    for layer, mask in zip(linears(m), masks):
+        tprune.custom_from_mask(layer, "weight", mask)
+    torch.manual_seed(20_000 + split.index)
+    train_dense(m, split.loader(seed=2), epochs)
+    for layer in linears(m):
+        tprune.remove(layer, "weight")
+    return m.eval()
+
+
+def scored(net, split, compression, **extra):
+    return protocol.net_record(net, split.x_test, split.y_test, compression,
+                               val_accuracy=protocol.val_accuracy(net, split), **extra)  # fmt: skip
+
+
+# -- methods -----------------------------------------------------------------------------------------------------------
+def dense_method(args):
+    def run(split, cache):
+        cache["dense"] = dense = protocol.train_dense_baseline(mlp, split, args.dense_epochs)
+        out = {"dense": scored(dense, split, 1.0, epochs=args.dense_epochs)}
+        longer = protocol.dense_equal_budget(dense, split, args.epochs)
+        out["dense (equal budget)"] = scored(longer, split, 1.0, epochs=args.dense_epochs + args.epochs)
+        return out
+
+    return run
+
+
+def val_threshold(model, guide, split) -> float:
+    """The most aggressive log α threshold of -2, -1.5, ..., 4 whose pruned mean network keeps its validation NLL
+    within 5 % of the unpruned mean network's (validation only)."""
+
+    def val_nll(rule):
+        with torch.no_grad():
+            net = pp.prune(model, guide, rule).module
+            return F.cross_entropy(net(split.x_val), split.y_val).item()
+
+    base = val_nll(rules.Sparsity(0.0))
+    grid = [t / 2 for t in range(-4, 9)]
+    return next((t for t in grid if val_nll(rules.LogAlpha(t)) <= 1.05 * base), 4.0)
+
+
+def ours_method(args):
+    def run(split, cache):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(split.index)
+        model = pp.bayesianize(cache["dense"], pp.distributions.LogUniform(), pp.Categorical(split.dataset_size))
+        guide = pp.AutoSparseVD(model)
+        pp.fit(model, guide, split.loader(seed=3), epochs=args.epochs, lr=args.lr, kl_warmup=args.warmup,
+               progress=False)  # fmt: skip
+        th = val_threshold(model, guide, split)
+        out = {}
+        named = [(f"@{c}x", rules.Sparsity(1 - 1 / c)) for c in LEVELS]
+        named += [("@natural", rules.LogAlpha(3.0)), ("@val", rules.LogAlpha(th))]
+        for tag, rule in named:
+            res = pp.prune(model, guide, rule)
+            comp = res.report.compression
+            out["ours" + tag] = scored(res.module, split, comp, threshold=th if tag == "@val" else None)
+            ft = masked_finetune(res.module, _ordered_masks(res.module, res.masks), split)
+            out["ours+ft" + tag] = scored(ft, split, comp)
+        return out
+
+    return run
+
+
+def _ordered_masks(net, masks):
+    """The weight masks of ``pp.prune`` in the order of ``net``'s Linear layers (site ``"<module path>.weight"``)."""
+    names = [name for name, m in net.named_modules() if isinstance(m, nn.Linear)]
+    by_module = {site.rsplit(".", 1)[0]: mask for site, mask in masks.items()}
+    return [by_module[n].to(torch.float32) for n in names]
+
+
+def groups_method(args):
+    def run(split, cache):
+        out = {}
+        for kind in ("log-uniform", "horseshoe"):
+            pyro.clear_param_store()
+            pyro.set_rng_seed(split.index)
+            model = pp.bayesianize(cache["dense"], pp.GroupPrior(kind, tau0=1.0), pp.Categorical(split.dataset_size))
+            guide = pp.AutoGroupSparse(model)
+            e = args.group_epochs
+            pp.fit(model, guide, split.loader(seed=4), epochs=e, lr=3e-3, kl_warmup=max(1, e // 4), kl_weight=0.5,
+                   progress=False)  # fmt: skip
+            res = pp.prune(model, guide, rules.GroupLogAlpha(3.0))
+            st = res.report.structure
+            out[f"ours-group-{kind}@natural"] = scored(
+                res.module, split, res.report.compression, architecture=st["after"],
+                flops_reduction=st["flops_before"] / st["flops_after"],
+            )  # fmt: skip
+        return out
+
+    return run
+
+
+def magnitude_method(args):
+    def run(split, cache):
+        out = {}
+        for c in LEVELS:
+            m = copy.deepcopy(cache["dense"])
+            tprune.global_unstructured([(la, "weight") for la in linears(m)], tprune.L1Unstructured, amount=1 - 1 / c)
+            masks = [la.weight_mask.clone() for la in linears(m)]
+            for la in linears(m):
+                tprune.remove(la, "weight")
+            ft = masked_finetune(m, masks, split)
+            out[f"magnitude+ft@{c}x"] = scored(ft, split, n_weights(ft) / kept_weights(ft))
+        return out
+
+    return run
+
+
+def structured_fraction(net: nn.Module, c: float) -> float:
+    """The fraction f of input units kept in every layer with ``sum_l f n_in f n_out = total / c`` (the output layer's
+    units all kept), by bisection."""
+    layers, target = linears(net), n_weights(net) / c
+
+    def count(f):
+        outs = [f * la.out_features for la in layers[:-1]] + [layers[-1].out_features]
+        return sum(f * la.in_features * o for la, o in zip(layers, outs))
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        lo, hi = ((lo + hi) / 2, hi) if count((lo + hi) / 2) < target else (lo, (lo + hi) / 2)
+    return hi
+
+
+def l1_structured(dense: nn.Module, c: float) -> nn.Module:
+    """``ln_structured`` (L1) on the input columns of every Linear layer keeping ``round(f n_in)`` units, and the
+    rows of the removed hidden units in the layer before; the returned copy keeps ``weight_mask`` reparametrized."""
+    m = copy.deepcopy(dense)
+    layers, f = linears(m), structured_fraction(dense, c)
+    for la in layers:
+        keep = max(1, round(f * la.in_features))
+        tprune.ln_structured(la, "weight", amount=la.in_features - keep, n=1, dim=1)
+    for prev, nxt in zip(layers[:-1], layers[1:]):
+        cols = nxt.weight_mask.any(0).to(prev.weight.dtype)  # input units kept by the next layer
+        tprune.custom_from_mask(prev, "weight", cols[:, None].expand_as(prev.weight))
+    return m
+
+
+def structured_method(args):
+    def run(split, cache):
+        out = {}
+        for c in LEVELS:
+            m = l1_structured(cache["dense"], c)
+            masks = [la.weight_mask.clone() for la in linears(m)]
+            for la in linears(m):
+                tprune.remove(la, "weight")
+            ft = masked_finetune(m, masks, split)
+            out[f"l1-structured+ft@{c}x"] = scored(ft, split, n_weights(ft) / int(sum(x.sum() for x in masks)))
+        return out
+
+    return run
+
+
+# -- the plain-PyTorch Sparse VD reference (recipe of ../shared/bench/peers.py, copied: importing it runs it) -------
+class LinearSVDO(nn.Module):
+    def __init__(self, i, o):
+        super().__init__()
+        self.theta = nn.Parameter(torch.empty(o, i))
+        self.bias = nn.Parameter(torch.zeros(o))
+        nn.init.kaiming_uniform_(self.theta, a=math.sqrt(5))
+        self.log_sigma2 = nn.Parameter(torch.full((o, i), -10.0))
+
+    def log_alpha(self):
+        return (self.log_sigma2 - torch.log(self.theta**2 + 1e-8)).clamp(-10, 10)
+
+    def forward(self, x):
+        if self.training:
+            mu = F.linear(x, self.theta, self.bias)
+            var = F.linear(x * x, self.log_sigma2.exp())
+            return mu + var.clamp_min(1e-8).sqrt() * torch.randn_like(mu)
+        return F.linear(x, self.theta * (self.log_alpha() < 3).float(), self.bias)
+
+    def kl(self):
+        la = self.log_alpha()
+        return -(K1 * torch.sigmoid(K2 + K3 * la) - 0.5 * F.softplus(-la) - K1).sum()
+
+
+def train_reference(dense, split, epochs, warmup):
+    svd = nn.Sequential(LinearSVDO(64, 300), nn.ReLU(), LinearSVDO(300, 100), nn.ReLU(), LinearSVDO(100, 10))
+    svd.load_state_dict({k.replace("weight", "theta"): v for k, v in dense.state_dict().items()}, strict=False)
+    opt = torch.optim.Adam(svd.parameters(), lr=1e-3)
+    n = split.dataset_size
+    torch.manual_seed(30_000 + split.index)
+    loader = split.loader(seed=5)
+    for ep in range(epochs):
+        beta = min(1.0, ep / warmup)
+        for xb, yb in loader:
+            opt.zero_grad()
+            loss = F.cross_entropy(svd(xb), yb) * n + beta * sum(m.kl() for m in svd if isinstance(m, LinearSVDO))
+            (loss / n).backward()
+            opt.step()
+    return svd.eval()
+
+
+def reference_net(svd, keep):
+    """The reference's mean network with weights ``keep`` (list of masks) as a plain MLP."""
+    net = mlp()
+    with torch.no_grad():
+        for la, s, k in zip(linears(net), [m for m in svd if isinstance(m, LinearSVDO)], keep):
+            la.weight.copy_(s.theta * k)
+            la.bias.copy_(s.bias)
+    return net.eval()
+
+
+def reference_method(args):
+    def run(split, cache):
+        svd = train_reference(cache["dense"], split, args.ref_epochs, max(1, args.ref_epochs // 4))
+        with torch.no_grad():
+            las = [m.log_alpha() for m in svd if isinstance(m, LinearSVDO)]
+        flat = torch.cat([la.flatten() for la in las])
+        out = {}
+        for c in LEVELS:
+            n_keep = round(flat.numel() / c)
+            cut = torch.sort(flat, stable=True).values[n_keep - 1]
+            keep = [(la <= cut).float() for la in las]
+            net = reference_net(svd, keep)
+            out[f"reference@{c}x"] = scored(net, split, n_weights(net) / max(1, kept_weights(net)))
+        net = reference_net(svd, [(la < 3).float() for la in las])
+        out["reference@natural"] = scored(net, split, n_weights(net) / max(1, kept_weights(net)))
+        return out
+
+    return run
+
+
+# -- report: tables, targets, figure --------------------------------------------------------------------------------
+PEERS = ("magnitude+ft", "l1-structured+ft", "reference")
+TAGS = [f"@{c}x" for c in LEVELS] + ["@natural", "@val"]
+MARGIN = 0.003  # non-inferiority margin: 0.3 pp
+
+
+def add_val_chosen(res):
+    """``ours*@tag``: per split, ``ours`` or ``ours+ft``, whichever has the higher validation accuracy."""
+    for tag in TAGS:
+        if "ours" + tag in res and "ours+ft" + tag in res:
+            res["ours*" + tag] = [ft if ft["val_accuracy"] > o["val_accuracy"] else o
+                                  for o, ft in zip(res["ours" + tag], res["ours+ft" + tag])]  # fmt: skip
+
+
+def acc(res, label):
+    return [r["accuracy"] for r in res[label]]
+
+
+def pp_ci(d):
+    return f"{100 * d.mean:+.2f} pp [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
+
+
+def verdict_at_least(d, bound):
+    """Met when the CI lies above ``bound``, missed when it lies below, unresolved when it straddles it."""
+    return "met" if d.low >= bound else ("missed" if d.high < bound else "unresolved (CI straddles)")
+
+
+def targets(res):
+    """Rows ``(target, level, evidence, verdict)`` of TARGETS.md's compression targets, ours = ``ours*``."""
+    rows = []
+    for c in LEVELS:
+        tag = f"@{c}x"
+        peers = [p for p in PEERS if p + tag in res]
+        best = max(peers, key=lambda p: sum(acc(res, p + tag)))
+        d = compare.paired_difference(acc(res, "ours*" + tag), acc(res, best + tag))
+        rows.append(("ours − best peer ≥ −0.3 pp (CI low)", f"{c}×", f"vs {best}: {pp_ci(d)}",
+                     verdict_at_least(d, -MARGIN)))  # fmt: skip
+        if c >= 50:
+            for p in peers:
+                d = compare.paired_difference(acc(res, "ours*" + tag), acc(res, p + tag))
+                rows.append(("resolvably better than every peer", f"{c}×", f"vs {p}: {pp_ci(d)}",
+                             verdict_at_least(d, 1e-12)))  # fmt: skip
+    for tag in ("@100x", "@natural"):
+        d = compare.paired_difference(acc(res, "dense"), acc(res, "ours*" + tag))
+        comp = sum(r["compression"] for r in res["ours*" + tag]) / len(res["dense"])
+        v = "met" if d.high <= 0.01 else ("missed" if d.low > 0.01 else "unresolved (CI straddles)")
+        where = f"{tag[1:]} ({comp:.0f}×)"
+        rows.append(("gap to dense ≤ 1.0 pp (CI high) at ≥ 100×", where, f"dense − ours {pp_ci(d)}",
+                     v if comp >= 100 else "n/a (below 100×)"))  # fmt: skip
+    ours_c = [r["compression"] for r in res["ours*@natural"]]
+    ref_c = [r["compression"] for r in res["reference@natural"]]
+    dc = compare.paired_difference(ours_c, [0.0] * len(ours_c))
+    rows.append(("≥ 200× (natural threshold)", "natural", f"{dc.mean:.0f}× [{dc.low:.0f}, {dc.high:.0f}] "
+                 f"(reference {sum(ref_c) / len(ref_c):.0f}×)", verdict_at_least(dc, 200.0)))  # fmt: skip
+    d = compare.paired_difference(acc(res, "ours*@natural"), acc(res, "reference@natural"))
+    rows.append(("accuracy non-inferior to the reference (−0.3 pp)", "natural", pp_ci(d), verdict_at_least(d, -MARGIN)))
+    return rows
+
+
+def level_labels(tag):
+    peers = [p + tag for p in PEERS]
+    return ["dense", "ours*" + tag, "ours" + tag, "ours+ft" + tag, *peers]
+
+
+def natural_labels(res):
+    labels = ["dense", "dense (equal budget)", "ours*@natural", "ours@natural", "ours+ft@natural", "ours*@val",
+              "ours@val", "ours+ft@val", "ours-group-log-uniform@natural", "ours-group-horseshoe@natural",
+              "reference@natural"]  # fmt: skip
+    return [lab for lab in labels if lab in res]
+
+
+def markdown(res, data):
+    k = len(res["dense"])
+    secs = data["seconds"]
+    total = sum(sum(s.values()) for s in secs)
+    lines = [f"# Compression–accuracy front ({k} paired digits splits)", "",
+             "Generated by `python bench/front.py` (tables by `pyro_prune.compare`); mean ± sd over the splits; Δ is "
+             "method − dense with the paired 95 % t CI; McNemar pools the discordant test examples of every split "
+             "(test sets of different splits overlap, so its p-value is optimistic). `ours*` picks, per split, `ours` "
+             "or `ours+ft` by validation accuracy.", "",
+             f"Run: {data['meta']}; {total / 60:.1f} min of method time for {k} splits.", ""]  # fmt: skip
+    for tag in [f"@{c}x" for c in LEVELS]:
+        labels = [lab for lab in level_labels(tag) if lab in res]
+        lines += [f"## {tag[1:]}", "", protocol.comparison(res, labels, "dense").to_markdown(["accuracy", "nll"]), ""]
+    lines += ["## natural thresholds", "",
+              protocol.comparison(res, natural_labels(res), "dense").to_markdown(["accuracy", "nll"]), ""]  # fmt: skip
+    lines += ["## targets (../shared/TARGETS.md), ours = ours*", "",
+              "| target | level | evidence (95 % CI) | verdict |", "| --- | --- | --- | --- |"]  # fmt: skip
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(res)]
+    return "\n".join(lines) + "\n"
+
+
+def figure(res, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for metric, ax in zip(("accuracy", "nll"), axes):
+        for name in ("ours*", "ours", "ours+ft", *PEERS):
+            labs = [name + f"@{c}x" for c in LEVELS if name + f"@{c}x" in res]
+            if labs:
+                _errorbar(ax, res, labs, metric, name, "-o")
+        for lab in natural_labels(res)[2:]:
+            _errorbar(ax, res, [lab], metric, lab, "*")
+        s = compare.summarize({"dense": res["dense"]}, "dense", [metric])
+        ax.axhline(s["dense"].mean[metric] * (100 if metric == "accuracy" else 1), color="k", ls="--", label="dense")
+        ax.set_xscale("log")
+        ax.set_xlabel("compression (weights, ×)")
+        ax.set_ylabel("test accuracy %" if metric == "accuracy" else "test NLL")
+        if metric == "nll":
+            ax.set_yscale("log")
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"Digits MLP: mean and 95 % t interval over {len(res['dense'])} paired splits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _errorbar(ax, res, labels, metric, name, style):
+    k = len(res["dense"])
+    f = 100 if metric == "accuracy" else 1
+    xs, ys, es = [], [], []
+    for lab in labels:
+        v = [r[metric] for r in res[lab]]
+        m = sum(v) / k
+        sd = math.sqrt(sum((x - m) ** 2 for x in v) / (k - 1)) if k > 1 else 0.0
+        xs.append(sum(r["compression"] for r in res[lab]) / k)
+        ys.append(m * f)
+        es.append(compare.t_quantile(0.975, max(1, k - 1)) * sd / math.sqrt(k) * f)
+    ax.errorbar(xs, ys, yerr=es, fmt=style, label=name, capsize=3, ms=5)
+
+
+def report(out):
+    data = protocol.load_checkpoint(out + ".json")
+    res = protocol.by_label(data["splits"])
+    add_val_chosen(res)
+    text = markdown(res, data)
+    with open(out + ".md", "w") as fh:
+        fh.write(text)
+    figure(res, out + ".png")
+    print(text)
+
+
+# -- main -----------------------------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--splits", type=int, default=10)
+    ap.add_argument("--dense-epochs", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=600, help="AutoSparseVD epochs")
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--group-epochs", type=int, default=300)
+    ap.add_argument("--ref-epochs", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: small ops on shared cores)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 splits, few epochs")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="rebuild front.md/png from front.json")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "front"))
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.splits, args.dense_epochs, args.epochs, args.warmup, args.group_epochs, args.ref_epochs = 2, 5, 6, 2, 4, 4
+        args.out += "_quick"
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if not args.report_only:
+        methods = {
+            "dense": dense_method(args), "ours": ours_method(args), "groups": groups_method(args),
+            "magnitude": magnitude_method(args), "l1-structured": structured_method(args),
+            "reference": reference_method(args),
+        }  # fmt: skip
+        meta = {k: v for k, v in vars(args).items() if k not in ("resume", "report_only", "out")}
+        meta.update(torch=torch.__version__, pyro=pyro.__version__, levels=list(LEVELS))
+        t = time.perf_counter()
+        data = protocol.run(protocol.digits_splits(args.splits), methods, args.out + ".json", meta, args.resume)
+        print(f"front: {len(data['splits'])} splits in {time.perf_counter() - t:.0f} s")
+    report(args.out)
+
+
+if __name__ == "__main__":
+    main()
