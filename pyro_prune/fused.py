@@ -17,7 +17,7 @@ draws its pre-activations per example from the guide's moments) and the KL from 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import pyro.optim
 import torch
@@ -25,9 +25,9 @@ import torch
 from .guides.base import LocalReparamGuide
 from .model import BayesianModel
 from .model.layers import local_reparameterization
-from .training import PerParamOptimizer, TorchOptimizer
+from .training import PerParamOptimizer, TorchOptimizer, named_module_parameters
 
-__all__ = ["can_fuse", "fused_loss", "fused_optimizer"]
+__all__ = ["FlatParameters", "can_fuse", "fused_loss", "fused_optimizer"]
 
 
 def can_fuse(model: Any, guide: Any, alpha: float, num_particles: int) -> bool:
@@ -91,3 +91,41 @@ def fused_optimizer(
             args = {**args, "foreach": True}
         return TorchOptimizer(ctor(list(named.values()), **args), list(named))
     return PerParamOptimizer(optimizer)
+
+
+class FlatParameters:
+    """The parameters the fused path optimizes in one ``fit``: the guide's in a
+    :class:`~pyro_prune.guides.base.FlatLayout` (one flat tensor per dtype/device, named ``"guide.flat0"``...),
+    then the model's own (BatchNorm...). :meth:`release` ends the layout.
+
+    :ivar named: ``{name: parameter}`` in the optimizer's order.
+    """
+
+    def __init__(self, guide: LocalReparamGuide, model: Any):
+        self.guide = guide
+        self.layout = guide.flat_layout()
+        self.named: Dict[str, torch.Tensor] = {f"guide.{n}": leaf for n, leaf in self.layout.leaves.items()}
+        in_guide = {id(p) for p in self.layout.params.values()}
+        for name, p in named_module_parameters(guide, model).items():
+            if id(p) not in in_guide:
+                self.named[name] = p
+        self._flat_names = {f"guide.{n}": n for n in self.layout.leaves}
+
+    def zero_grads(self) -> None:
+        """Zero the flat gradient buffers in place and drop the model parameters' gradients."""
+        for name, p in self.named.items():
+            if name in self._flat_names and p.grad is not None:
+                p.grad.zero_()
+            else:
+                p.grad = None
+
+    def gradient_name(self, name: str) -> str:
+        """The name to report for a non-finite gradient of ``name``: for a flat buffer, its first parameter with a
+        non-finite gradient (``"guide.locs.0.weight_unconstrained"``)."""
+        leaf = self._flat_names.get(name)
+        found: Optional[str] = self.layout.locate(leaf) if leaf is not None else None
+        return f"guide.{found}" if found is not None else name
+
+    def release(self) -> None:
+        """End the layout: each guide parameter its own storage again, gradients dropped."""
+        self.guide.release_layout()

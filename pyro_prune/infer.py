@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 
 from ._checks import Batches, as_batches, check_choice, check_int, check_positive, check_real, unpack_batch
 from ._checks.guide import check_guide, model_ref
-from .fused import can_fuse, fused_loss, fused_optimizer
+from .fused import FlatParameters, can_fuse, fused_loss, fused_optimizer
 from .guides.base import LocalReparamGuide
 from .model import BayesianModel
 from .model.layers import local_reparameterization
@@ -76,7 +76,6 @@ from .training import (
     TrainingState,
     first_non_finite,
     leaf_parameter,
-    named_module_parameters,
     numerical_rejection,
     parameter_shapes,
 )
@@ -301,9 +300,10 @@ class _Trainer:
         self.fused = can_fuse(model, guide, plan.alpha, plan.num_particles)
         self.scale = _LatentScale(1.0)
         self.recorder = _ObsRecorder()
+        self.flat: Optional[FlatParameters] = None
         if self.fused:
-            self.named = named_module_parameters(guide, model)
-            self.optimizer = fused_optimizer(plan.optimizer, self.named)
+            self.flat = FlatParameters(guide, model)  # released at the end of run() (or below, if setting up fails)
+            self.named = self.flat.named
         else:
             self.named: Dict[str, torch.Tensor] = {}
             self.optimizer = PerParamOptimizer(plan.optimizer)
@@ -318,7 +318,12 @@ class _Trainer:
         self.saved: Optional[Tuple[int, int, Dict[str, torch.Tensor], Dict[str, Any]]] = None
         self.history = History(records=list(plan.resume_records))
         if self.fused:
-            self.load_pending()
+            try:
+                self.optimizer = fused_optimizer(plan.optimizer, self.named)
+                self.load_pending()
+            except BaseException:
+                self.flat.release()
+                raise
 
     @property
     def path(self) -> str:
@@ -385,8 +390,7 @@ class _Trainer:
     # -- stage 3: one epoch ---------------------------------------------------------------------------
     def fused_grads(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, float, Dict[str, torch.Tensor]]:
         """Loss and gradients of the fused objective; returns ``(loss, mean log-likelihood, parameters)``."""
-        for p in self.named.values():
-            p.grad = None
+        self.flat.zero_grads()
         with pyro.validation_enabled(False):  # the data are checked by fused_loss
             loss, ell = fused_loss(self.plan.model, self.plan.guide, x, y, self.scale.beta)
         loss.backward()
@@ -418,7 +422,8 @@ class _Trainer:
             raise self.fault(invalid, epoch, index, x) from e
         if self.pending is not None:
             self.load_pending()
-        value, bad = first_non_finite(loss, {n: p.grad for n, p in named.items()})
+        rename = self.flat.gradient_name if self.flat is not None else None
+        value, bad = first_non_finite(loss, {n: p.grad for n, p in named.items()}, rename)
         if bad is not None:
             what = f"the loss is {value}" if bad == "the loss" else f"{bad} is not finite (the loss is {value})"
             raise self.fault(what, epoch, index, x)
@@ -524,6 +529,8 @@ class _Trainer:
             raise
         finally:
             bar.close()
+            if self.flat is not None:
+                self.flat.release()  # each guide parameter its own storage again
         return self.history
 
 

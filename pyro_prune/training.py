@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import pyro.optim
 import torch
@@ -338,7 +338,9 @@ def _check_kind(state: Mapping[str, Any], kind: str) -> None:
 # --------------------------------------------------------------------------------------------------
 # the check before a step
 # --------------------------------------------------------------------------------------------------
-def first_non_finite(loss: Any, grads: Mapping[str, Optional[torch.Tensor]]) -> Tuple[float, Optional[str]]:
+def first_non_finite(
+    loss: Any, grads: Mapping[str, Optional[torch.Tensor]], rename: Optional[Callable[[str], str]] = None
+) -> Tuple[float, Optional[str]]:
     """The loss as a float and the first quantity that is not finite (``None`` when all are).
 
     Every gradient element goes into one sum (NaN or ±inf anywhere makes it non-finite; a sum above the dtype's
@@ -348,6 +350,8 @@ def first_non_finite(loss: Any, grads: Mapping[str, Optional[torch.Tensor]]) -> 
 
     :param loss: the step's loss (a tensor or a float).
     :param grads: ``{parameter name: gradient or None}``.
+    :param rename: maps the name of a non-finite gradient to the name reported (``fit``'s fused path: a flat
+        buffer to the parameter inside it); identity by default.
     :returns: ``(loss, None)``, ``(loss, "the loss")`` or ``(loss, "the gradient of 'name'")``.
     """
     named = {n: g.detach() for n, g in grads.items() if g is not None}
@@ -355,7 +359,7 @@ def first_non_finite(loss: Any, grads: Mapping[str, Optional[torch.Tensor]]) -> 
     if ref is None:
         return float(loss), None if math.isfinite(float(loss)) else "the loss"
     flat = [g.reshape(-1).to(device=ref.device, dtype=ref.dtype) for g in named.values()]
-    total = torch.cat(flat).sum() if flat else ref.new_zeros(())
+    total = (flat[0] if len(flat) == 1 else torch.cat(flat)).sum() if flat else ref.new_zeros(())
     if torch.is_tensor(loss):
         value, total_host = torch.stack([ref, total]).tolist()
     else:
@@ -365,7 +369,7 @@ def first_non_finite(loss: Any, grads: Mapping[str, Optional[torch.Tensor]]) -> 
     if not math.isfinite(total_host):
         for name, g in named.items():
             if not bool(torch.isfinite(g).all()):
-                return value, f"the gradient of {name!r}"
+                return value, f"the gradient of {(rename(name) if rename is not None else name)!r}"
         return value, "the sum of the gradients (it overflows)"
     return value, None
 

@@ -46,7 +46,7 @@ from pyro.nn import PyroModule, PyroParam
 from .._checks import check_bool, check_positive, check_quantiles, check_real
 from ..marginals import LOG_ALPHA_EPS, Marginal, is_real_support, register_marginals
 from ..model import BayesianModel, init_from
-from .base import LocalReparamGuide, normal_kl
+from .base import LocalReparamGuide, flat_normal_kl, normal_kl
 
 __all__ = ["AutoSparseVD"]
 
@@ -108,6 +108,12 @@ class AutoSparseVD(LocalReparamGuide):
                 PyroParam(torch.full_like(value, self.init_log_sigma2), constraints.real, site["fn"].event_dim),
             )
 
+    def _flat_order(self):
+        """All :math:`\\theta` (site order), then all :math:`\\log\\sigma^2`: the two segments of :meth:`total_kl`."""
+        names = {id(p): n for n, p in self.named_parameters()}
+        order = [self._param((root, site)) for root in ("locs", "log_sigma2") for site in self._site_names()]
+        return [(names[id(p)], p) for p in order]
+
     def _param_keys(self):
         return [(root, name) for name in self._site_names() for root in ("locs", "log_sigma2")]
 
@@ -151,6 +157,14 @@ class AutoSparseVD(LocalReparamGuide):
         if self._model_ref is None:
             raise TypeError("total_kl needs the priors of a BayesianModel; this guide was built for another model")
         model = self._model_ref[0]
+        layout = self.active_layout()
+        names = list(model.sites)
+        if layout is not None and names == self._site_names():  # in a fused fit: one call over the flat parameters
+            locs = [self._param(("locs", n)) for n in names]
+            log_sigma2s = [self._param(("log_sigma2", n)) for n in names]
+            kl = flat_normal_kl(layout, locs, log_sigma2s, lambda: [model.prior(n) for n in names])
+            if kl is not None:
+                return kl
         return sum(self.kl(name, model.prior(name)) for name in model.sites)
 
     def local_reparam_moments(self, name: str) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
