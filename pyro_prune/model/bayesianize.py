@@ -1,7 +1,8 @@
 r"""``bayesianize``: turn an ``nn.Module`` into a Pyro model whose weights are sample sites.
 
 Every weight and bias of ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` becomes a
-``PyroSample`` site named like the parameter (``"0.weight"``, ``"fc1.bias"``), with prior
+``PyroSample`` site named like the parameter (``"0.weight"``, ``"fc1.bias"``; ``"weight"``, ``"bias"`` when the
+network is a bare layer), with prior
 :math:`p(w)`, and the model observes :math:`y` through a likelihood head:
 
 .. math::
@@ -106,7 +107,9 @@ def bayesianize(
 ) -> BayesianModel:
     """Make a Bayesian copy of ``net`` whose weights are Pyro sample sites.
 
-    :param net: any ``nn.Module``; it is deep-copied, never modified.
+    :param net: any ``nn.Module``; it is deep-copied, never modified.  A bare ``nn.Linear``/``nn.Conv1d``/
+        ``nn.Conv2d`` is a network of one layer (Bayesian linear regression): its sites are ``"weight"`` and
+        ``"bias"`` and ``model.net`` is the Bayesian layer itself.
     :param prior: the prior of the weights:
 
         * a ``Distribution`` with scalar (or broadcastable) batch shape, expanded to every
@@ -128,11 +131,9 @@ def bayesianize(
     """
     _check_arguments(net, prior, likelihood, unsupported)
     _check_prior_dict(net, prior)
-    if type(net) in LAYER_TYPES:
-        raise ValueError("net must be a container of layers (e.g. nn.Sequential(nn.Linear(...))), not a bare layer")
     template, net = copy.deepcopy(net), copy.deepcopy(net)
     found = _Conversion()
-    _convert_layers(net, prior, found)
+    net = _convert_layers(net, prior, found)
     add_fold_hooks(net)
     to_pyro_module_(net)
     _cover_other_modules(prior, unsupported, found)
@@ -211,8 +212,12 @@ def _group_layer_priors(prior: GroupPrior, mname: str, module: nn.Module, full: 
     return priors, (prior, info)
 
 
-def _convert_layers(net: nn.Module, prior: PriorSpec, found: _Conversion) -> None:
-    """Stage 3: replace every Linear/Conv layer by its Bayesian version; collect the other parametrized modules."""
+def _convert_layers(net: nn.Module, prior: PriorSpec, found: _Conversion) -> nn.Module:
+    """Stage 3: replace every Linear/Conv layer by its Bayesian version; collect the other parametrized modules.
+
+    :returns: the converted network: ``net`` itself, or its Bayesian version when ``net`` is a bare layer (module
+        path ``""``, sites ``"weight"``/``"bias"``).
+    """
     for mname, module in list(net.named_modules()):
         own = list(module.named_parameters(recurse=False))
         if not own:
@@ -229,11 +234,15 @@ def _convert_layers(net: nn.Module, prior: PriorSpec, found: _Conversion) -> Non
             priors = _layer_priors(prior, module, found, full)
         new = to_bayesian_layer(module)
         new._pp_init(priors, own[0][1], full, group)
-        _replace_module(net, mname, new)  # plain nn.Module setattr keeps the children's order
+        if mname:
+            _replace_module(net, mname, new)  # plain nn.Module setattr keeps the children's order
+        else:
+            net = new  # a bare layer is its own network
         shapes = dict(own)
         for pn in ("weight", "bias"):
             if pn in priors:
                 found.sites[full[pn]] = SiteInfo(full[pn], mname, pn, new.kind, shapes[pn].shape, *layer_fans(module))
+    return net
 
 
 def _cover_other_modules(prior: PriorSpec, unsupported: str, found: _Conversion) -> None:
