@@ -44,7 +44,7 @@ References
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Literal, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
@@ -56,6 +56,7 @@ from ...marginals import Marginal, register_marginals
 from ...model import BayesianModel, init_from
 from ...model.likelihoods import Fisher
 from ..base import DurableGuide
+from .evidence import NoiseTerms, gaussian_log_likelihood, maximize_evidence, rescale_precisions
 from .glm import glm_covariance, glm_features, tune_prior_precision
 from .layer_view import make_layers, map_values, plain_net
 from .posterior import WeightPosterior, layer_taus, make_posterior
@@ -83,7 +84,7 @@ class LaplaceGuide(DurableGuide):
     ``pp.load`` rebuilds the posterior without the training data.
 
     :ivar structure: ``"kron"``, ``"diag"`` or ``"full"``.
-    :ivar posteriors: ``{module name: Kron | Diag}`` (kron/diag), or ``{"full": Dense}``.
+    :ivar posteriors: ``{module name: Kron | Diag}`` (kron/diag, the covered layers), or ``{"full": Dense}``.
     :ivar prior_precision: :math:`\tau`, a tensor of shape ``()`` or ``(num_layers,)`` (order of :attr:`layer_names`).
     """
 
@@ -118,9 +119,12 @@ class LaplaceGuide(DurableGuide):
         self._net = plain_net(model, extra, self._map)
         self.prior_precision = tau0
         self._num_data, self._num_seen, self._log_lik = model.likelihood.dataset_size, 0, torch.zeros(())
+        self._noise = NoiseTerms()
         if data is None:  # an empty guide, to load a state_dict into
             return
-        self._trace_prototype(model, *self._fit(model, data))
+        x0, y0 = self._fit(model, data)
+        self._noise = NoiseTerms.from_fit(model.likelihood, self._log_lik, self._num_data, y0)
+        self._trace_prototype(model, x0, y0)
         self.set_prior_precision(tau0)
         if isinstance(prior_precision, str):  # "marglik" (anything else raised above)
             self.optimize_prior_precision(structure=prior_structure)
@@ -201,6 +205,7 @@ class LaplaceGuide(DurableGuide):
             map=dict(self._map),
             prior_precision=self.prior_precision,
             posterior=self._posterior.state(),
+            noise=self._noise.state(),
         )
         return state
 
@@ -226,6 +231,7 @@ class LaplaceGuide(DurableGuide):
         self._map = {k: cast(saved[k]) for k in self._map}
         self._posterior.load_state(state["posterior"], self._map, cast)
         self.prior_precision = cast(state["prior_precision"])
+        self._noise = NoiseTerms.from_state(state.get("noise"), cast)
         self._pp_example = state.get("example")
 
     def _cast(self, t: torch.Tensor) -> torch.Tensor:
@@ -243,6 +249,7 @@ class LaplaceGuide(DurableGuide):
         self.prior_precision = fn(self.prior_precision)
         self._log_lik = fn(torch.as_tensor(self._log_lik))
         self._posterior.apply(fn, self._map)
+        self._noise.apply(fn)
         return self
 
     def _trace_prototype(self, model: BayesianModel, x0: torch.Tensor, y0: torch.Tensor) -> None:
@@ -268,11 +275,49 @@ class LaplaceGuide(DurableGuide):
     def _device(self) -> torch.device:
         return self._model_ref[0].device
 
-    def log_marginal_likelihood(self, prior_precision: Any = None) -> torch.Tensor:
-        r"""The Laplace approximation of :math:`\log p(\mathcal D \mid \tau)` (module docstring), differentiable in
-        ``prior_precision`` when it is a tensor.
+    # -- observation noise (Gaussian likelihoods) ------------------------------------------------------------
+    @property
+    def sigma_noise(self) -> Optional[torch.Tensor]:
+        r"""The observation noise :math:`\sigma` of a Gaussian likelihood that the posterior and the predictives
+        use (``None`` for other likelihoods): the likelihood's scale at fit time, until :meth:`set_sigma_noise` or
+        ``optimize_prior_precision(sigma_noise=True)`` changes it. It replaces the likelihood's own scale in
+        ``pp.predict`` for this guide (GLM and sampled networks)."""
+        return None if self._noise.sigma is None else self._noise.sigma.clone()
+
+    def set_sigma_noise(self, sigma_noise: Any) -> None:
+        r"""Set :math:`\sigma > 0` without a new curvature pass: the GGN of a Gaussian likelihood scales as
+        :math:`1/\sigma^2`, so the curvature is rescaled by :math:`\sigma_{\text{old}}^2/\sigma^2`, and the MAP's
+        log-likelihood is recomputed from its sum of squared residuals (:mod:`~pyro_prune.guides.laplace.evidence`).
+
+        :raises ValueError: the likelihood is not Gaussian, or ``sigma_noise`` is not positive and finite.
+        """
+        old = self._noise.require()
+        new = self._check_sigma(sigma_noise)
+        factor = float(old) ** 2 / float(new) ** 2
+        post = self._posterior
+        post.precisions.update(rescale_precisions(post.precisions, factor))
+        post.set_prior(self.prior_precision)
+        self._noise.sigma = new
+        self._log_lik = gaussian_log_likelihood(self._noise, new.double()).to(self._dtype)
+
+    def _check_sigma(self, sigma: Any) -> torch.Tensor:
+        if isinstance(sigma, bool) or not (isinstance(sigma, (int, float)) or torch.is_tensor(sigma)):
+            raise TypeError(f"sigma_noise must be a positive number, got {sigma!r}")
+        s = torch.as_tensor(sigma, dtype=self._dtype, device=self._device).detach()
+        if s.numel() != 1 or not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
+            raise ValueError(f"sigma_noise must be one positive finite number, got {s.tolist()}")
+        return s.reshape(())
+
+    # -- evidence ----------------------------------------------------------------------------------------
+    def log_marginal_likelihood(self, prior_precision: Any = None, sigma_noise: Any = None) -> torch.Tensor:
+        r"""The Laplace approximation of :math:`\log p(\mathcal D \mid \tau, \sigma)` (module docstring), differentiable
+        in ``prior_precision`` and ``sigma_noise`` when they are tensors that require grad.
 
         :param prior_precision: :math:`\tau` (scalar or per layer); default: the guide's current one.
+        :param sigma_noise: the observation noise :math:`\sigma` of a Gaussian likelihood; default: the guide's
+            current :attr:`sigma_noise`. The GGN is rescaled by :math:`\sigma_0^2/\sigma^2` and the log-likelihood
+            recomputed from the MAP's residuals (:mod:`~pyro_prune.guides.laplace.evidence`).
+        :raises ValueError: ``sigma_noise`` for a likelihood without observation noise.
         """
         if prior_precision is None:
             tau = self.prior_precision
@@ -280,11 +325,19 @@ class LaplaceGuide(DurableGuide):
             tau = prior_precision
         else:
             tau = self._check_prior(prior_precision, self._dtype, self._device)
-        post = self._posterior
-        out = torch.as_tensor(self._log_lik / self.temperature, dtype=self._dtype, device=self._device)
+        post, c = self._posterior, None
+        loglik = torch.as_tensor(self._log_lik, dtype=self._dtype, device=self._device)
+        if sigma_noise is not None:
+            old = self._noise.require()
+            sigma = sigma_noise if torch.is_tensor(sigma_noise) and sigma_noise.requires_grad else None
+            sigma = self._check_sigma(sigma_noise) if sigma is None else sigma.reshape(())
+            sigma = sigma.to(self._dtype)
+            c = old.square() / sigma.square()
+            loglik = gaussian_log_likelihood(self._noise, sigma)
+        out = loglik / self.temperature
         for t, s, n in zip(layer_taus(tau, len(self._layers)), post.layer_sq_norms(), post.layer_sizes()):
             out = out - 0.5 * t * s + 0.5 * n * t.log()
-        return out - 0.5 * post.logdet(tau)
+        return out - 0.5 * (post.logdet(tau) if c is None else post.logdet(tau, curvature_scale=c))
 
     def optimize_prior_precision(
         self,
@@ -294,50 +347,59 @@ class LaplaceGuide(DurableGuide):
         method: Literal["marglik", "val"] = "marglik",
         val_data: Any = None,
         grid: Any = None,
+        sigma_noise: bool = False,
     ) -> torch.Tensor:
-        """Tune :math:`\\tau` and set it.
+        """Tune :math:`\\tau` (and, with ``sigma_noise=True``, the Gaussian noise :math:`\\sigma`) and set it.
 
-        ``method="marglik"``: maximize :meth:`log_marginal_likelihood` over :math:`\\log\\tau` (L-BFGS from
-        ``init``, eigenvalues fixed).  ``method="val"``: the scalar :math:`\\tau` of ``grid`` (default
-        ``logspace(-4, 6, 41)``, then refined) with the highest log-likelihood of held-out ``val_data`` under the GLM
-        predictive (:func:`~pyro_prune.guides.laplace.glm.tune_prior_precision`).
+        ``method="marglik"``: maximize :meth:`log_marginal_likelihood` over :math:`\\log\\tau` (and
+        :math:`\\log\\sigma`) by L-BFGS from ``init`` (and the current :attr:`sigma_noise`), the curvature's
+        eigenvalues fixed.  ``method="val"``: the scalar :math:`\\tau` of ``grid`` (default ``logspace(-4, 6, 41)``,
+        then refined) with the highest log-likelihood of held-out ``val_data`` under the GLM predictive
+        (:func:`~pyro_prune.guides.laplace.glm.tune_prior_precision`).
 
         :param structure: one :math:`\\tau` (``"scalar"``) or one per layer (``"layer"``, marglik only).
+        :param sigma_noise: also tune the observation noise of a Gaussian likelihood jointly with :math:`\\tau`
+            (marglik only); the result is :attr:`sigma_noise`, which the posterior and ``pp.predict`` then use.
         :returns: the new :math:`\\tau`.
+        :raises ValueError: ``sigma_noise=True`` with ``method="val"`` or a likelihood without observation noise.
         """
         check_choice("structure", structure, ("scalar", "layer"))
         check_choice("method", method, ("marglik", "val"))
+        if not isinstance(sigma_noise, bool):
+            raise TypeError(f"sigma_noise must be True or False, got {sigma_noise!r}")
         if method == "val":
             if val_data is None:
                 raise ValueError("method='val' needs val_data: held-out (x, y) the MAP was not trained on")
-            if structure != "scalar":
-                raise ValueError("method='val' tunes a scalar prior precision (structure='scalar')")
+            if structure != "scalar" or sigma_noise:
+                raise ValueError("method='val' tunes a scalar prior precision (structure='scalar', sigma_noise=False)")
             return tune_prior_precision(self, val_data, grid)[0]
+        log_sigma = self._noise.require().log().reshape(1) if sigma_noise else None
         start = self.prior_precision if init is None else self._check_prior(init, self._dtype, self._device)
         n = 1 if structure == "scalar" else len(self._layers)
         log_tau = start.log().mean().expand(n) if start.dim() == 0 or structure == "scalar" else start.log()
-        tau = self._maximize_marglik(log_tau.double().clone(), max_iter, structure == "scalar")
+        tau, sigma = self._maximize_marglik(log_tau, log_sigma, max_iter, structure == "scalar")
+        if sigma is not None:
+            self.set_sigma_noise(sigma)
         self.set_prior_precision(tau)
         return self.prior_precision
 
-    def _maximize_marglik(self, log_tau: torch.Tensor, max_iter: int, scalar: bool) -> torch.Tensor:
-        """L-BFGS (strong Wolfe) on :math:`-\\log p(\\mathcal D \\mid e^{\\log\\tau})` over ``log_tau``: ``(1,)``
-        (one :math:`\\tau`, with ``scalar``) or ``(num_layers,)``, in float64 for a smooth objective; returns
-        :math:`\\tau`."""
-        log_tau.requires_grad_(True)
-        opt = torch.optim.LBFGS([log_tau], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-9, tolerance_change=1e-12)  # fmt: skip
+    def _maximize_marglik(
+        self, log_tau: torch.Tensor, log_sigma: Optional[torch.Tensor], max_iter: int, scalar: bool
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """:func:`~pyro_prune.guides.laplace.evidence.maximize_evidence` over ``log_tau`` (``(1,)`` with ``scalar``,
+        else ``(num_layers,)``) and ``log_sigma`` (``(1,)`` or ``None``); returns :math:`\\tau` and :math:`\\sigma`
+        (or ``None``) in the model's dtype."""
 
-        def closure():
-            opt.zero_grad()
-            tau = log_tau.clamp(-30, 30).exp().to(self._dtype)
-            loss = -self.log_marginal_likelihood(tau[0] if scalar else tau)
-            loss.backward()
-            return loss
+        def objective(tau: torch.Tensor, sigma: Optional[torch.Tensor]) -> torch.Tensor:
+            tau = tau.to(self._dtype)
+            return self.log_marginal_likelihood(
+                tau[0] if scalar else tau, None if sigma is None else sigma.to(self._dtype)
+            )
 
-        opt.step(closure)
-        tau = log_tau.detach().clamp(-30, 30).exp().to(self._dtype)
-        return tau[0] if scalar else tau
+        log_tau, log_sigma = maximize_evidence(objective, log_tau, log_sigma, max_iter)
+        tau = log_tau.exp().to(self._dtype)
+        sigma = None if log_sigma is None else log_sigma.exp().to(self._dtype)[0]
+        return (tau[0] if scalar else tau), sigma
 
     # -- sampling ----------------------------------------------------------------------------------------
     def _zeros(self, shape) -> torch.Tensor:
@@ -425,9 +487,13 @@ def laplace_guide(
     :param prior_precision: :math:`\tau > 0` (a scalar or one per layer), or ``"marglik"`` to maximize the Laplace
         marginal likelihood (see ``prior_structure``).
     :param temperature: :math:`T > 0`; the curvature is divided by it.
-    :param subnet: with ``structure="full"``: ``{site: bool mask}`` or flat indices into the concatenation of the
-        model's weight sites in order (``parameters_to_vector`` of a plain Linear/Conv network); other weights stay
-        at the MAP.
+    :param subnet: the weights the posterior covers (default: all); the others stay ``Delta`` sites at the MAP. A
+        :mod:`pyro_prune.subnet` selection (``pp.subnet.LastLayer()``, ``pp.subnet.Layers([...])``,
+        ``LargestVariance(n, ...)``...), a ``{site: bool mask}`` or flat indices into the concatenation of the
+        model's weight sites in order (``parameters_to_vector`` of a plain Linear/Conv network).  ``"full"`` takes
+        any weights; ``"kron"`` and ``"diag"`` take whole layers (every weight and bias of each chosen layer, e.g.
+        last-layer KFAC) and raise a ``ValueError`` for a partial one.  A per-layer ``prior_precision`` keeps one
+        entry per layer of the model (those of uncovered layers are unused).
     :param fisher: ``"exact"`` GGN or ``"mc"`` sampled-label Fisher (validated by the likelihood).
     :param prior_structure: with ``"marglik"``: one :math:`\tau` (``"scalar"``) or one per layer (``"layer"``).
     :param max_memory: bound in bytes on the dense matrices of ``structure="full"``.
