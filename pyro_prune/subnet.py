@@ -14,6 +14,7 @@ Strategies (each has ``select(model) -> LongTensor`` of sorted, unique indices a
   (e.g. an :class:`~pyro_prune.AutoSparseVD`: no extra curvature pass);
 * :class:`Random` — :math:`n` weights uniformly at random (seeded, reproducible);
 * :class:`LastLayer` — every weight and bias of the last Bayesian layer;
+* :class:`Layers` — every weight and bias of the named layers (modules), e.g. for Kron/diag Laplace on some layers;
 * :class:`Mask` — a user ``{site: bool mask}``; :class:`Indices` — user flat indices.
 
 :func:`resolve` turns a strategy, a mask dict or an index tensor into indices; :func:`indices_to_masks` and
@@ -41,6 +42,7 @@ __all__ = [
     "LargestVariance",
     "Random",
     "LastLayer",
+    "Layers",
     "Mask",
     "Indices",
     "resolve",
@@ -224,6 +226,31 @@ class LastLayer(Selection):
         last = layers[-1]
         return Mask({k: torch.ones(info.shape, dtype=torch.bool)
                      for k, info in model.sites.items() if info.module == last}).select(model)  # fmt: skip
+
+
+class Layers(Selection):
+    """Every weight and bias site of the named Bayesian layers (module names as in ``model.sites[...].module``,
+    e.g. ``"0"`` and ``"2"`` of an ``nn.Sequential``): a subnet of whole layers, which ``structure="kron"`` and
+    ``"diag"`` Laplace posteriors take.
+
+    :param modules: a non-empty sequence of module names.
+    """
+
+    def __init__(self, modules: Any):
+        if isinstance(modules, str) or not isinstance(modules, (list, tuple)) or not modules:
+            raise TypeError(f"Layers needs a non-empty list of module names, got {modules!r}")
+        if not all(isinstance(m, str) for m in modules):
+            raise TypeError(f"Layers needs module names (str), got {modules!r}")
+        self.modules = list(modules)
+
+    def select(self, model: BayesianModel) -> torch.Tensor:
+        _check_model(model)
+        known = list(dict.fromkeys(info.module for info in model.sites.values() if info.kind != "other"))
+        unknown = [m for m in self.modules if m not in known]
+        if unknown:
+            raise ValueError(f"Layers names unknown layers {unknown}; the model's Bayesian layers are {known}")
+        return Mask({k: torch.ones(info.shape, dtype=torch.bool)
+                     for k, info in model.sites.items() if info.module in self.modules}).select(model)  # fmt: skip
 
 
 class Mask(Selection):

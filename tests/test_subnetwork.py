@@ -229,8 +229,8 @@ def test_bad_selections_raise():
         pp.AutoSubnetwork(net, sn.LastLayer())
     with pytest.raises(ValueError, match="not initialized"):
         pp.AutoSubnetwork(model, sn.LastLayer()).marginals()
-    with pytest.raises(ValueError, match="subnet"):
-        pp.laplace_guide(model, (x, y), "kron", subnet=sn.LastLayer())
+    with pytest.raises(ValueError, match="subnet selects 3 of .* whole layers"):  # kron/diag take whole layers only
+        pp.laplace_guide(model, (x, y), "kron", subnet=sn.LargestMagnitude(3))
 
 
 # --------------------------------------------------------------------------------------------------

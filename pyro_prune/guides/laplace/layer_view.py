@@ -12,7 +12,7 @@ from pyro.infer.autoguide import AutoGuide
 from ...model import BayesianModel
 from ...subnet import Selection
 
-__all__ = ["Layer", "map_values", "make_layers", "subnet_masks", "plain_net"]
+__all__ = ["Layer", "map_values", "make_layers", "subnet_masks", "whole_layers", "plain_net"]
 
 
 @dataclass
@@ -151,6 +151,28 @@ def subnet_masks(model: BayesianModel, subnet: Any) -> Dict[str, torch.Tensor]:
     if not any(bool(m.any()) for m in masks.values()):
         raise ValueError("subnet selects no weights")
     return masks
+
+
+def whole_layers(model: BayesianModel, layers: List[Layer], subnet: Any, structure: str) -> List[str]:
+    """The module names of the layers that ``subnet`` (a :class:`~pyro_prune.subnet.Selection`, a ``{site: bool
+    mask}`` or flat indices, as for :func:`subnet_masks`) selects, each one whole: every weight and bias entry.
+
+    :raises ValueError: the subnet selects part of a layer (only ``structure="full"`` takes single weights).
+    """
+    masks = subnet_masks(model, subnet)
+    chosen = []
+    for layer in layers:
+        sites = [s for s in (layer.weight, layer.bias) if s is not None]
+        picked = sum(int(masks[s].sum()) for s in sites)
+        if picked == layer.numel:
+            chosen.append(layer.module)
+        elif picked:
+            raise ValueError(
+                f"subnet selects {picked} of the {layer.numel} weights of layer {layer.module!r} ({', '.join(sites)}); "
+                f"structure={structure!r} takes whole layers (every weight and bias of a layer, e.g. "
+                "pp.subnet.LastLayer() or pp.subnet.Layers([...])): partial layers need structure='full'"
+            )
+    return chosen
 
 
 def plain_net(model: BayesianModel, *states: Mapping[str, torch.Tensor]) -> nn.Module:

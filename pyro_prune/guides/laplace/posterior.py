@@ -34,7 +34,7 @@ from ... import curvature as cv
 from ...curvature.precision import TensorFn
 from ...model import BayesianModel
 from ...model.likelihoods import Fisher, Likelihood
-from .layer_view import Layer, subnet_masks
+from .layer_view import Layer, subnet_masks, whole_layers
 
 __all__ = ["WeightPosterior", "LayerwisePosterior", "FullPosterior", "STRUCTURES", "make_posterior"]
 
@@ -91,8 +91,14 @@ class WeightPosterior(abc.ABC):
         """Set :math:`\\tau` (scalar or per layer) in every precision."""
 
     @abc.abstractmethod
-    def logdet(self, tau: torch.Tensor) -> torch.Tensor:
-        """:math:`\\log\\det P` at ``tau`` (differentiable in it), the curvature fixed."""
+    def logdet(self, tau: torch.Tensor, curvature_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        r""":math:`\log\det(c\,s\,C + \tau)` at ``tau`` (scalar or per layer) from the eigenvalues of the curvature
+        computed once per fit (:math:`O(P)` per call for kron/diag and full with a scalar :math:`\tau`),
+        differentiable in ``tau`` and ``curvature_scale``.
+
+        :param curvature_scale: :math:`c`, a scalar tensor multiplying the curvature (``None``: 1), e.g.
+            :math:`\sigma_0^2/\sigma^2` for a Gaussian likelihood's noise.
+        """
 
     @abc.abstractmethod
     def layer_sizes(self) -> List[int]:
@@ -148,58 +154,100 @@ DIAG = LayerStructure(False, True, _build_diag)
 
 
 class LayerwisePosterior(WeightPosterior):
-    """A block-diagonal posterior, one :class:`~pyro_prune.curvature.LayerPrecision` per layer (kron, diag)."""
+    """A block-diagonal posterior, one :class:`~pyro_prune.curvature.LayerPrecision` per layer (kron, diag), over
+    every layer or the whole layers named in ``selected`` (the weights of the others stay Deltas at the MAP, as in
+    a subnetwork posterior [1]).
 
-    def __init__(self, layers: Sequence[Layer], map_values: Mapping[str, torch.Tensor], kind: LayerStructure):
+    :param selected: module names of the covered layers (default: all); the per-layer prior precision still has
+        one entry per layer of the model (those of uncovered layers are unused).
+    """
+
+    def __init__(self, layers: Sequence[Layer], map_values: Mapping[str, torch.Tensor], kind: LayerStructure,
+                 selected: Optional[Sequence[str]] = None):  # fmt: skip
         super().__init__(layers, map_values)
         self.kind = kind
+        self._select(selected)
+
+    def _select(self, selected: Optional[Sequence[str]]) -> None:
+        names = [layer.module for layer in self.layers]
+        chosen = names if selected is None else list(selected)
+        unknown = [n for n in chosen if n not in names]
+        if unknown or not chosen:
+            raise ValueError(f"the Laplace posterior's layers {chosen} must be a non-empty subset of {names}")
+        self.selected = [n for n in names if n in chosen]
+
+    @property
+    def covered(self) -> List[Layer]:
+        """The layers the posterior covers, in model order."""
+        return [layer for layer in self.layers if layer.module in self.selected]
 
     def _precision_keys(self) -> List[str]:
-        return [layer.module for layer in self.layers]
+        return list(self.selected)
+
+    def state(self) -> Dict[str, Any]:
+        """The precisions and the covered layers, ``{"layers": [module name]}``."""
+        return {**super().state(), "layers": list(self.selected)}
+
+    def load_state(self, state, map_values, fn) -> None:
+        layers = state.get("layers", [layer.module for layer in self.layers])  # older files: every layer
+        if not isinstance(layers, Sequence) or isinstance(layers, str):
+            raise ValueError(f"the Laplace state's 'layers' must be a list of module names, got {layers!r}")
+        self._select(layers)
+        super().load_state(state, map_values, fn)
+
+    def _biases(self) -> Dict[str, bool]:
+        return {layer.module: layer.bias is not None for layer in self.covered}
 
     def fit(self, net, data, likelihood, scale, fisher) -> tuple:
-        biases = {layer.module: layer.bias is not None for layer in self.layers}
-        res = cv.kfac(net, data, likelihood, biases, fisher=fisher, factors=self.kind.factors,
+        res = cv.kfac(net, data, likelihood, self._biases(), fisher=fisher, factors=self.kind.factors,
                       diagonal=self.kind.diagonal)  # fmt: skip
-        for layer in self.layers:
+        for layer in self.covered:
             self.precisions[layer.module] = self.kind.build(res.layers[layer.module], scale)
         return res.num_examples, res.log_likelihood
 
+    def _covered_taus(self, tau: torch.Tensor) -> List[Tuple[Layer, torch.Tensor]]:
+        pairs = zip(self.layers, layer_taus(tau, len(self.layers)))
+        return [(layer, t) for layer, t in pairs if layer.module in self.selected]
+
     def set_prior(self, tau: torch.Tensor) -> None:
-        for layer, t in zip(self.layers, layer_taus(tau, len(self.layers))):
+        for layer, t in self._covered_taus(tau):
             self.precisions[layer.module] = self.precisions[layer.module].with_prior(t)
 
-    def logdet(self, tau: torch.Tensor) -> torch.Tensor:
-        taus = layer_taus(tau, len(self.layers))
-        return sum(self.precisions[layer.module].with_prior(t).logdet() for layer, t in zip(self.layers, taus))
+    def logdet(self, tau: torch.Tensor, curvature_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        parts = [self.precisions[layer.module].with_prior(t).logdet(curvature_scale)
+                 for layer, t in self._covered_taus(tau)]  # fmt: skip
+        return torch.stack(parts).sum()
 
     def layer_sizes(self) -> List[int]:
-        return [layer.numel for layer in self.layers]
+        return [layer.numel if layer.module in self.selected else 0 for layer in self.layers]
 
     def layer_sq_norms(self) -> List[torch.Tensor]:
-        return [layer.join(self.map).pow(2).sum() for layer in self.layers]
+        zero = torch.zeros(
+            (), dtype=self.map[self.layers[0].weight].dtype, device=self.map[self.layers[0].weight].device
+        )
+        return [layer.join(self.map).pow(2).sum() if layer.module in self.selected else zero for layer in self.layers]
 
     def latents(self) -> List[Latent]:
-        return [(f"_{i}", (layer.out, layer.cols)) for i, layer in enumerate(self.layers)]
+        return [(f"_{i}", (layer.out, layer.cols)) for i, layer in enumerate(self.layers)
+                if layer.module in self.selected]  # fmt: skip
 
     def draw(self, eps: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
-        values: Dict[str, torch.Tensor] = {}
-        for layer, e in zip(self.layers, eps):
+        values: Dict[str, torch.Tensor] = dict(self.map)  # uncovered layers: the MAP
+        for layer, e in zip(self.covered, eps):
             noise = self.precisions[layer.module].transform(e)
             values.update(layer.split(layer.join(self.map) + noise))
         return values
 
     def marginal_variances(self) -> Dict[str, torch.Tensor]:
-        var: Dict[str, torch.Tensor] = {}
-        for layer in self.layers:
+        var = {k: torch.zeros_like(v) for k, v in self.map.items()}
+        for layer in self.covered:
             var.update(layer.split(self.precisions[layer.module].marginal_variance()))
         return var
 
     def glm_features(self, net, likelihood, x) -> Tuple[torch.Tensor, Dict[str, tuple]]:
         """Per layer, inputs and output Jacobians in the precision's eigenbasis: ``(a², J_s, None)`` for one
         position, ``(None, None, M)`` with :math:`M = \\sum_t J_{s,t} \\otimes a_t` otherwise."""
-        biases = {layer.module: layer.bias is not None for layer in self.layers}
-        f, per = cv.output_jacobians(net, x, likelihood, biases)
+        f, per = cv.output_jacobians(net, x, likelihood, self._biases())
         feats = {}
         for name, (a, Js) in per.items():  # (B, T, in'), (K, B, T, out)
             a, Js = self.precisions[name].project(a, Js)
@@ -273,18 +321,21 @@ class FullPosterior(WeightPosterior):
         return [s for s in (layer.weight, layer.bias) if s is not None and s in self.sites]
 
     def _prior_vector(self, tau: torch.Tensor) -> torch.Tensor:
+        """:math:`\\tau` over the covered weights: a scalar when one value covers them all (a scalar :math:`\\tau`
+        or a subnet inside one layer: the logdet then uses the cached eigenvalues), else a vector."""
         if tau.dim() == 0:
             return tau
-        parts = []
-        for layer, t in zip(self.layers, layer_taus(tau, len(self.layers))):
-            parts += [t.expand(int(self.sites[s].sum())) for s in self._layer_sites(layer)]
-        return torch.cat(parts)
+        pairs = [(layer, t) for layer, t in zip(self.layers, layer_taus(tau, len(self.layers)))
+                 if self._layer_sites(layer)]  # fmt: skip
+        if len(pairs) == 1:
+            return pairs[0][1]
+        return torch.cat([t.expand(int(self.sites[s].sum())) for layer, t in pairs for s in self._layer_sites(layer)])
 
     def set_prior(self, tau: torch.Tensor) -> None:
         self.precisions["full"] = self.precisions["full"].with_prior(self._prior_vector(tau))
 
-    def logdet(self, tau: torch.Tensor) -> torch.Tensor:
-        return self.precisions["full"].with_prior(self._prior_vector(tau)).logdet()
+    def logdet(self, tau: torch.Tensor, curvature_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.precisions["full"].with_prior(self._prior_vector(tau)).logdet(curvature_scale)
 
     def layer_sizes(self) -> List[int]:
         return [sum(int(self.sites[s].sum()) for s in self._layer_sites(layer)) for layer in self.layers]
@@ -337,9 +388,8 @@ class FullPosterior(WeightPosterior):
 # -------------------------------------------------------------------------------------------------------------
 def _layerwise(kind: LayerStructure, name: str) -> Callable[..., WeightPosterior]:
     def build(model, layers, map_values, subnet, max_memory) -> WeightPosterior:
-        if subnet is not None:
-            raise ValueError(f"subnet needs structure='full' (got structure={name!r})")
-        return LayerwisePosterior(layers, map_values, kind)
+        selected = None if subnet is None else whole_layers(model, layers, subnet, name)
+        return LayerwisePosterior(layers, map_values, kind, selected)
 
     return build
 
