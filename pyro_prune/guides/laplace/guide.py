@@ -187,7 +187,7 @@ class LaplaceGuide(DurableGuide):
                 ) from e
             raise
         self._num_data, self._num_seen = lik.dataset_size, seen
-        self._log_lik = loglik * lik.dataset_size / seen
+        self._log_lik = torch.tensor(loglik * lik.dataset_size / seen, dtype=model.dtype, device=model.device)
         return tuple(t.to(device=model.device, dtype=model.dtype if t.is_floating_point() else None) for t in first)
 
     # -- state_dict, .to() ---------------------------------------------------------------------------------
