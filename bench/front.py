@@ -384,6 +384,7 @@ def markdown(res, data):
         lines += [f"## {tag[1:]}", "", protocol.comparison(res, labels, "dense").to_markdown(["accuracy", "nll"]), ""]
     lines += ["## natural thresholds", "",
               protocol.comparison(res, natural_labels(res), "dense").to_markdown(["accuracy", "nll"]), ""]  # fmt: skip
+    lines += partial_tables(data)
     lines += ["## targets (../shared/TARGETS.md), ours = ours*", "",
               "| target | level | evidence (95 % CI) | verdict |", "| --- | --- | --- | --- |"]  # fmt: skip
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(res)]
@@ -398,6 +399,19 @@ STYLE = {
 #: Single points at natural thresholds: label -> (color, marker).
 POINTS = {"ours*@natural": ("k", "*"), "ours*@val": ("k", "D"), "reference@natural": ("C4", "*"),
           "ours-group-log-uniform@natural": ("C5", "P"), "ours-group-horseshoe@natural": ("C6", "X")}  # fmt: skip
+
+
+def partial_tables(data):
+    """Tables for labels run on only some of the splits (``--skip`` on a resumed run): over those splits only."""
+    splits = data["splits"]
+    partial = sorted({lab for s in splits for lab in s} - set(protocol.by_label(splits)))
+    lines = []
+    for lab in partial:
+        idx = [i for i, s in enumerate(splits) if lab in s]
+        res = protocol.by_label([{"dense": splits[i]["dense"], lab: splits[i][lab]} for i in idx])
+        lines += [f"## {lab}: only on splits {idx}", "",
+                  protocol.comparison(res, ["dense", lab], "dense").to_markdown(["accuracy", "nll"]), ""]  # fmt: skip
+    return lines
 
 
 def figure(res, path):
@@ -457,6 +471,9 @@ def report(out):
 
 
 # -- main -----------------------------------------------------------------------------------------------------------
+METHODS = ("dense", "ours", "groups", "magnitude", "l1-structured", "reference")
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--splits", type=int, default=10)
@@ -467,6 +484,7 @@ def parse_args(argv=None):
     ap.add_argument("--group-epochs", type=int, default=200)
     ap.add_argument("--ref-epochs", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: small ops on shared cores)")
+    ap.add_argument("--skip", nargs="*", default=[], choices=METHODS, help="methods not run (on the splits left)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 splits, few epochs")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rebuild front.md/png from front.json")
@@ -487,7 +505,8 @@ def main(argv=None):
             "magnitude": magnitude_method(args), "l1-structured": structured_method(args),
             "reference": reference_method(args),
         }  # fmt: skip
-        meta = {k: v for k, v in vars(args).items() if k not in ("resume", "report_only", "out")}
+        methods = {k: v for k, v in methods.items() if k not in args.skip}
+        meta = {k: v for k, v in vars(args).items() if k not in ("resume", "report_only", "out", "skip")}
         meta.update(torch=torch.__version__, pyro=pyro.__version__, levels=list(LEVELS))
         t = time.perf_counter()
         data = protocol.run(protocol.digits_splits(args.splits), methods, args.out + ".json", meta, args.resume)
