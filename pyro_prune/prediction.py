@@ -11,6 +11,15 @@ epistemic std (spread of the sampled means) and the aleatoric std.
 J\Sigma J^\top)^{-1/2}` for classification (sigmoid for Bernoulli) and the closed form
 :math:`\mathcal N(f_{w^*}, J\Sigma J^\top + \sigma^2)` for regression [1].
 
+**The default method** is the guide's ``default_predictive``: ``"glm"`` for a Laplace guide, ``"mc"`` for every
+other guide (``AutoSubnetwork`` included; its ``method="glm"`` stays available). A Laplace posterior is a local
+Gaussian approximation of the network *linearized* at the MAP, and whole nonlinear networks drawn from it can be far
+off (on laplace-torch's sinusoid the predictive std inside the data is 20.5 with 100 sampled networks against 0.064
+linearized; on the digits MLP 100 sampled networks reach 46–80 % accuracy where the linearized predictive keeps the
+MAP's). ``method="mc"`` still samples networks from a Laplace guide, with a warning once per guide
+(:class:`~pyro_prune.guides.laplace.guide.LaplaceSamplingWarning`). A Laplace guide's ``sigma_noise`` (the Gaussian
+noise tuned by its evidence) replaces the likelihood's fixed scale in both methods.
+
 **Memory.** The ensemble is never held whole unless asked: networks are drawn from the guide ``draw_block`` at a
 time (the unit in which random numbers are consumed), run ``sample_chunk`` at a time on ``batch_size`` inputs at a
 time, and the summaries (:math:`\bar p`, mean member entropy, regression mean and variances) are accumulated member
@@ -183,7 +192,7 @@ def predict(
     parallel: Optional[bool] = None,
     batch_size: Optional[int] = None,
     likelihood: Optional[Any] = None,
-    method: Literal["mc", "glm"] = "mc",
+    method: Optional[Literal["mc", "glm"]] = None,
     *,
     sample_chunk: Optional[int] = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
@@ -209,7 +218,9 @@ def predict(
     :param likelihood: how to read the outputs (e.g. ``pp.Categorical(N)``), for models without a
         ``likelihood`` attribute; without one, the prediction holds raw outputs (``task="unknown"``).
     :param method: ``"mc"`` (sampled networks) or ``"glm"`` (the linearized predictive of a Laplace guide, see the
-        module docstring; ``num_samples``, ``parallel`` and the memory options are not used).
+        module docstring; ``num_samples``, ``parallel`` and the memory options are not used). Default: the guide's
+        ``default_predictive``, ``"glm"`` for a Laplace guide (``pp.laplace_guide``), ``"mc"`` otherwise (module
+        docstring, "The default method"); ``"mc"`` on a Laplace guide warns once per guide.
     :param sample_chunk: networks per forward pass; default: as many as ``max_memory`` allows.
     :param max_memory: bytes one forward pass may take (module docstring, "Memory"), default 128 MiB.
     :param keep_samples: keep the members (:attr:`Prediction.samples`, ``outputs``, ``scales``): ``None`` (default)
@@ -223,6 +234,7 @@ def predict(
     :raises ValueError: for an ``x`` without a batch dimension, or with NaN/inf.
     """
     check_int("num_samples", num_samples, 1)
+    method = default_method(guide) if method is None else method
     check_choice("method", method, ("mc", "glm"))
     opts = _check_options(batch_size, sample_chunk, max_memory, keep_samples, draw_block)
     _check_inputs(x, model)
@@ -232,6 +244,7 @@ def predict(
     if method == "glm":
         return _predict_glm(model, guide, x, batch_size, likelihood)
     opts["parallel"] = parallel if parallel is not None else isinstance(model, BayesianModel) and model.vectorizable
+    opts["noise"] = _noise_scale(guide)
     ref = model_ref(model)
     if ref is not None:
         x = x.to(ref.device)
@@ -289,6 +302,17 @@ def _check_inputs(x: Any, model: Any) -> None:
         raise ValueError("x contains NaN or inf")
 
 
+def default_method(guide: Any) -> str:
+    """The guide's ``default_predictive`` (``"glm"`` for a Laplace guide), else ``"mc"`` (sampled networks)."""
+    return getattr(guide, "default_predictive", "mc")
+
+
+def _noise_scale(guide: Any) -> Optional[torch.Tensor]:
+    r"""The guide's own Gaussian noise :math:`\sigma` (a Laplace guide's ``sigma_noise``), or ``None``."""
+    sigma = getattr(guide, "sigma_noise", None)
+    return sigma if torch.is_tensor(sigma) else None
+
+
 def _predict_glm(model: Any, guide: Any, x: torch.Tensor, batch_size: Optional[int], likelihood: Any) -> Prediction:
     glm = getattr(guide, "glm_predictive", None)
     if not callable(glm):
@@ -305,6 +329,9 @@ def _predict_glm(model: Any, guide: Any, x: torch.Tensor, batch_size: Optional[i
             members = (f.unsqueeze(0), probs.unsqueeze(0), None)
             return Prediction("classification", 1, probs, members=members, method="glm", output_cov=cov)
         loc, scale = lik.mean_scale(f)
+        sigma = _noise_scale(guide)
+        if sigma is not None:  # the noise tuned with the guide's evidence
+            scale = sigma.to(loc).expand_as(loc)
         if loc.shape[-1] == 1:
             loc, scale = loc.squeeze(-1), scale.squeeze(-1)
         epistemic = cov.diagonal(dim1=-2, dim2=-1).reshape(loc.shape)
@@ -328,7 +355,7 @@ def evaluate(
     num_samples: int = 100,
     parallel: Optional[bool] = None,
     likelihood: Optional[Any] = None,
-    method: Literal["mc", "glm"] = "mc",
+    method: Optional[Literal["mc", "glm"]] = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> Dict[str, float]:
     """Score the posterior-predictive ensemble on ``data``.
@@ -338,7 +365,8 @@ def evaluate(
     :math:`\\mathcal N(\\bar\\mu, \\sigma^2_{epi} + \\sigma^2_{ale})`.
 
     :param data: a ``DataLoader`` of ``(x, y)`` batches or one ``(x, y)`` tuple.
-    :param method: ``"mc"`` or ``"glm"`` (see :func:`predict`).
+    :param method: ``"mc"`` or ``"glm"``; default: ``"glm"`` for a Laplace guide, ``"mc"`` otherwise (see
+        :func:`predict`).
     :param max_memory: the memory budget of each :func:`predict` call; the members are not kept (only summaries).
     :returns: a dict of floats.
     """

@@ -71,13 +71,18 @@ class _Stream:
         return dict(kw, mean=a["sum"] / S, member_entropy=ent)
 
 
-def _read_outputs(lik: Any, outputs: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Per-member values (probabilities / means / raw outputs) and aleatoric scales of network outputs."""
+def _read_outputs(
+    lik: Any, outputs: torch.Tensor, noise: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    r"""Per-member values (probabilities / means / raw outputs) and aleatoric scales of network outputs (``noise``:
+    the guide's own Gaussian :math:`\sigma`, replacing the likelihood's)."""
     if lik is None:
         return outputs, None
     if lik.task == "classification":
         return lik.probs(outputs), None
     loc, scale = lik.mean_scale(outputs)
+    if noise is not None:
+        scale = noise.to(loc).expand_as(loc)
     if loc.shape[-1] == 1:
         loc, scale = loc.squeeze(-1), scale.squeeze(-1)
     return loc, scale
@@ -234,7 +239,7 @@ def ensemble(model: Any, guide: Any, x: torch.Tensor, S: int, lik: Any, opts: Di
             chunk = draws.take(n)
             for r0 in range(0, x.shape[0], rows):
                 out = _forward(target, chunk, n, x[r0 : r0 + rows], parallel)
-                values, scales = _read_outputs(lik, out)
+                values, scales = _read_outputs(lik, out, opts.get("noise"))
                 sel = slice(None) if single else slice(r0, r0 + rows)
                 stream.add(first, sel, values, scales)
                 if keep is None:

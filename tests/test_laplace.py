@@ -138,7 +138,7 @@ def test_glm_predictive_conv_positions():
     cov = dense_posterior_cov(g, net, ["0", "3"])
     _, fcov = g.glm_predictive(x[:4])
     assert_close(fcov, torch.einsum("bcp,pq,bdq->bcd", J, cov, J), rtol=1e-8, atol=1e-12)
-    assert pp.predict(model, g, x[:4], num_samples=5).probs.shape == (4, 2)
+    assert pp.predict(model, g, x[:4], num_samples=5, method="mc").probs.shape == (4, 2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -150,7 +150,7 @@ def test_predict_mc_and_glm_prune_marginals(dtype):
     for k, m in margs.items():
         assert m.loc.shape == m.scale.shape == model.sites[k].shape and m.loc.dtype == dtype
         assert bool((m.scale > 0).all())
-    mc = pp.predict(model, g, x, num_samples=30)
+    mc = pp.predict(model, g, x, num_samples=30, method="mc")
     assert mc.samples.shape == (30, len(x), 3) and mc.probs.dtype == dtype
     glm = pp.predict(model, g, x, method="glm")
     assert glm.probs.shape == (len(x), 3) and glm.method == "glm"
@@ -163,7 +163,7 @@ def test_predict_mc_and_glm_prune_marginals(dtype):
     assert 0 < res.report.sparsity < 1
     res = pp.prune(model, g, rule=pp.rules.Sparsity(0.5))
     assert res.report.sparsity == pytest.approx(0.5, abs=0.02)
-    assert pp.predict(model, res.guide, x, num_samples=4).probs.shape == (len(x), 3)
+    assert pp.predict(model, res.guide, x, num_samples=4).samples.shape == (4, len(x), 3)  # sampled (mc)
 
 
 def test_mc_draws_have_the_kron_covariance():
@@ -220,7 +220,7 @@ def test_batchnorm_model_fits_predicts_prunes():
     for structure in ("kron", "diag", "full"):
         g = pp.laplace_guide(model, (x, y), structure, prior_precision=2.0)
         assert "1.weight" not in g.marginals()  # BatchNorm stays a point estimate
-        assert pp.predict(model, g, x[:5], num_samples=3).probs.shape == (5, 3)
+        assert pp.predict(model, g, x[:5], num_samples=3, method="mc").samples.shape == (3, 5, 3)
         assert pp.predict(model, g, x[:5], method="glm").probs.shape == (5, 3)
         # the BatchNorm statistics are used: GLM mean equals the network's output
         assert_close(g.glm_predictive(x[:5])[0], net(x[:5]).detach(), rtol=1e-8)
@@ -362,7 +362,7 @@ def test_chunked_prediction_and_mc_fisher():
     whole = pp.predict(model, g, x, method="glm")
     chunked = pp.predict(model, g, x, method="glm", batch_size=7)
     assert_close(chunked.probs, whole.probs, rtol=1e-10)
-    assert pp.predict(model, g, x, num_samples=6, batch_size=16).samples.shape == (6, len(x), 3)
+    assert pp.predict(model, g, x, num_samples=6, batch_size=16, method="mc").samples.shape == (6, len(x), 3)
 
 
 def test_integer_inputs_and_out_of_range_validation_labels_raise_clearly():

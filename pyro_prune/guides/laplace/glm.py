@@ -24,7 +24,8 @@ posterior over weights into a Gaussian over outputs, :math:`\mathcal N(f_{w^*}(x
 The Jacobians do not depend on :math:`\tau`, so :func:`tune_prior_precision` computes them once and scores a grid
 of :math:`\tau` by the held-out log-likelihood of the predictive (the likelihood's
 :meth:`~pyro_prune.model.likelihoods.Likelihood.glm_log_likelihood`: probit for classification, closed form for a
-Gaussian).  The structure-specific algebra is in :mod:`~pyro_prune.guides.laplace.posterior`; the functions here
+Gaussian, with the guide's own noise :math:`\sigma` when it was tuned by the evidence).  The structure-specific
+algebra is in :mod:`~pyro_prune.guides.laplace.posterior`; the functions here
 only route to it.
 
 References
@@ -39,6 +40,7 @@ from __future__ import annotations
 import math
 from typing import Any, List, Optional, Tuple
 
+import pyro.distributions as dist
 import torch
 
 from ..._checks import as_batches, unpack_batch
@@ -58,9 +60,16 @@ def glm_covariance(guide: Any, f: torch.Tensor, feats: Any) -> torch.Tensor:
     return guide._posterior.glm_covariance(f, feats)
 
 
-def glm_log_likelihood(likelihood: Likelihood, f: torch.Tensor, cov: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-example log-likelihood of ``y`` under the GLM predictive (the likelihood's link), ``(B,)``."""
-    return likelihood.glm_log_likelihood(f, cov, y)
+def glm_log_likelihood(
+    likelihood: Likelihood, f: torch.Tensor, cov: torch.Tensor, y: torch.Tensor, sigma: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    r"""Per-example log-likelihood of ``y`` under the GLM predictive (the likelihood's link), ``(B,)``; ``sigma``:
+    a Laplace guide's own Gaussian noise (:attr:`~pyro_prune.guides.laplace.LaplaceGuide.sigma_noise`), then
+    :math:`y \sim \mathcal N(\bar f, \mathrm{diag}(\Sigma_f) + \sigma^2)` replaces the likelihood's scale."""
+    if sigma is None:
+        return likelihood.glm_log_likelihood(f, cov, y)
+    var = cov.diagonal(dim1=-2, dim2=-1) + sigma.to(f).square()
+    return dist.Normal(f, var.sqrt()).to_event(1).log_prob(y.to(f.dtype).reshape(f.shape))
 
 
 def _check_grid(grid: Any) -> torch.Tensor:
@@ -98,7 +107,7 @@ def tune_prior_precision(guide: Any, val_data: Any, grid: Optional[torch.Tensor]
     :param grid: candidate values (default ``logspace(-4, 6, 41)``).
     :returns: the chosen :math:`\\tau` and the ``[(tau, mean log-likelihood)]`` scores.
     """
-    lik = guide._model_ref[0].likelihood
+    lik, sigma = guide._model_ref[0].likelihood, guide.sigma_noise
     grid = _check_grid(grid)
     batches = _validation_features(guide, val_data)
     n = sum(b[0].shape[0] for b in batches)
@@ -108,7 +117,9 @@ def tune_prior_precision(guide: Any, val_data: Any, grid: Optional[torch.Tensor]
     @torch.no_grad()
     def score(tau: float) -> float:
         guide.set_prior_precision(tau)
-        total = sum(float(lik.glm_log_likelihood(f, glm_covariance(guide, f, ft), y).sum()) for f, ft, y in batches)
+        total = sum(
+            float(glm_log_likelihood(lik, f, glm_covariance(guide, f, ft), y, sigma).sum()) for f, ft, y in batches
+        )
         scores.append((tau, total / n))
         return total / n
 
