@@ -25,7 +25,12 @@ The Laplace log marginal likelihood [2]
     + \tfrac12\sum_l P_l \log\tau_l - \tfrac12 \log\det\big(\tfrac1T\mathrm{GGN} + \mathrm{diag}(\tau)\big)
 
 is cheap to evaluate for many :math:`\tau` because the curvature's eigenvalues stay fixed; ``prior_precision=
-"marglik"`` maximizes it over one :math:`\tau` (``prior_structure="scalar"``) or one per layer (``"layer"``).
+"marglik"`` maximizes it over one :math:`\tau` (``prior_structure="scalar"``) or one per layer (``"layer"``).  For a
+Gaussian likelihood the evidence is also a function of the noise :math:`\sigma` (the GGN scales as
+:math:`1/\sigma^2`; :mod:`~pyro_prune.guides.laplace.evidence`): ``log_marginal_likelihood(tau, sigma)`` and
+``optimize_prior_precision(sigma_noise=True)``, whose :math:`\sigma` (:attr:`LaplaceGuide.sigma_noise`) the
+posterior and both predictives then use.  ``pp.predict`` uses the linearized (GLM) predictive of a Laplace guide by
+default [4]; sampled networks (``method="mc"``) warn once per guide (:class:`LaplaceSamplingWarning`).
 
 The guide is written once over :class:`~pyro_prune.guides.laplace.posterior.WeightPosterior`: ``structure`` picks
 the posterior class at construction (:data:`~pyro_prune.guides.laplace.posterior.STRUCTURES`), and every method
