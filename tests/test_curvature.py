@@ -265,3 +265,28 @@ def test_curvature_errors():
         cv.kfac(net, (x, y), pp.Categorical(5), {"1": True})
     with pytest.raises(TypeError, match="data"):
         cv.kfac(net, x, pp.Categorical(5), {"0": True})
+
+
+def test_logdet_curvature_scale_against_slogdet_and_dense_spectrum_shared():
+    """Precision.logdet(curvature_scale=c) == slogdet(c·s·C + τ) for Kron, Diag and Dense (scalar and vector τ),
+    with the gradient in c; Dense computes its GGN eigenvalues once for every with_prior copy."""
+    c = torch.tensor(0.3, dtype=D, requires_grad=True)
+    A, G, M, d = spd(4, 5), spd(3, 6), spd(6, 7), torch.rand(3, 4, dtype=D)
+    tau_vec = torch.linspace(0.5, 2.0, 6, dtype=D)
+    cases = [
+        (cv.Kron.from_factors(A, G, scale=7.0, prior_precision=0.5), 7.0 * torch.kron(G, A), 0.5),
+        (cv.Diag(d, scale=5.0, prior_precision=2.0), torch.diag(5.0 * d.flatten()), 2.0),
+        (cv.Dense(M, scale=2.0, prior_precision=1.5), 2.0 * M, 1.5),
+        (cv.Dense(M, scale=2.0, prior_precision=tau_vec), 2.0 * M, tau_vec),
+    ]
+    for p, curv, tau in cases:
+        prior = torch.diag(torch.as_tensor(tau, dtype=D).expand(curv.shape[0]))
+        assert_close(p.logdet(), torch.linalg.slogdet(curv + prior)[1], rtol=1e-10)
+        got = p.logdet(curvature_scale=c)
+        want = torch.linalg.slogdet(c * curv + prior)[1]
+        assert_close(got, want, rtol=1e-10)
+        assert_close(torch.autograd.grad(got, c)[0], torch.autograd.grad(want, c)[0], rtol=1e-8)
+    p = cv.Dense(M, scale=2.0)
+    copies = [p.with_prior(t) for t in (0.1, 1.0, 10.0)]
+    copies[0].logdet()
+    assert all(q.state()["eig"] is copies[0].state()["eig"] for q in [p] + copies)

@@ -198,14 +198,16 @@ def test_fast_logdet_equals_dense_slogdet_with_curvature_scale(structure, subnet
 
 
 def test_dense_eigenvalues_are_computed_once_per_fit_and_travel(monkeypatch, tmp_path):
-    """The full posterior's GGN eigenvalues: one eigvalsh for a whole evidence optimization (every with_prior copy
-    shares them), kept by state_dict (no eigvalsh after loading), moved by .to()."""
+    """The full posterior's GGN eigenvalues: one eigvalsh per fit, then none for evidence optimizations (every
+    with_prior copy shares them), kept by state_dict (no eigvalsh after loading), moved by .to()."""
     net, model, x, y = classifier()
-    g = pp.laplace_guide(model, (x, y), "full", prior_precision=1.0)
     calls = []
     eigvalsh = torch.linalg.eigvalsh
     monkeypatch.setattr(torch.linalg, "eigvalsh", lambda A: calls.append(A.shape) or eigvalsh(A))
+    g = pp.laplace_guide(model, (x, y), "full", prior_precision=1.0)
+    assert calls == [(51, 51)]  # at fit
     g.optimize_prior_precision("scalar")
+    g.optimize_prior_precision("layer")  # one covered layer per tau entry: Cholesky, not eigvalsh
     for t in (0.1, 1.0, 10.0):
         g.log_marginal_likelihood(t)
     assert calls == [(51, 51)]  # 4·6 + 6 + 6·3 + 3 weights

@@ -273,7 +273,11 @@ class LayerwisePosterior(WeightPosterior):
 # full: one dense precision over all weights or a subnetwork
 # -------------------------------------------------------------------------------------------------------------
 class FullPosterior(WeightPosterior):
-    """A dense precision over the weights selected by ``masks`` (``{site: flat bool mask}``, model site order)."""
+    """A dense precision over the weights selected by ``masks`` (``{site: flat bool mask}``, model site order).
+
+    :meth:`fit` eigendecomposes the GGN once (``eigvalsh``, :math:`O(P^3)`, kept in the state): the log evidence at
+    a scalar :math:`\tau` (or a per-layer one over a subnet inside one layer) then costs :math:`O(P)`; a per-layer
+    :math:`\tau` over several layers takes a Cholesky factorization per value."""
 
     def __init__(self, layers, map_values, masks: Mapping[str, torch.Tensor], max_memory: float):
         super().__init__(layers, map_values)
@@ -315,6 +319,7 @@ class FullPosterior(WeightPosterior):
         self._check_memory(next(iter(self.map.values())).dtype)
         ggn, seen, loglik = cv.full_ggn(net, data, likelihood, self.sites, fisher=fisher)
         self.precisions["full"] = cv.Dense(ggn / seen, scale)
+        self.precisions["full"].curvature_eigenvalues()  # once per fit: the evidence then costs O(P) per tau
         return seen, loglik
 
     def _layer_sites(self, layer: Layer) -> List[str]:
