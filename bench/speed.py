@@ -4,28 +4,103 @@ On the digits MLP 64-300-100-10 of ../shared/TARGETS.md (batch 64, Adam lr 1e-3)
 
 * ``autonormal_vs_dense``: a ``pp.fit`` epoch with Pyro's ``AutoNormal`` ÷ a plain PyTorch epoch;
 * ``renyi_k8_vs_k1``: a ``pp.fit(alpha=0.5, num_particles=8)`` epoch (vectorized) ÷ the K=1 epoch;
-* further guides are added here as the roadmap lands them.
+* ``sparse_vd_vs_reference``: a ``pp.fit`` epoch of ``AutoSparseVD`` (log-uniform prior) ÷ an epoch of the
+  plain-PyTorch Sparse VD reference of ``../shared/bench/peers.py`` (its recipe: LRT layers, Molchanov KL, Adam
+  1e-3, batch 64); ``sparse_vd_vs_dense`` and ``mean_field_vs_dense`` (``AutoMeanFieldNormal``, Normal(0, 1)
+  prior) likewise against a dense epoch. These are interleaved *per epoch*: a ``fit`` callback runs one reference
+  epoch and one dense epoch after each of our epochs, and the ratio of each adjacent pair is kept (the machine's
+  load drifts; adjacent epochs share it). Medians and 10-90 % ranges over every epoch of every round.
+
+The reference model is copied below (``LinearSVDO``, about 20 lines) because importing ``peers.py`` would run it.
 
 Measurements are interleaved over ``--rounds`` rounds and the median epoch time is kept.
-Usage: ``python bench/speed.py [--rounds 3] [--epochs 3] [--out bench/results/speed.json]``.
+Usage: ``python bench/speed.py [--rounds 3] [--epochs 3] [--sparse-epochs 15] [--only-sparse] [--out ...]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
+import time
 
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from pyro.infer.autoguide import AutoNormal
 
 import pyro_prune as pp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: bench.common
 from bench.common import dense_epoch, mlp, write_json  # noqa: E402
+from pyro_prune.guides.mean_field import AutoMeanFieldNormal  # noqa: E402
+
+K1, K2, K3 = 0.63576, 1.87320, 1.48695
+
+
+class LinearSVDO(nn.Module):
+    """The plain-PyTorch Sparse VD layer of ``../shared/bench/peers.py`` (copied: importing peers.py runs it)."""
+
+    def __init__(self, i, o):
+        super().__init__()
+        self.theta = nn.Parameter(torch.empty(o, i))
+        self.bias = nn.Parameter(torch.zeros(o))
+        nn.init.kaiming_uniform_(self.theta, a=math.sqrt(5))
+        self.log_sigma2 = nn.Parameter(torch.full((o, i), -10.0))
+
+    def log_alpha(self):
+        return (self.log_sigma2 - torch.log(self.theta**2 + 1e-8)).clamp(-10, 10)
+
+    def forward(self, x):
+        mu = F.linear(x, self.theta, self.bias)
+        var = F.linear(x * x, self.log_sigma2.exp())
+        return mu + var.clamp_min(1e-8).sqrt() * torch.randn_like(mu)
+
+    def kl(self):
+        la = self.log_alpha()
+        return -(K1 * torch.sigmoid(K2 + K3 * la) - 0.5 * F.softplus(-la) - K1).sum()
+
+
+def reference_epoch(svd, opt, loader, n, beta=1.0):
+    """One training epoch of the reference (peers.py's loop); returns the seconds it took."""
+    t = time.perf_counter()
+    for xb, yb in loader:
+        opt.zero_grad()
+        loss = F.cross_entropy(svd(xb), yb) * n + beta * sum(m.kl() for m in svd if isinstance(m, LinearSVDO))
+        (loss / n).backward()
+        opt.step()
+    return time.perf_counter() - t
+
+
+def interleaved_ratios(split, loader, epochs, make_guide, prior):
+    """Per-epoch ratios ``(ours / reference, ours / dense)``: one reference and one dense epoch after each ``fit``
+    epoch (a callback), the first epoch dropped (warm-up)."""
+    n = split.dataset_size
+    svd = nn.Sequential(LinearSVDO(64, 300), nn.ReLU(), LinearSVDO(300, 100), nn.ReLU(), LinearSVDO(100, 10))
+    sopt = torch.optim.Adam(svd.parameters(), lr=1e-3)
+    net = mlp()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    ref, dense = [], []
+
+    def between(epoch, record, model, guide):
+        ref.append(reference_epoch(svd, sopt, loader, n))
+        dense.append(dense_epoch(net, opt, loader))
+
+    model = pp.bayesianize(mlp(), prior, pp.Categorical(n))
+    history = pp.fit(model, make_guide(model), loader, epochs=epochs, progress=False, callbacks=[between])
+    ours = history["seconds"]
+    return [a / b for a, b in zip(ours[1:], ref[1:])], [a / b for a, b in zip(ours[1:], dense[1:])]
+
+
+def summary(values):
+    """``{"median", "p10", "p90"}`` of ``values``, rounded."""
+    v = sorted(values)
+    return {"median": round(statistics.median(v), 3), "p10": round(v[len(v) // 10], 3),
+            "p90": round(v[-(len(v) // 10) - 1], 3)}  # fmt: skip
 
 
 def fit_epoch_seconds(split, loader, epochs, **kw):
@@ -40,6 +115,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--sparse-epochs", type=int, default=15, help="fit epochs per round of the interleaved ratios")
+    ap.add_argument("--only-sparse", action="store_true", help="only the interleaved sparse/mean-field ratios")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "speed.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -47,6 +124,25 @@ def main(argv=None):
     split = pp.data.load_digits()
     loader, _ = split.loaders(batch_size=64, seed=0)
 
+    pairs = {"sparse_vd": ([], []), "mean_field": ([], [])}
+    for _ in range(args.rounds):
+        for key, make_guide, prior in (("sparse_vd", pp.AutoSparseVD, pp.LogUniform()),
+                                       ("mean_field", AutoMeanFieldNormal, dist.Normal(0.0, 1.0))):  # fmt: skip
+            vs_ref, vs_dense = interleaved_ratios(split, loader, args.sparse_epochs, make_guide, prior)
+            pairs[key][0].extend(vs_ref)
+            pairs[key][1].extend(vs_dense)
+    interleaved = {
+        "sparse_vd_vs_reference": summary(pairs["sparse_vd"][0]),
+        "sparse_vd_vs_dense": summary(pairs["sparse_vd"][1]),
+        "mean_field_vs_dense": summary(pairs["mean_field"][1]),
+        "mean_field_vs_reference": summary(pairs["mean_field"][0]),
+        "epochs_paired": len(pairs["sparse_vd"][0]),
+    }
+    for k, v in interleaved.items():
+        print(f"{k:<26} {v}")
+    if args.only_sparse:
+        write_json({"interleaved": interleaved, "torch": torch.__version__}, args.out)
+        return interleaved
     times = {k: [] for k in ("dense", "autonormal", "renyi_k1", "renyi_k8")}
     net = mlp()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -62,7 +158,13 @@ def main(argv=None):
         "autonormal_vs_dense": round(med["autonormal"] / med["dense"], 2),
         "renyi_k1_vs_dense": round(med["renyi_k1"] / med["dense"], 2),
         "renyi_k8_vs_k1": round(med["renyi_k8"] / med["renyi_k1"], 2),
-        "targets": {"renyi_k8_vs_k1": "<= 3.0", "peers": "Pyro AutoNormal 5.7x dense, RenyiELBO K=4 unvectorized 3.4x"},
+        "interleaved": interleaved,
+        "targets": {
+            "renyi_k8_vs_k1": "<= 3.0",
+            "sparse_vd_vs_reference": "<= 1.0",
+            "mean_field_vs_dense": "<= 3.0",
+            "peers": "Pyro AutoNormal 5.7x dense, RenyiELBO K=4 unvectorized 3.4x",
+        },
         "torch": torch.__version__,
         "pyro": pyro.__version__,
     }

@@ -12,6 +12,10 @@ the network run under :func:`~pyro_prune.layers.local_reparameterization` with `
 draws its pre-activations per example from the guide's moments) and the KL from ``guide.total_kl()``: the estimator
 ``TraceMeanField_ELBO`` computes on the same model and guide, without its bookkeeping (see
 :mod:`pyro_prune.guides.base` for the derivation).
+
+``fit`` optimizes the guide's parameters as :class:`FlatParameters`: the guide's
+:class:`~pyro_prune.guides.base.FlatLayout` (one flat tensor per dtype/device, one optimizer tensor, one gradient
+buffer zeroed in place each step) and the model's own parameters.
 """
 
 from __future__ import annotations

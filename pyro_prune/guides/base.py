@@ -28,6 +28,13 @@ manager under which :meth:`~LocalReparamGuide._param` returns plain tensors from
 up through ``PyroModule`` attributes (which ask Pyro's param store). A subclass names its parameters by keys
 (:meth:`~LocalReparamGuide._param_keys`) and reads one the slow way (:meth:`~LocalReparamGuide._read_param`).
 
+During a fused ``fit`` the guide's parameters live in a :class:`FlatLayout`: one flat tensor per dtype/device of
+which every per-site parameter is a view, one flat gradient buffer, one tensor for the optimizer. A guide whose
+KL is a sum over sites with one kind of prior computes it in one call over the flat segments
+(:func:`flat_normal_kl`, as :class:`~pyro_prune.AutoSparseVD` does; :meth:`LocalReparamGuide._flat_order` puts
+the segments it reads next to each other). ``state_dict`` keys, hooks on the per-site parameters and attribute
+access are unchanged; when the run ends each parameter gets its own storage back.
+
 A third-party guide opts into the fused path by subclassing :class:`LocalReparamGuide` and implementing
 ``total_kl`` and ``local_reparam_moments`` (and, to be fast, ``_param_keys`` / ``_read_param``).
 
