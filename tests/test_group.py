@@ -179,10 +179,9 @@ def test_prunes_exactly_the_irrelevant_inputs(kind):
     model = pp.bayesianize(net, pp.GroupPrior(kind, tau0=1e-2), pp.Categorical(dataset_size=len(x)))
     guide = pp.AutoGroupSparse(model)
     pp.fit(model, guide, (x, y), epochs=300, lr=3e-2, progress=False)
-    # log-uniform: the scale's own log alpha, the paper's threshold 3; horseshoe: the pooled noise-to-signal ratio
-    # over weights into kept units, whose natural threshold is 0 (signal = noise)
-    threshold = 3.0 if kind == "log-uniform" else 0.0
-    keep = pp.rules.GroupLogAlpha(threshold).group_masks(guide.marginals())["0.weight"]
+    # the default rule reads each prior's threshold: log-uniform, the scale's own log alpha against the paper's 3;
+    # horseshoe, the pooled noise-to-signal ratio over weights into kept units against 0 (signal = noise)
+    keep = pp.rules.GroupLogAlpha().group_masks(guide.marginals())["0.weight"]
     assert keep.tolist() == [True] * 3 + [False] * 5
     acc = (pp.predict(model, guide, x, num_samples=20).labels == y).float().mean()
     assert acc > 0.95

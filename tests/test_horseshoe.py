@@ -1,0 +1,124 @@
+"""Both group priors on synthetic problems where a few inputs matter among many (issue 13, point 3).
+
+A problem: ``x ~ N(0, I_d)``, the label is the sign of :math:`\\sum_{j<r} \\pm x_j` (the first ``r`` inputs, signs
+alternating), the network ``d - hidden - 2`` with tanh. After a fixed, modest budget (500 full-batch Adam steps, lr
+3e-2, KL warm-up over the first 100; a few seconds on one core) the
+default rule ``GroupLogAlpha()`` must keep exactly the ``r`` relevant inputs for the log-uniform prior and for the
+horseshoe, at the paper's :math:`\\tau_0 = 10^{-5}` too, whose global-scale KL must stay bounded.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from pyro.distributions import Gamma, InverseGamma, LogNormal
+from torch.distributions import kl_divergence
+
+import pyro_prune as pp
+from pyro_prune.distributions.horseshoe import optimal_factor_locs
+from pyro_prune.marginals import GroupMarginal, Marginal
+from tests.helpers import assert_close
+
+#: (examples, inputs, relevant inputs, hidden units, epochs); KL warm-up over the first WARMUP epochs
+SMALL = (256, 12, 3, 16, 500)
+LARGE = (512, 40, 4, 32, 500)
+WARMUP = 100
+
+
+def few_relevant(n, d, r, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    signs = torch.tensor([(-1.0) ** j for j in range(r)])
+    return x, (x[:, :r] @ signs > 0).long()
+
+
+def trained(kind, size, tau0=1e-5, seed=0):
+    n, d, r, hidden, epochs = size
+    x, y = few_relevant(n, d, r, seed)
+    net = nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, 2))
+    model = pp.bayesianize(net, pp.GroupPrior(kind, tau0=tau0), pp.Categorical(dataset_size=n))
+    guide = pp.AutoGroupSparse(model)
+    hist = pp.fit(model, guide, (x, y), epochs=epochs, lr=3e-2, kl_warmup=WARMUP, progress=False)
+    return model, guide, hist, x, y
+
+
+def check_keeps_exactly_the_relevant_inputs(kind, size):
+    n, d, r, hidden, _ = size
+    model, guide, hist, x, y = trained(kind, size)
+    assert all(math.isfinite(rec["loss"]) for rec in hist.records)
+    margs = guide.marginals()
+    keep = pp.rules.GroupLogAlpha().group_masks(margs)["0.weight"]
+    scores = pp.rules.group_log_alpha(margs)["0.weight"]
+    assert keep.tolist() == [True] * r + [False] * (d - r), f"{kind}: group log alpha {scores.tolist()}"
+    res = pp.prune(model, guide, pp.rules.GroupLogAlpha())
+    assert res.module[0].in_features == r
+    with torch.no_grad():
+        acc = (res.module(x).argmax(-1) == y).float().mean()
+    assert acc > 0.95, f"{kind}: pruned network accuracy {acc:.3f}"
+    return guide, hist
+
+
+@pytest.mark.parametrize("kind", ["log-uniform", "horseshoe"])
+def test_keeps_exactly_the_relevant_inputs_small(kind):
+    check_keeps_exactly_the_relevant_inputs(kind, SMALL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["log-uniform", "horseshoe"])
+def test_keeps_exactly_the_relevant_inputs_large(kind):
+    check_keeps_exactly_the_relevant_inputs(kind, LARGE)
+
+
+def test_paper_tau0_trains_like_a_moderate_one():
+    """tau0 = 1e-5: the global scale's KL at initialization is of order 10 nats, not 10^9 (the Gamma factor starts
+    at its prior's scale), and training ends where tau0 = 1e-2 does: the two KLs differ by the constant
+    log(1e-2 / 1e-5) ≈ 6.9 nats while the global scale s >> tau0 (optimal_factor_locs)."""
+    ends = {}
+    for tau0 in (1e-5, 1e-2):
+        model, guide, hist, x, y = trained("horseshoe", SMALL, tau0=tau0)
+        ends[tau0] = hist.records[-1]["loss"]
+    assert abs(ends[1e-5] - ends[1e-2]) < 0.1, ends
+    fresh = pp.AutoGroupSparse(
+        pp.bayesianize(nn.Linear(12, 2), pp.GroupPrior("horseshoe", tau0=1e-5), pp.Categorical(8))
+    )
+    fresh(*few_relevant(8, 12, 3))
+    assert float(fresh.total_kl()) < 1e3
+
+
+@pytest.mark.parametrize("rate", [1.0, 1e10])
+@pytest.mark.parametrize("m, sigma", [(-3.0, 0.1), (0.0, 0.5), (4.0, 1.0)])
+def test_optimal_factor_locs_minimize_the_pair_kl(rate, m, sigma):
+    """The closed-form split is the minimum of KL(q(a)|Gamma(1/2, rate)) + KL(q(c)|InvGamma(1/2, 1)) over mu_a with
+    mu_a + mu_c = m (torch's registered KLs on a fine grid, float64)."""
+    m_t, s_t = torch.tensor(m, dtype=torch.float64), torch.tensor(sigma, dtype=torch.float64)
+    mu_a, mu_c = optimal_factor_locs(m_t, s_t, rate)
+    assert_close(mu_a + mu_c, m_t)
+    pa, pc = (
+        Gamma(torch.tensor(0.5).double(), torch.tensor(rate).double()),
+        InverseGamma(torch.tensor(0.5).double(), 1.0),
+    )
+    grid = mu_a + torch.linspace(-2, 2, 40001, dtype=torch.float64)
+    kl = kl_divergence(LogNormal(grid, s_t), pa) + kl_divergence(LogNormal(m_t - grid, s_t), pc)
+    assert abs(float(grid[kl.argmin()] - mu_a)) < 2e-4
+    at = kl_divergence(LogNormal(mu_a, s_t), pa) + kl_divergence(LogNormal(mu_c, s_t), pc)
+    assert_close(at, kl.min(), rtol=0, atol=1e-9)
+
+
+def _margs(prior, la):
+    one = torch.ones_like(la)
+    g = GroupMarginal(axis=1, log_alpha=la, scale_mean=one, scale_std=one, log_scale_mean=one, prior=prior)
+    return {"0.weight": Marginal(torch.ones(2, la.numel()), torch.ones(2, la.numel()), None, g)}
+
+
+def test_default_group_threshold_follows_the_prior():
+    la = torch.tensor([-4.0, -0.5, 0.5, 2.0, 4.0])
+    assert pp.rules.GroupLogAlpha().group_masks(_margs("log-uniform", la))["0.weight"].tolist() == [1, 1, 1, 1, 0]
+    assert pp.rules.GroupLogAlpha().group_masks(_margs("horseshoe", la))["0.weight"].tolist() == [1, 1, 0, 0, 0]
+    assert pp.rules.GroupLogAlpha(1.0).group_masks(_margs("horseshoe", la))["0.weight"].tolist() == [1, 1, 1, 0, 0]
+    assert dict(pp.rules.GROUP_THRESHOLDS) == {"log-uniform": 3.0, "horseshoe": 0.0}
+    assert repr(pp.rules.GroupLogAlpha()) == "GroupLogAlpha()" and repr(pp.rules.GroupLogAlpha(3)) == "GroupLogAlpha(3)"
+    with pytest.raises(ValueError, match="no default GroupLogAlpha threshold.*'spike'"):
+        pp.rules.GroupLogAlpha().group_masks(_margs("spike", la))
+    with pytest.raises(TypeError):
+        pp.rules.GROUP_THRESHOLDS["horseshoe"] = 3.0
