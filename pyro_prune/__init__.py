@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import curvature, data, distributions, guides, io, metrics, subnet, training
+from . import compare, curvature, data, distributions, guides, io, metrics, subnet, training
 from ._version import __version__  # noqa: F401  (re-exported)
 from .curvature import Kron
 from .distributions import HalfCauchyScaleMixture, Horseshoe, ImproperLogUniform, LogUniform, LogUniformScaleMixture
@@ -95,6 +95,7 @@ __all__ = [
     "subnet",
     "training",
     "io",
+    "compare",
     "save",
     "load",
     "Saved",
