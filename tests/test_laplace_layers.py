@@ -138,9 +138,8 @@ def test_layer_subset_state_dict_copies_dtype_and_save_load(structure, tmp_path)
     loaded = pp.load(tmp_path / "ll.pt")
     assert list(loaded.guide.posteriors) == ["2"]
     assert_close(loaded.guide.glm_predictive(x5)[1], cov, rtol=1e-6)
-    model64 = copy.deepcopy(model).to(torch.float64)
-    g64 = copy.deepcopy(g)
-    g64._model_ref = (model64,)
+    model64, g64 = copy.deepcopy((model, g))
+    model64.to(torch.float64)
     g64.to(torch.float64)
     assert g64.posteriors["2"].reference.dtype == torch.float64
     assert_close(g64.glm_predictive(x5.double())[1], cov.double(), rtol=1e-5)
