@@ -474,7 +474,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--part", choices=("svd", "groups", "all"), default="all")
     ap.add_argument("--group-epochs", type=int, default=600)
     ap.add_argument("--group-lr", type=float, default=3e-3)
-    ap.add_argument("--group-threshold", type=float, default=3.0)
+    ap.add_argument("--group-threshold", type=float, default=None, help="default: each prior's GroupLogAlpha threshold")
     ap.add_argument("--group-kl-weight", type=float, default=0.5, help="final KL weight (tempered posterior)")
     ap.add_argument("--tau0", type=float, default=1.0, help="global scale of the horseshoe")
     ap.add_argument("--quick", action="store_true", help="smoke run with few epochs")

@@ -13,7 +13,7 @@ of it, stratified). Every method starts from the same dense network of its split
   (the posterior chooses which weights, the dense net supplies their values);
 * ``ours*``: per split, the one of ``ours``, ``ours+ft``, ``ours-mask+ft`` with the highest validation accuracy;
 * ``ours-group-<prior>``: ``AutoGroupSparse`` with the log-uniform and the horseshoe group priors
-  (``--group-epochs``, lr 3e-3, warm-up a quarter, KL weight 0.5), ``GroupLogAlpha(3)``, compact network (natural
+  (``--group-epochs``, lr 3e-3, warm-up a quarter, KL weight 0.5), ``GroupLogAlpha()``, compact network (natural
   threshold only);
 * ``magnitude+ft``: global L1 unstructured (``torch.nn.utils.prune``) at each level + 20 epochs fine-tune;
 * ``l1-structured+ft``: ``torch.nn.utils.prune.ln_structured`` (n=1) on the input units of every layer, the same
@@ -153,7 +153,7 @@ def groups_method(args):
             e = args.group_epochs
             pp.fit(model, guide, split.loader(seed=4), epochs=e, lr=3e-3, kl_warmup=max(1, e // 4), kl_weight=0.5,
                    progress=False)  # fmt: skip
-            res = pp.prune(model, guide, rules.GroupLogAlpha(3.0))
+            res = pp.prune(model, guide, rules.GroupLogAlpha())  # each prior's default threshold
             st = res.report.structure
             out[f"ours-group-{kind}@natural"] = scored(
                 res.module, split, res.report.compression, architecture=st["after"],
