@@ -95,7 +95,7 @@ def full_ggn(
         x, y = load_batch(batch, ref)
         f, J = param_jacobians(net, x, likelihood, params)
         likelihood.check_target(y, f)
-        loglik += float(likelihood.log_likelihood(f, y, check=False).sum())
+        loglik += float(likelihood.log_likelihood(f, y, check=False).sum().detach())
         L = likelihood.hessian_sqrt(f, fisher, mc_samples, generator)  # (C, B, K)
         LJ = torch.einsum("cbk,bkp->cbp", L, J).reshape(-1, J.shape[-1])
         ggn = LJ.T @ LJ if ggn is None else ggn + LJ.T @ LJ

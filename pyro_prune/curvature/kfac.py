@@ -174,7 +174,7 @@ def _batch_pass(
         f = net(x)
         flat = likelihood.flatten_output(f)
         likelihood.check_target(y, f)
-        loglik = float(likelihood.log_likelihood(f.detach(), y, check=False).sum())
+        loglik = float(likelihood.log_likelihood(f.detach(), y, check=False).sum().detach())  # learned sigma: grad
         L = likelihood.hessian_sqrt(flat, **hessian)  # (C, B, K)
         return loglik, rec.backward(flat, L)
 
