@@ -17,7 +17,15 @@ from . import compare, curvature, data, distributions, guides, io, metrics, subn
 from ._version import __version__  # noqa: F401  (re-exported)
 from .curvature import Kron
 from .distributions import HalfCauchyScaleMixture, Horseshoe, ImproperLogUniform, LogUniform, LogUniformScaleMixture
-from .guides import AutoGroupSparse, AutoSparseVD, AutoSubnetwork, LaplaceGuide, LocalReparamGuide, laplace_guide
+from .guides import (
+    AutoGroupSparse,
+    AutoMeanFieldNormal,
+    AutoSparseVD,
+    AutoSubnetwork,
+    LaplaceGuide,
+    LocalReparamGuide,
+    laplace_guide,
+)
 from .infer import EarlyStopping, History, fit
 from .io import Checkpoint, Saved, load, save
 from .marginals import GroupMarginal, Marginal, marginals, register_marginals
@@ -61,6 +69,7 @@ __all__ = [
     "NonFiniteError",
     "TrainingState",
     "AutoSparseVD",
+    "AutoMeanFieldNormal",
     "AutoSubnetwork",
     "LocalReparamGuide",
     "laplace_guide",

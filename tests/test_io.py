@@ -106,6 +106,7 @@ def matrix(tmp_path_factory):
     cases = {name: (*trained(name), {}) for name in GUIDES}
     cases.update({f"pruned_{n}": pruned_case(n) for n in ("sparse_vd", "group_log_uniform")})
     cases.update({"autonormal": (*pyro_guide(AutoNormal), {}), "autodelta": (*pyro_guide(AutoDelta), {})})
+    cases["meanfield"] = (*pyro_guide(pp.AutoMeanFieldNormal), {})
     expected = {}
     for name, (model, guide, pruned) in cases.items():
         pp.save(folder / f"{name}.pt", model, guide, pruned=pruned)
@@ -115,7 +116,7 @@ def matrix(tmp_path_factory):
     return expected, torch.load(folder / "child.pt", weights_only=True)
 
 
-CASES = GUIDES + ["pruned_sparse_vd", "pruned_group_log_uniform", "autonormal", "autodelta"]
+CASES = GUIDES + ["pruned_sparse_vd", "pruned_group_log_uniform", "autonormal", "autodelta", "meanfield"]
 
 
 @pytest.mark.parametrize("name", CASES)

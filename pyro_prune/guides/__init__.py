@@ -7,12 +7,14 @@ reparameterization and an analytic KL, which :func:`pyro_prune.fit` trains by it
 from .base import LocalReparamGuide
 from .group_sparse import AutoGroupSparse
 from .laplace import LaplaceGuide, laplace_guide
+from .mean_field import AutoMeanFieldNormal
 from .sparse_vd import AutoSparseVD
 from .subnetwork import AutoSubnetwork
 
 __all__ = [
     "LocalReparamGuide",
     "AutoSparseVD",
+    "AutoMeanFieldNormal",
     "LaplaceGuide",
     "laplace_guide",
     "AutoGroupSparse",

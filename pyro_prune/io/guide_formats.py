@@ -18,7 +18,7 @@ import torch
 from pyro.infer.autoguide import AutoDelta, AutoDiagonalNormal, AutoGuide, AutoMultivariateNormal, AutoNormal
 
 from .. import subnet as sn
-from ..guides import AutoGroupSparse, AutoSparseVD, AutoSubnetwork, LaplaceGuide
+from ..guides import AutoGroupSparse, AutoMeanFieldNormal, AutoSparseVD, AutoSubnetwork, LaplaceGuide
 from ..model.bayesian_model import BayesianModel
 
 __all__ = ["GuideFormat", "GUIDES", "register_guide", "guide_format", "guide_format_named"]
@@ -116,6 +116,8 @@ def _laplace_build(model: BayesianModel, config: Dict[str, Any], state: Mapping[
 
 register_guide(AutoSparseVD, _sparse_config)
 register_guide(AutoGroupSparse, _group_config)
+register_guide(AutoMeanFieldNormal, lambda g: {"init_scale": g.init_scale,
+                                               "local_reparameterization": g.local_reparameterization})  # fmt: skip
 register_guide(AutoSubnetwork, lambda g: {"init_scale": g.init_scale, "train_rest": g.train_rest}, _subnetwork_build)
 register_guide(LaplaceGuide, _laplace_config, _laplace_build)
 
