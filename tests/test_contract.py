@@ -67,6 +67,10 @@ def _normal():
 CASES = {
     "AutoNormal": Case(_normal, lambda m, x, y: AutoNormal(m, init_scale=0.05), True, False),
     "AutoSparseVD": Case(pp.LogUniform, lambda m, x, y: pp.AutoSparseVD(m), True, False),
+    "AutoMeanFieldNormal": Case(_normal, lambda m, x, y: pp.AutoMeanFieldNormal(m, init_scale=0.05), True, False),
+    "laplace-last-layer-kron": Case(
+        _normal, lambda m, x, y: pp.laplace_guide(m, (x, y), "kron", subnet=sn.LastLayer()), False, True
+    ),
     "AutoGroupSparse-log-uniform": Case(
         lambda: pp.GroupPrior("log-uniform"), lambda m, x, y: pp.AutoGroupSparse(m), True, False
     ),
