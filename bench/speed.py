@@ -10,11 +10,17 @@ On the digits MLP 64-300-100-10 of ../shared/TARGETS.md (batch 64, Adam lr 1e-3)
   prior) likewise against a dense epoch. These are interleaved *per epoch*: a ``fit`` callback runs one reference
   epoch and one dense epoch after each of our epochs, and the ratio of each adjacent pair is kept (the machine's
   load drifts; adjacent epochs share it). Medians and 10-90 % ranges over every epoch of every round.
+* ``group_sparse_vs_group_reference``: a ``pp.fit`` epoch of ``AutoGroupSparse`` (``GroupPrior("log-uniform")``)
+  ÷ an epoch of a plain-PyTorch Bayesian Compression net (``LinearGroupBC``, written here from Louizos et al. 2017:
+  input-unit groups, scales drawn per example, the same KL terms and initial values as the guide);
+  ``group_sparse_vs_dense`` likewise against a dense epoch. Interleaved as above.
 
-The reference model is copied below (``LinearSVDO``, about 20 lines) because importing ``peers.py`` would run it.
+The Sparse VD reference model is copied below (``LinearSVDO``, about 20 lines) because importing ``peers.py`` would
+run it.
 
 Measurements are interleaved over ``--rounds`` rounds and the median epoch time is kept.
-Usage: ``python bench/speed.py [--rounds 3] [--epochs 3] [--sparse-epochs 15] [--only-sparse] [--out ...]``.
+Usage: ``python bench/speed.py [--rounds 3] [--epochs 3] [--sparse-epochs 15] [--only-sparse] [--only-group]
+[--out ...]``.
 """
 
 from __future__ import annotations
@@ -65,22 +71,56 @@ class LinearSVDO(nn.Module):
         return -(K1 * torch.sigmoid(K2 + K3 * la) - 0.5 * F.softplus(-la) - K1).sum()
 
 
+class LinearGroupBC(nn.Module):
+    r"""Bayesian Compression with the log-uniform group prior (Louizos, Ullrich, Welling 2017), one Linear layer,
+    written from the paper: a group is an input unit, :math:`w_{ij} = z_j \tilde w_{ij}`,
+    :math:`q(z_j) = \mathcal N(\mu_j, \sigma_j^2)`, :math:`q(\tilde w_{ij}) = \mathcal N(\tilde\mu_{ij},
+    \tilde\sigma^2_{ij})`; local reparameterization with :math:`z` drawn per example (eq. 8); KL = Molchanov's
+    approximation of :math:`\mathrm{KL}(q(z)\,\|\,1/|z|)` + :math:`\tfrac12\sum(\tilde\sigma^2 + \tilde\mu^2 - 1
+    - \log\tilde\sigma^2)` (eq. 9) + the biases' KL against :math:`\mathcal N(0, 1)`."""
+
+    def __init__(self, i, o):
+        super().__init__()
+        w = torch.empty(o, i)
+        nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+        s0 = w.pow(2).mean().sqrt()
+        self.w_mu = nn.Parameter(w / s0)
+        self.w_ls2 = nn.Parameter(torch.full((o, i), -8.0))
+        self.z_mu = nn.Parameter(torch.full((i,), float(s0)))
+        self.z_ls2 = nn.Parameter(torch.full((i,), float(2 * s0.log() - 8.0)))
+        self.b_mu = nn.Parameter(torch.zeros(o))
+        self.b_ls2 = nn.Parameter(torch.full((o,), -8.0))
+
+    def forward(self, x):
+        z = self.z_mu + (0.5 * self.z_ls2).exp() * torch.randn(x.shape[0], self.z_mu.numel())
+        xz = x * z
+        mu = F.linear(xz, self.w_mu, self.b_mu)
+        var = F.linear(xz * xz, self.w_ls2.exp(), self.b_ls2.exp())
+        return mu + var.clamp_min(1e-8).sqrt() * torch.randn_like(mu)
+
+    def kl(self):
+        la = (self.z_ls2 - torch.log(self.z_mu**2 + 1e-8)).clamp(-10, 10)
+        kl_z = -(K1 * torch.sigmoid(K2 + K3 * la) - 0.5 * F.softplus(-la) - K1).sum()
+        kl_w = 0.5 * (self.w_ls2.exp() + self.w_mu**2 - 1 - self.w_ls2).sum()
+        return kl_z + kl_w + 0.5 * (self.b_ls2.exp() + self.b_mu**2 - 1 - self.b_ls2).sum()
+
+
 def reference_epoch(svd, opt, loader, n, beta=1.0):
     """One training epoch of the reference (peers.py's loop); returns the seconds it took."""
     t = time.perf_counter()
     for xb, yb in loader:
         opt.zero_grad()
-        loss = F.cross_entropy(svd(xb), yb) * n + beta * sum(m.kl() for m in svd if isinstance(m, LinearSVDO))
+        loss = F.cross_entropy(svd(xb), yb) * n + beta * sum(m.kl() for m in svd if hasattr(m, "kl"))
         (loss / n).backward()
         opt.step()
     return time.perf_counter() - t
 
 
-def interleaved_ratios(split, loader, epochs, make_guide, prior):
-    """Per-epoch ratios ``(ours / reference, ours / dense)``: one reference and one dense epoch after each ``fit``
-    epoch (a callback), the first epoch dropped (warm-up)."""
+def interleaved_ratios(split, loader, epochs, make_guide, prior, layer=LinearSVDO):
+    """Per-epoch ratios ``(ours / reference, ours / dense)``: one reference epoch (a net of ``layer`` s) and one
+    dense epoch after each ``fit`` epoch (a callback), the first epoch dropped (warm-up)."""
     n = split.dataset_size
-    svd = nn.Sequential(LinearSVDO(64, 300), nn.ReLU(), LinearSVDO(300, 100), nn.ReLU(), LinearSVDO(100, 10))
+    svd = nn.Sequential(layer(64, 300), nn.ReLU(), layer(300, 100), nn.ReLU(), layer(100, 10))
     sopt = torch.optim.Adam(svd.parameters(), lr=1e-3)
     net = mlp()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -116,7 +156,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--sparse-epochs", type=int, default=15, help="fit epochs per round of the interleaved ratios")
-    ap.add_argument("--only-sparse", action="store_true", help="only the interleaved sparse/mean-field ratios")
+    ap.add_argument("--only-sparse", action="store_true", help="only the interleaved ratios (no AutoNormal/Renyi)")
+    ap.add_argument("--only-group", action="store_true", help="only the AutoGroupSparse ratios (implies --only-sparse)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "speed.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
@@ -124,23 +165,25 @@ def main(argv=None):
     split = pp.data.load_digits()
     loader, _ = split.loaders(batch_size=64, seed=0)
 
-    pairs = {"sparse_vd": ([], []), "mean_field": ([], [])}
+    pairs = {"sparse_vd": ([], []), "mean_field": ([], []), "group": ([], [])}
+    runs = (("sparse_vd", pp.AutoSparseVD, pp.LogUniform(), LinearSVDO),
+            ("mean_field", AutoMeanFieldNormal, dist.Normal(0.0, 1.0), LinearSVDO),
+            ("group", pp.AutoGroupSparse, pp.GroupPrior("log-uniform"), LinearGroupBC))  # fmt: skip
     for _ in range(args.rounds):
-        for key, make_guide, prior in (("sparse_vd", pp.AutoSparseVD, pp.LogUniform()),
-                                       ("mean_field", AutoMeanFieldNormal, dist.Normal(0.0, 1.0))):  # fmt: skip
-            vs_ref, vs_dense = interleaved_ratios(split, loader, args.sparse_epochs, make_guide, prior)
+        for key, make_guide, prior, layer in runs:
+            if args.only_group and key != "group":
+                continue
+            vs_ref, vs_dense = interleaved_ratios(split, loader, args.sparse_epochs, make_guide, prior, layer)
             pairs[key][0].extend(vs_ref)
             pairs[key][1].extend(vs_dense)
-    interleaved = {
-        "sparse_vd_vs_reference": summary(pairs["sparse_vd"][0]),
-        "sparse_vd_vs_dense": summary(pairs["sparse_vd"][1]),
-        "mean_field_vs_dense": summary(pairs["mean_field"][1]),
-        "mean_field_vs_reference": summary(pairs["mean_field"][0]),
-        "epochs_paired": len(pairs["sparse_vd"][0]),
-    }
+    names = {"sparse_vd": ("sparse_vd_vs_reference", "sparse_vd_vs_dense"),
+             "mean_field": ("mean_field_vs_reference", "mean_field_vs_dense"),
+             "group": ("group_sparse_vs_group_reference", "group_sparse_vs_dense")}  # fmt: skip
+    interleaved = {name: summary(v) for key, both in names.items() for name, v in zip(both, pairs[key]) if v}
+    interleaved["epochs_paired"] = len(pairs["group"][0])
     for k, v in interleaved.items():
         print(f"{k:<26} {v}")
-    if args.only_sparse:
+    if args.only_sparse or args.only_group:
         write_json({"interleaved": interleaved, "torch": torch.__version__}, args.out)
         return interleaved
     times = {k: [] for k in ("dense", "autonormal", "renyi_k1", "renyi_k8")}
@@ -162,6 +205,7 @@ def main(argv=None):
         "targets": {
             "renyi_k8_vs_k1": "<= 3.0",
             "sparse_vd_vs_reference": "<= 1.0",
+            "group_sparse_vs_group_reference": "<= 1.0",
             "mean_field_vs_dense": "<= 3.0",
             "peers": "Pyro AutoNormal 5.7x dense, RenyiELBO K=4 unvectorized 3.4x",
         },
