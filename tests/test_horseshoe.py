@@ -43,13 +43,11 @@ def trained(kind, size, tau0=1e-5, seed=0):
     return model, guide, hist, x, y
 
 
-# Measured (issue 13): after this budget the log-uniform prior keeps the 3 relevant inputs (log alpha -7.1 .. -6.5)
-# but two irrelevant ones sit at 2.4 and 2.7, below its threshold 3 (at 300 steps without warm-up it instead lost a
-# relevant input, log alpha 4.4); the horseshoe passes at threshold 0.  Not fixed yet: see the issue-13 report.
-KINDS = [
-    pytest.param("log-uniform", marks=pytest.mark.xfail(reason="log-uniform scores of 2 irrelevant inputs < 3")),
-    "horseshoe",
-]
+# Measured (issue 13, this budget, seeds 0-3): the log-uniform scale's own log alpha left irrelevant inputs at
+# 0.8 .. 2.7 (< its threshold 3: Adam's jitter of mu_z about 0 over a tiny sigma_z); the rule's pooled
+# noise-to-signal ratio over the weights into kept units puts relevant inputs at -7.7 .. -0.3 and irrelevant ones
+# at 6.9 .. 9.3 (see GroupLogAlpha).
+KINDS = ["log-uniform", "horseshoe"]
 
 
 def check_keeps_exactly_the_relevant_inputs(kind, size):
@@ -92,7 +90,7 @@ def test_paper_tau0_trains_like_a_moderate_one():
         pp.bayesianize(nn.Linear(12, 2), pp.GroupPrior("horseshoe", tau0=1e-5), pp.Categorical(8))
     )
     fresh(*few_relevant(8, 12, 3))
-    assert float(fresh.total_kl()) < 1e3
+    assert float(fresh.total_kl().detach()) < 1e3
 
 
 @pytest.mark.parametrize("rate", [1.0, 1e10])

@@ -253,7 +253,7 @@ def test_group_rule_keeps_one_group_when_all_would_go():
     assert all(int(g.sum()) == 1 for g in res.group_masks.values())
 
 
-def test_horseshoe_group_log_alpha_ignores_weights_into_removed_units():
+def test_group_log_alpha_ignores_weights_into_removed_units():
     from pyro_prune.marginals import GroupMarginal
 
     def gm(prior, la, axis=1):
@@ -271,10 +271,11 @@ def test_horseshoe_group_log_alpha_ignores_weights_into_removed_units():
         }
         masks = rules.GroupLogAlpha(3.0).group_masks(margs)
         assert masks["b.weight"].tolist() == [True, True, False, False]
-        if prior == "horseshoe":  # re-scored over the rows of kept units 0, 1: inputs 0 and 2 carry signal
-            assert masks["a.weight"].tolist() == [True, False, True]
-        else:  # the log-uniform scale's own log alpha is used as is
-            assert masks["a.weight"].tolist() == [False, False, False]
+        # both priors: layer a re-scored over the rows of kept units 0, 1, where inputs 0 and 2 carry signal (the
+        # log-uniform scale's own log alpha, 5 for every group, is not what the rule reads in a layer that feeds one)
+        assert masks["a.weight"].tolist() == [True, False, True], prior
+        scores = rules.group_log_alpha(margs)["a.weight"]
+        assert_close(scores, torch.tensor([math.log(0.02 / 2), 10.0, math.log(0.02 / 2)]), rtol=1e-5, atol=1e-6)
 
 
 def test_group_log_alpha_scores_are_what_the_rule_thresholds():
