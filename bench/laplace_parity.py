@@ -1,0 +1,392 @@
+"""laplace-torch 0.3 and ``pp.laplace_guide`` side by side, in one run, on the same MAP networks and data.
+
+Three parts (issue 14's "done when" bench):
+
+1. **laplace-torch's README regression example** (the sinusoid of its docs, reproduced exactly: 150 points
+   ``x ~ U(0, 8)``, ``y = sin x + 0.3 ε``, seed 711; MLP 1-50-1 tanh trained 1000 full-batch Adam steps at lr 1e-2):
+   full Laplace, prior precision τ and noise σ tuned jointly by the marginal likelihood (laplace-torch: the README's
+   1000 Adam steps at lr 0.1 on ``log τ, log σ`` from 0; ours: ``optimize_prior_precision(sigma_noise=True)``,
+   L-BFGS).  Test NLL: the GLM predictive (noise included) on 500 fresh points of the same process (seed 712).
+2. **laplace-torch's README classification example**: diagonal Laplace over all weights, τ by ``gridsearch`` on a
+   validation loader, GLM-probit predictive.  Its ``load_map_model()`` / loaders are placeholders (no dataset is
+   named), so the digits MLP 64-100-10 below stands in for the MAP network, its 20 % validation part for
+   ``val_loader`` (ours: ``optimize_prior_precision(method="val")``).
+3. **Digits MLP 64-100-10** (7,510 weights; sklearn digits: MAP trained on a seeded 80 % of the 1,437 training
+   digits, the same network for both libraries; scored on the 360 test digits): last-layer KFAC, all-layer KFAC,
+   diag, full, and subnet (``structure="full"`` over the 1,000 weights of largest diagonal-Laplace variance:
+   laplace-torch's ``LargestVarianceDiagLaplaceSubnetMask`` + ``SubnetLaplace``; ours ``pp.subnet.LargestVariance``
+   with a diag guide at τ = 1).  τ by the marginal likelihood for both (laplace-torch: its default 100 Adam steps at
+   lr 0.1; ours: L-BFGS); GLM-probit predictive for both.
+
+Each line reports τ, σ (regression), the log evidence of each library at its own τ and at the other's (the evidence
+*function* compared at equal arguments, separately from where each optimizer stops), test NLL, ECE, accuracy, and
+fit / tune / predict seconds: ``--rounds`` interleaved repetitions (the library that goes first alternates), medians,
+ratio ours ÷ laplace-torch.  laplace-torch's full-network marglik tuning (one dense 7,510² log-determinant per Adam
+step) is repeated ``--heavy-rounds`` times only.
+
+Run with the peers' interpreter (laplace-torch is imported here only)::
+
+    PYTHONPATH=. /work/peers/bin/python bench/laplace_parity.py [--quick] [--rounds 3]
+
+writes ``bench/results/laplace_parity.json`` and ``.md`` (``--quick``: a smoke run, 1 round, fewer MAP epochs,
+written to ``laplace_parity_quick.*``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import statistics
+import sys
+import time
+import warnings
+from importlib.metadata import version
+
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import pyro_prune as pp
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+from bench import common  # noqa: E402
+from bench.common import run_stamp, scores, tensor_loader, write_json  # noqa: E402
+
+common.hide_bench_folder()  # bench/laplace.py would shadow laplace-torch's `laplace`
+
+from laplace import Laplace  # noqa: E402
+from laplace.utils import LargestVarianceDiagLaplaceSubnetMask  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+N_SUBNET = 1000
+
+
+# -- timing ------------------------------------------------------------------------------------------------------
+def interleaved(runs: dict, rounds: int, heavy: dict | None = None) -> dict:
+    """Call ``runs["ours"]()`` and ``runs["theirs"]()`` ``rounds`` times each, alternating which goes first; each
+    returns ``(result, {"fit": s, "tune": s, "predict": s})``.  ``heavy``: a smaller round count per side.  Returns
+    ``{side: (last result, {phase: [seconds, ...]})}``."""
+    heavy = heavy or {}
+    out: dict = {}
+    for r in range(rounds):
+        order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
+        for side in order:
+            if r >= heavy.get(side, rounds):
+                continue
+            res, t = runs[side]()
+            prev = out.get(side, (None, {k: [] for k in t}))[1]
+            out[side] = (res, {k: prev[k] + [v] for k, v in t.items()})
+    return out
+
+
+def time_rows(times: dict) -> dict:
+    """Medians per phase and side, all the times, and the ratio ours ÷ laplace-torch of the medians."""
+    rows = {}
+    for phase in times["ours"]:
+        o, t = statistics.median(times["ours"][phase]), statistics.median(times["theirs"][phase])
+        rows[phase] = dict(ours_s=round(o, 4), theirs_s=round(t, 4), ratio=round(o / t, 3),
+                           ours_all_s=[round(v, 3) for v in times["ours"][phase]],
+                           theirs_all_s=[round(v, 3) for v in times["theirs"][phase]])  # fmt: skip
+    return rows
+
+
+def rel(a: float, b: float) -> float:
+    """``|a - b| / |b|``, rounded."""
+    return round(abs(a - b) / abs(b), 5)
+
+
+def compare_evidence(ev: dict) -> None:
+    """Add the relative differences of the two evidences at each library's own optimum, and at equal arguments (the
+    larger of the two cross-evaluations)."""
+    ev["rel_at_own_optimum"] = rel(ev["ours_at_ours"], ev["theirs_at_theirs"])
+    same = (rel(ev["ours_at_theirs"], ev["theirs_at_theirs"]), rel(ev["ours_at_ours"], ev["theirs_at_ours"]))
+    ev["rel_same_args"] = max(same)
+
+
+# -- 1. the sinusoid (laplace-torch's README regression example) -------------------------------------------------
+def sinusoid_data(n_epochs: int):
+    """laplace-torch's docs' regression example verbatim: data (seed 711), MLP 1-50-1 tanh, MAP by full-batch Adam."""
+    torch.manual_seed(711)
+    x = (torch.rand(150) * 8).unsqueeze(-1)
+    y = torch.sin(x) + torch.randn_like(x) * 0.3
+    torch.manual_seed(711)
+    net = nn.Sequential(nn.Linear(1, 50), nn.Tanh(), nn.Linear(50, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(n_epochs):
+        opt.zero_grad()
+        F.mse_loss(net(x), y).backward()
+        opt.step()
+    g = torch.Generator().manual_seed(712)
+    xt = (torch.rand(500, 1, generator=g) * 8).sort(0).values
+    yt = torch.sin(xt) + torch.randn(xt.shape, generator=g) * 0.3
+    return net.eval(), x, y, xt, yt
+
+
+def gaussian_nll(mean: torch.Tensor, var: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean Gaussian negative log-likelihood per test point."""
+    mean, var, y = mean.reshape(-1), var.reshape(-1), y.reshape(-1)
+    return round(float((0.5 * torch.log(2 * math.pi * var) + 0.5 * (y - mean) ** 2 / var).mean()), 4)
+
+
+def sinusoid_theirs(net, x, y, xt, yt, n_hyper: int):
+    t0 = time.perf_counter()
+    la = Laplace(copy.deepcopy(net), "regression", subset_of_weights="all", hessian_structure="full")
+    la.fit(tensor_loader(x, y, batch_size=150))
+    t1 = time.perf_counter()
+    log_prior, log_sigma = torch.ones(1, requires_grad=True), torch.ones(1, requires_grad=True)
+    opt = torch.optim.Adam([log_prior, log_sigma], lr=1e-1)
+    for _ in range(n_hyper):  # the README's loop
+        opt.zero_grad()
+        (-la.log_marginal_likelihood(log_prior.exp(), log_sigma.exp())).backward()
+        opt.step()
+    t2 = time.perf_counter()
+    with torch.no_grad():
+        f_mu, f_var = la(xt, pred_type="glm")
+    t3 = time.perf_counter()
+    sigma = float(la.sigma_noise.detach())
+    res = dict(la=la, tau=float(la.prior_precision.detach()), sigma=sigma,
+               nll=gaussian_nll(f_mu, f_var.reshape(-1) + sigma**2, yt))  # fmt: skip
+    return res, dict(fit=t1 - t0, tune=t2 - t1, predict=t3 - t2)
+
+
+def sinusoid_ours(net, x, y, xt, yt):
+    t0 = time.perf_counter()
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Gaussian(len(x), scale=1.0))
+    g = pp.laplace_guide(model, (x, y), "full", prior_precision=1.0)
+    t1 = time.perf_counter()
+    g.optimize_prior_precision(sigma_noise=True)
+    t2 = time.perf_counter()
+    with torch.no_grad():
+        p = pp.predict(model, g, xt)
+    t3 = time.perf_counter()
+    res = dict(g=g, tau=float(g.prior_precision), sigma=float(g.sigma_noise), nll=gaussian_nll(p.mean, p.std**2, yt),
+               method=p.method)  # fmt: skip
+    return res, dict(fit=t1 - t0, tune=t2 - t1, predict=t3 - t2)
+
+
+def sinusoid_part(args) -> dict:
+    net, x, y, xt, yt = sinusoid_data(args.map_epochs_sin)
+    n_hyper = 1000 if not args.quick else 300
+    runs = dict(
+        ours=lambda: sinusoid_ours(net, x, y, xt, yt), theirs=lambda: sinusoid_theirs(net, x, y, xt, yt, n_hyper)
+    )
+    out = interleaved(runs, args.rounds)
+    o, t = out["ours"][0], out["theirs"][0]
+    g, la = o["g"], t["la"]
+    ev = dict(
+        ours_at_ours=float(g.log_marginal_likelihood()),
+        theirs_at_theirs=float(la.log_marginal_likelihood()),
+        ours_at_theirs=float(g.log_marginal_likelihood(t["tau"], t["sigma"])),
+        theirs_at_ours=float(la.log_marginal_likelihood(torch.tensor(o["tau"]), torch.tensor(o["sigma"]))),
+    )
+    ev = {k: round(v, 4) for k, v in ev.items()}
+    compare_evidence(ev)
+    return dict(
+        name="sinusoid, full, joint (tau, sigma) by marglik",
+        ours=dict(tau=round(o["tau"], 4), sigma=round(o["sigma"], 4), nll=o["nll"], predictive=o["method"]),
+        theirs=dict(tau=round(t["tau"], 4), sigma=round(t["sigma"], 4), nll=t["nll"], hyper_steps=n_hyper),
+        evidence=ev,
+        times=time_rows({k: v[1] for k, v in out.items()}),
+    )
+
+
+# -- 2./3. digits ------------------------------------------------------------------------------------------------
+def digits_map(epochs: int):
+    """The MAP MLP 64-100-10 (Adam 1e-3, weight decay 1e-4, batch 64, seed 0; the peers' recipe) on a seeded 80 % of
+    the training digits; returns ``(net, train (x, y), val (x, y), test (x, y))``."""
+    split = pp.data.load_digits()
+    x, y = split.x_train, split.y_train
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    tr, va = perm[: int(0.8 * len(x))], perm[int(0.8 * len(x)) :]
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 10))
+    common.train_dense(net, tensor_loader(x[tr], y[tr], batch_size=64, shuffle=True), epochs, wd=1e-4)
+    return net.eval(), (x[tr], y[tr]), (x[va], y[va]), (split.x_test, split.y_test)
+
+
+#: line name -> (laplace-torch's subset_of_weights, hessian_structure; ours structure, subnet kind, tuning)
+LINES = {
+    "readme_diag_gridsearch": ("all", "diag", "diag", None, "val"),
+    "last_layer_kron": ("last_layer", "kron", "kron", "last", "marglik"),
+    "kron": ("all", "kron", "kron", None, "marglik"),
+    "diag": ("all", "diag", "diag", None, "marglik"),
+    "full": ("all", "full", "full", None, "marglik"),
+    "subnet_full_1000": ("subnetwork", "full", "full", "largest_variance", "marglik"),
+}
+
+
+#: lines repeated only ``--heavy-rounds`` times, per side: laplace-torch's 100-point grid search re-predicts the
+#: validation set 100 times; the 7,510-weight dense lines are minutes per fit/tune
+HEAVY = {"readme_diag_gridsearch": ("theirs",), "full": ("ours", "theirs")}
+
+
+def theirs_digits(line: str, net, train, val, test):
+    subset, hs, _, _, tuning = LINES[line]
+    tl = tensor_loader(*train, batch_size=64)
+    t0 = time.perf_counter()
+    kw = {}
+    if subset == "subnetwork":
+        dl = Laplace(copy.deepcopy(net), "classification", subset_of_weights="all", hessian_structure="diag")
+        mask = LargestVarianceDiagLaplaceSubnetMask(copy.deepcopy(net), n_params_subnet=N_SUBNET, diag_laplace_model=dl)
+        kw["subnetwork_indices"] = mask.select(tl)
+    la = Laplace(copy.deepcopy(net), "classification", subset_of_weights=subset, hessian_structure=hs, **kw)
+    la.fit(tl)
+    t1 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "By default link_approx is probit" on every call
+        if tuning == "val":
+            la.optimize_prior_precision(method="gridsearch", pred_type="glm", link_approx="probit",
+                                        val_loader=tensor_loader(*val, batch_size=64))  # fmt: skip
+        else:
+            la.optimize_prior_precision(method="marglik", pred_type="glm", link_approx="probit")
+    t2 = time.perf_counter()
+    with torch.no_grad():
+        probs = la(test[0], pred_type="glm", link_approx="probit")
+    t3 = time.perf_counter()
+    res = dict(la=la, tau=float(la.prior_precision.reshape(-1)[0]), idx=kw.get("subnetwork_indices"),
+               **scores(probs, test[1]))  # fmt: skip
+    return res, dict(fit=t1 - t0, tune=t2 - t1, predict=t3 - t2)
+
+
+def ours_digits(line: str, net, train, val, test):
+    _, _, structure, subnet_kind, tuning = LINES[line]
+    t0 = time.perf_counter()
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(len(train[0])))
+    tl = tensor_loader(*train, batch_size=64)
+    subnet = None
+    if subnet_kind == "last":
+        subnet = pp.subnet.LastLayer()
+    elif subnet_kind == "largest_variance":
+        dg = pp.laplace_guide(model, tl, "diag", prior_precision=1.0)
+        subnet = pp.subnet.LargestVariance(N_SUBNET, source=dg).select(model)
+    g = pp.laplace_guide(model, tl, structure, prior_precision=1.0, subnet=subnet)
+    t1 = time.perf_counter()
+    error = None
+    try:
+        if tuning == "val":
+            g.optimize_prior_precision(method="val", val_data=val)
+        else:
+            g.optimize_prior_precision()
+    except ValueError as e:  # recorded, not hidden: the report lists it
+        error = f"{type(e).__name__}: {e}"
+    t2 = time.perf_counter()
+    with torch.no_grad():
+        p = pp.predict(model, g, test[0])
+    t3 = time.perf_counter()
+    res = dict(g=g, tau=float(g.prior_precision), idx=subnet if torch.is_tensor(subnet) else None,
+               predictive=p.method, **scores(p.probs, test[1]))  # fmt: skip
+    if error:
+        res["error"] = error
+    return res, dict(fit=t1 - t0, tune=t2 - t1, predict=t3 - t2)
+
+
+def digits_line(line: str, data, args) -> dict:
+    heavy = HEAVY.get(line, {})
+    heavy = {side: args.heavy_rounds for side in heavy}
+    runs = dict(ours=lambda: ours_digits(line, *data), theirs=lambda: theirs_digits(line, *data))
+    out = interleaved(runs, args.rounds, heavy)
+    o, t = out["ours"][0], out["theirs"][0]
+    g, la = o["g"], t["la"]
+    ev = dict(
+        ours_at_ours=float(g.log_marginal_likelihood()) if "error" not in o else float("nan"),
+        theirs_at_theirs=float(la.log_marginal_likelihood()),
+        ours_at_theirs=float(g.log_marginal_likelihood(t["tau"])),
+        theirs_at_ours=float(la.log_marginal_likelihood(torch.tensor(o["tau"]))) if "error" not in o else float("nan"),
+    )
+    ev = {k: round(v, 3) for k, v in ev.items()}
+    compare_evidence(ev)
+    row = dict(
+        name=line,
+        ours={k: (round(v, 4) if isinstance(v, float) else v) for k, v in o.items() if k not in ("g", "idx")},
+        theirs={k: (round(v, 4) if isinstance(v, float) else v) for k, v in t.items() if k not in ("la", "idx")},
+        evidence=ev,
+        times=time_rows({k: v[1] for k, v in out.items()}),
+    )
+    if o["idx"] is not None and t["idx"] is not None:
+        a, b = set(o["idx"].tolist()), set(t["idx"].tolist())
+        row["subnet_overlap"] = round(len(a & b) / len(a | b), 4)
+    return row
+
+
+# -- report ------------------------------------------------------------------------------------------------------
+def table(res: dict) -> list:
+    """Markdown rows: one per line and library, then the time ratios."""
+    head = "| line | lib | tau | sigma | log evidence (own tau) | at other's tau | NLL | ECE | acc | fit s | tune s "
+    rows = [head + "| predict s |", "|" + "---|" * 12]
+    for r in [res["sinusoid"], *res["digits"]]:
+        for side, other in (("theirs", "ours"), ("ours", "theirs")):
+            s, ev, tm = r[side], r["evidence"], r["times"]
+            lib = "laplace-torch" if side == "theirs" else "ours"
+            sig = f"{s['sigma']:.4f}" if "sigma" in s else ""
+            acc = f"{s['accuracy']:.4f}" if "accuracy" in s else ""
+            ece = f"{s['ece']:.4f}" if "ece" in s else ""
+            if "error" in s:
+                lib += " (tune failed: " + s["error"][:60] + ")"
+            rows.append(
+                f"| {r['name']} | {lib} | {s['tau']:.4g} | {sig} | {ev[f'{side}_at_{side}']:.3f} | "
+                f"{ev[f'{side}_at_{other}']:.3f} | {s['nll']:.4f} | {ece} | {acc} | "
+                f"{tm['fit'][side + '_s']:.3f} | {tm['tune'][side + '_s']:.3f} | {tm['predict'][side + '_s']:.4f} |"
+            )
+    head = "| line | evidence rel. diff, own optima | same tau (and sigma) | fit ratio | tune ratio | predict ratio |"
+    rows += ["", head, "|---|---|---|---|---|---|"]
+    for r in [res["sinusoid"], *res["digits"]]:
+        ev, tm = r["evidence"], r["times"]
+        ratios = " | ".join(f"{tm[k]['ratio']:.2f}" for k in ("fit", "tune", "predict"))
+        rows.append(f"| {r['name']} | {ev['rel_at_own_optimum']:.2%} | {ev['rel_same_args']:.2%} | {ratios} |")
+    return rows
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, short MAP training, fewer steps")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions of every line (medians)")
+    ap.add_argument("--heavy-rounds", type=int, default=1, help="repetitions of laplace-torch's full-network line")
+    ap.add_argument("--lines", nargs="*", default=list(LINES), choices=list(LINES))
+    ap.add_argument("--out", default=None, help="JSON path (the .md goes beside it)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds, args.heavy_rounds = 1, 1
+    args.map_epochs_sin = 300 if args.quick else 1000
+    args.map_epochs_digits = 20 if args.quick else 100
+    args.out = args.out or os.path.join(RESULTS, "laplace_parity_quick.json" if args.quick else "laplace_parity.json")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    res: dict = dict(config=dict(torch=torch.__version__, threads=torch.get_num_threads(), rounds=args.rounds,
+                                 heavy_rounds=args.heavy_rounds, quick=args.quick, n_subnet=N_SUBNET,
+                                 laplace_torch=version("laplace-torch"), **run_stamp()))  # fmt: skip
+    res["sinusoid"] = sinusoid_part(args)
+    print(res["sinusoid"], flush=True)
+    net, train, val, test = digits_map(args.map_epochs_digits)
+    res["digits_map"] = dict(n_train=len(train[0]), n_val=len(val[0]), n_test=len(test[0]),
+                             weights=sum(p.numel() for p in net.parameters()),
+                             **common.net_scores(net, *test))  # fmt: skip
+    res["digits"] = []
+    for line in args.lines:
+        res["digits"].append(digits_line(line, (net, train, val, test), args))
+        print(res["digits"][-1], flush=True)
+    res["total_s"] = round(time.perf_counter() - t0, 1)
+    rows = table(res)
+    print("\n".join(rows))
+    write_json(res, args.out)
+    md = os.path.splitext(args.out)[0] + ".md"
+    with open(md, "w") as fh:
+        fh.write(f"# laplace-torch {res['config']['laplace_torch']} vs pp.laplace_guide\n\n")
+        c = res["config"]
+        fh.write(
+            f"Run {c['date']}, {c['threads']} threads, load {c['load_average_1min']} at the start, {args.rounds} "
+            f"interleaved rounds (medians), total {res['total_s']} s. Digits MAP: {res['digits_map']}.\n\n"
+        )
+        fh.write("\n".join(rows) + "\n")
+    print(f"wrote {args.out} and {md}")
+
+
+if __name__ == "__main__":
+    main()
