@@ -90,6 +90,25 @@ def _check_group_model(model: BayesianModel, prior: Union[None, str, GroupPrior]
         )
 
 
+class _StandardNormalKLSum(torch.autograd.Function):
+    r""":math:`\tfrac12\sum(\tilde\sigma^2 + \tilde\mu^2 - 1 - \log\tilde\sigma^2)` ([1] eq. 9) with its gradients
+    :math:`(\tilde\mu,\ \tfrac12(\tilde\sigma^2 - 1))` computed in the forward pass (one ``exp``, one in-place
+    update, no autograd intermediates); the flat path's weight KL. Not twice differentiable."""
+
+    @staticmethod
+    def forward(ctx, loc, log_sigma2):
+        var = log_sigma2.exp()
+        kl = 0.5 * (var.sum() + torch.dot(loc, loc) - loc.numel() - log_sigma2.sum())
+        ctx.save_for_backward(loc, var.sub_(1.0).mul_(0.5))
+        return kl
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        loc, g_ls2 = ctx.saved_tensors
+        return loc * grad, g_ls2 * grad
+
+
 class _ScalesAtOne:
     """An init function (picklable): ones at the model's scale sites (each layer's weights then set the scales),
     ``init_loc_fn`` elsewhere."""
@@ -313,7 +332,7 @@ class AutoGroupSparse(LocalReparamGuide):
         loc, ls2 = (layout.segment([self._param(k) for k in keys[w]]) for w in ("loc", "log_sigma2"))
         if loc is None or ls2 is None:
             return None
-        total = 0.5 * (ls2.exp() + loc * loc - 1 - ls2).sum()
+        total = _StandardNormalKLSum.apply(loc, ls2)
         if self.group_prior.kind == "log-uniform":
             z_loc, z_ls2 = (layout.segment([self._param(k) for k in keys[w]]) for w in ("z_loc", "z_log_sigma2"))
             if z_loc is None or z_ls2 is None:
