@@ -290,3 +290,24 @@ def test_logdet_curvature_scale_against_slogdet_and_dense_spectrum_shared():
     copies = [p.with_prior(t) for t in (0.1, 1.0, 10.0)]
     copies[0].logdet()
     assert all(q.state()["eig"] is copies[0].state()["eig"] for q in [p] + copies)
+
+
+def test_dense_eigenvalues_keep_the_small_ones_of_a_float32_ggn():
+    """The evidence's log det(GGN + τI) of an ill-conditioned float32 GGN equals float64 arithmetic on the same
+    matrix (eigenvalues computed in float64); float32 ``eigvalsh`` is 2 % off here (and can return NaN)."""
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(300, 300, generator=g, dtype=torch.float64))
+    ggn = ((q * torch.logspace(-6, 4, 300, dtype=torch.float64)) @ q.T).float()
+    exact = torch.log(torch.linalg.eigvalsh(ggn.double()).clamp_min(0) + 1e-5).sum()
+    dense = pp.curvature.Dense(ggn, 1.0, 1e-5)
+    assert dense.curvature_eigenvalues().dtype == torch.float32
+    assert abs(float(dense.logdet()) - float(exact)) < 1e-6 * abs(float(exact))
+    float32_eig = torch.log(torch.linalg.eigvalsh(ggn).clamp_min(0) + 1e-5).sum()
+    assert abs(float(float32_eig) - float(exact)) > 1e-3 * abs(float(exact))  # what the float64 pass avoids
+
+
+def test_dense_eigenvalues_of_a_non_finite_ggn_raise():
+    ggn = torch.eye(3)
+    ggn[0, 1] = ggn[1, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        pp.curvature.Dense(ggn, 1.0, 1.0).curvature_eigenvalues()

@@ -350,10 +350,18 @@ class Dense(Precision):
         return self.prior_precision.expand(self.numel) if self.prior_precision.dim() == 0 else self.prior_precision
 
     def curvature_eigenvalues(self) -> torch.Tensor:
-        r""":math:`s\,\lambda(\mathrm{GGN})` (clamped at 0); the eigenvalues are computed once (cached)."""
+        r""":math:`s\,\lambda(\mathrm{GGN})` (clamped at 0); the eigenvalues are computed once (cached), in float64
+        whatever the GGN's dtype: float32 ``eigvalsh`` loses the small eigenvalues that the evidence's log-determinant
+        needs (0.5 % of the sinusoid's evidence) and, with several threads, can return NaN for a finite matrix.
+
+        :raises FloatingPointError: the GGN has non-finite eigenvalues (a non-finite curvature).
+        """
         if self._spectrum.values is None:
             with torch.no_grad():
-                self._spectrum.values = torch.linalg.eigvalsh(self.ggn).clamp_min(0)
+                eig = torch.linalg.eigvalsh(self.ggn.double())
+                if not bool(torch.isfinite(eig).all()):
+                    raise FloatingPointError("the GGN has non-finite eigenvalues: the curvature itself is not finite")
+                self._spectrum.values = eig.clamp_min(0).to(self.ggn.dtype)
         return self.scale * self._spectrum.values
 
     def eigenvalues(self) -> torch.Tensor:
