@@ -17,6 +17,7 @@ held-out helper of the Laplace benchmarks.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -137,3 +138,38 @@ def hide_bench_folder() -> None:
     when they run)."""
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != here]
+
+
+# -- the plain-PyTorch Sparse VD reference ------------------------------------------------------------------------
+#: Molchanov et al.'s approximation of -KL(q || log-uniform) as a function of log alpha (their eq. 14).
+K1, K2, K3 = 0.63576, 1.87320, 1.48695
+
+
+def molchanov_kl(log_alpha: torch.Tensor) -> torch.Tensor:
+    """Molchanov et al.'s approximation of the KL to the log-uniform prior, summed over ``log_alpha``."""
+    return -(K1 * torch.sigmoid(K2 + K3 * log_alpha) - 0.5 * F.softplus(-log_alpha) - K1).sum()
+
+
+class LinearSVDO(nn.Module):
+    """The plain-PyTorch Sparse VD layer of ``../shared/bench/peers.py`` (copied once here: importing peers.py runs
+    it): local reparameterization while training, weights with log alpha >= 3 removed in eval mode."""
+
+    def __init__(self, i, o):
+        super().__init__()
+        self.theta = nn.Parameter(torch.empty(o, i))
+        self.bias = nn.Parameter(torch.zeros(o))
+        nn.init.kaiming_uniform_(self.theta, a=math.sqrt(5))
+        self.log_sigma2 = nn.Parameter(torch.full((o, i), -10.0))
+
+    def log_alpha(self):
+        return (self.log_sigma2 - torch.log(self.theta**2 + 1e-8)).clamp(-10, 10)
+
+    def forward(self, x):
+        if self.training:
+            mu = F.linear(x, self.theta, self.bias)
+            var = F.linear(x * x, self.log_sigma2.exp())
+            return mu + var.clamp_min(1e-8).sqrt() * torch.randn_like(mu)
+        return F.linear(x, self.theta * (self.log_alpha() < 3).float(), self.bias)
+
+    def kl(self):
+        return molchanov_kl(self.log_alpha())

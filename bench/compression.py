@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import statistics
 import sys
@@ -53,9 +52,7 @@ import pyro_prune as pp
 from pyro_prune import rules
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: bench.common
-from bench.common import mlp, net_scores, print_table, scores, train_dense, write_json  # noqa: E402
-
-K1, K2, K3 = 0.63576, 1.87320, 1.48695
+from bench.common import LinearSVDO, mlp, net_scores, print_table, scores, train_dense, write_json  # noqa: E402
 
 
 def cnn1d():
@@ -94,28 +91,6 @@ def finetune_masked(module, masks, loader, x_test, y_test, epochs):
 
 def plain_torch_svd(dense, loader, n, x_test, y_test, epochs, warmup):
     """The reference of ../shared/bench/peers.py (Molchanov et al.'s LinearSVDO), for Linear layers."""
-
-    class LinearSVDO(nn.Module):
-        def __init__(s, i, o):
-            super().__init__()
-            s.theta = nn.Parameter(torch.empty(o, i))
-            s.bias = nn.Parameter(torch.zeros(o))
-            nn.init.kaiming_uniform_(s.theta, a=math.sqrt(5))
-            s.log_sigma2 = nn.Parameter(torch.full((o, i), -10.0))
-
-        def log_alpha(s):
-            return (s.log_sigma2 - torch.log(s.theta**2 + 1e-8)).clamp(-10, 10)
-
-        def forward(s, x):
-            if s.training:
-                mu = F.linear(x, s.theta, s.bias)
-                var = F.linear(x * x, s.log_sigma2.exp())
-                return mu + var.clamp_min(1e-8).sqrt() * torch.randn_like(mu)
-            return F.linear(x, s.theta * (s.log_alpha() < 3).float(), s.bias)
-
-        def kl(s):
-            la = s.log_alpha()
-            return -(K1 * torch.sigmoid(K2 + K3 * la) - 0.5 * F.softplus(-la) - K1).sum()
 
     svd = nn.Sequential(LinearSVDO(64, 300), nn.ReLU(), LinearSVDO(300, 100), nn.ReLU(), LinearSVDO(100, 10))
     svd.load_state_dict({k.replace("weight", "theta"): v for k, v in dense.state_dict().items()}, strict=False)

@@ -47,11 +47,10 @@ import torch.nn.utils.prune as tprune
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 import pyro_prune as pp  # noqa: E402
 from bench import protocol  # noqa: E402
-from bench.common import mlp, train_dense  # noqa: E402
+from bench.common import LinearSVDO, mlp, train_dense  # noqa: E402
 from pyro_prune import compare, rules  # noqa: E402
 
 LEVELS = (5, 10, 20, 50, 100)
-K1, K2, K3 = 0.63576, 1.87320, 1.48695
 FINETUNE = 20
 
 
@@ -224,30 +223,7 @@ def structured_method(args):
     return run
 
 
-# -- the plain-PyTorch Sparse VD reference (recipe of ../shared/bench/peers.py, copied: importing it runs it) -------
-class LinearSVDO(nn.Module):
-    def __init__(self, i, o):
-        super().__init__()
-        self.theta = nn.Parameter(torch.empty(o, i))
-        self.bias = nn.Parameter(torch.zeros(o))
-        nn.init.kaiming_uniform_(self.theta, a=math.sqrt(5))
-        self.log_sigma2 = nn.Parameter(torch.full((o, i), -10.0))
-
-    def log_alpha(self):
-        return (self.log_sigma2 - torch.log(self.theta**2 + 1e-8)).clamp(-10, 10)
-
-    def forward(self, x):
-        if self.training:
-            mu = F.linear(x, self.theta, self.bias)
-            var = F.linear(x * x, self.log_sigma2.exp())
-            return mu + var.clamp_min(1e-8).sqrt() * torch.randn_like(mu)
-        return F.linear(x, self.theta * (self.log_alpha() < 3).float(), self.bias)
-
-    def kl(self):
-        la = self.log_alpha()
-        return -(K1 * torch.sigmoid(K2 + K3 * la) - 0.5 * F.softplus(-la) - K1).sum()
-
-
+# -- the plain-PyTorch Sparse VD reference (recipe of ../shared/bench/peers.py; its layer is bench.common.LinearSVDO)
 def train_reference(dense, split, epochs, warmup):
     svd = nn.Sequential(LinearSVDO(64, 300), nn.ReLU(), LinearSVDO(300, 100), nn.ReLU(), LinearSVDO(100, 10))
     svd.load_state_dict({k.replace("weight", "theta"): v for k, v in dense.state_dict().items()}, strict=False)

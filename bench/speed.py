@@ -15,8 +15,8 @@ On the digits MLP 64-300-100-10 of ../shared/TARGETS.md (batch 64, Adam lr 1e-3)
   input-unit groups, scales drawn per example, the same KL terms and initial values as the guide);
   ``group_sparse_vs_dense`` likewise against a dense epoch. Interleaved as above.
 
-The Sparse VD reference model is copied below (``LinearSVDO``, about 20 lines) because importing ``peers.py`` would
-run it.
+The Sparse VD reference layer is ``bench.common.LinearSVDO`` (peers.py's, copied once there: importing ``peers.py``
+would run it).
 
 Measurements are interleaved over ``--rounds`` rounds and the median epoch time is kept.
 Usage: ``python bench/speed.py [--rounds 3] [--epochs 3] [--sparse-epochs 15] [--only-sparse] [--only-group]
@@ -42,33 +42,8 @@ from pyro.infer.autoguide import AutoNormal
 import pyro_prune as pp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root: bench.common
-from bench.common import dense_epoch, mlp, write_json  # noqa: E402
+from bench.common import LinearSVDO, dense_epoch, mlp, molchanov_kl, write_json  # noqa: E402
 from pyro_prune.guides.mean_field import AutoMeanFieldNormal  # noqa: E402
-
-K1, K2, K3 = 0.63576, 1.87320, 1.48695
-
-
-class LinearSVDO(nn.Module):
-    """The plain-PyTorch Sparse VD layer of ``../shared/bench/peers.py`` (copied: importing peers.py runs it)."""
-
-    def __init__(self, i, o):
-        super().__init__()
-        self.theta = nn.Parameter(torch.empty(o, i))
-        self.bias = nn.Parameter(torch.zeros(o))
-        nn.init.kaiming_uniform_(self.theta, a=math.sqrt(5))
-        self.log_sigma2 = nn.Parameter(torch.full((o, i), -10.0))
-
-    def log_alpha(self):
-        return (self.log_sigma2 - torch.log(self.theta**2 + 1e-8)).clamp(-10, 10)
-
-    def forward(self, x):
-        mu = F.linear(x, self.theta, self.bias)
-        var = F.linear(x * x, self.log_sigma2.exp())
-        return mu + var.clamp_min(1e-8).sqrt() * torch.randn_like(mu)
-
-    def kl(self):
-        la = self.log_alpha()
-        return -(K1 * torch.sigmoid(K2 + K3 * la) - 0.5 * F.softplus(-la) - K1).sum()
 
 
 class LinearGroupBC(nn.Module):
@@ -100,7 +75,7 @@ class LinearGroupBC(nn.Module):
 
     def kl(self):
         la = (self.z_ls2 - torch.log(self.z_mu**2 + 1e-8)).clamp(-10, 10)
-        kl_z = -(K1 * torch.sigmoid(K2 + K3 * la) - 0.5 * F.softplus(-la) - K1).sum()
+        kl_z = molchanov_kl(la)
         kl_w = 0.5 * (self.w_ls2.exp() + self.w_mu**2 - 1 - self.w_ls2).sum()
         return kl_z + kl_w + 0.5 * (self.b_ls2.exp() + self.b_mu**2 - 1 - self.b_ls2).sum()
 
