@@ -41,3 +41,32 @@ def test_tutorial_runs_in_smoke_mode(path, monkeypatch):
     if error is not None:
         pytest.fail(f"{path.name} failed in smoke mode:\n{error}", pytrace=False)
     assert path.read_bytes() == before, f"executing {path.name} modified the file on disk"
+
+
+def _make_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tutorials_make", TUTORIALS / "make.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_notebook_has_a_source_and_equals_it():
+    make = _make_module()
+    sources = {p.stem for p in (TUTORIALS / "src").glob("*.py")}
+    assert sources == {p.stem for p in NOTEBOOKS}
+    stale = [p.name for p in sorted((TUTORIALS / "src").glob("*.py")) if not make.in_sync(p)]
+    assert not stale, f"notebooks differ from their sources (run python tutorials/make.py <NN>): {stale}"
+
+
+def test_percent_format_parser_round_trip():
+    make = _make_module()
+    text = "# %% [markdown]\n# # Title\n#\n# text $x$\n\n# %%\nx = 1  # comment\n%matplotlib inline\n\n# %%\nprint(x)\n"
+    assert make.parse(text) == [
+        ("markdown", "# Title\n\ntext $x$"),
+        ("code", "x = 1  # comment\n%matplotlib inline"),
+        ("code", "print(x)"),
+    ]
+    with pytest.raises(ValueError, match="markdown cell line"):
+        make.parse("# %% [markdown]\nnot a comment\n")
