@@ -6,13 +6,18 @@ Computed here, consumed by the Laplace guides; this package never imports a guid
   :class:`Dense`;
 * :mod:`~pyro_prune.curvature.kfac`: KFAC factors and the exact diagonal GGN (:func:`kfac`);
 * :mod:`~pyro_prune.curvature.ggn`: Jacobians and the dense GGN (:func:`full_ggn`);
+* :mod:`~pyro_prune.curvature.ggn_products`: GGN–matrix products through Jacobian–vector products
+  (:class:`GGNOperator`) and the GGN's top eigenpairs (:func:`ggn_eigh`, :class:`Eigensolver`);
+* :mod:`~pyro_prune.curvature.lowrank`: the low-rank precision :class:`LowRank`;
 * :mod:`~pyro_prune.curvature.hessians`: the likelihood's output Hessian (delegating to the likelihood classes);
 * :mod:`~pyro_prune.curvature.recording`: the module hooks both passes share.
 """
 
 from .ggn import dense_bytes, full_ggn, output_jacobians, param_jacobians
+from .ggn_products import Eigensolver, GGNOperator, ggn_eigh, jacobian_products
 from .hessians import Fisher, flatten_output, hessian_sqrt, noise_scale, output_hessian
 from .kfac import Curvature, LayerFactors, kfac
+from .lowrank import LowRank, lowrank_bytes
 from .precision import Dense, Diag, Kron, LayerPrecision, Precision, precision_from_state
 from .recording import SUPPORTED_LAYERS, check_batch
 
@@ -22,6 +27,12 @@ __all__ = [
     "Kron",
     "Diag",
     "Dense",
+    "LowRank",
+    "lowrank_bytes",
+    "GGNOperator",
+    "Eigensolver",
+    "ggn_eigh",
+    "jacobian_products",
     "precision_from_state",
     "LayerFactors",
     "Curvature",

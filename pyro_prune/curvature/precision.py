@@ -430,7 +430,8 @@ def _tensor(state: Mapping[str, Any], key: str) -> torch.Tensor:
 
 
 def precision_from_state(state: Mapping[str, Any]) -> Precision:
-    """The precision whose :meth:`Precision.state` is ``state`` (``kind`` ``"kron"``, ``"diag"`` or ``"dense"``).
+    """The precision whose :meth:`Precision.state` is ``state`` (``kind`` ``"kron"``, ``"diag"``, ``"dense"``, or
+    the ``state_kind`` of a subclass defined elsewhere, built by its ``from_state``: ``"lowrank"``).
 
     :raises ValueError: an unknown ``kind`` or a missing tensor.
     """
@@ -446,4 +447,16 @@ def precision_from_state(state: Mapping[str, Any]) -> Precision:
         if eig is not None and (not torch.is_tensor(eig) or eig.shape != ggn.shape[:1]):
             raise ValueError(f"precision state: 'eig' must be None or a tensor of shape {tuple(ggn.shape[:1])}")
         return Dense(ggn, scale, tau, _eig=eig)
-    raise ValueError(f"precision state: unknown kind {kind!r} (expected 'kron', 'diag' or 'dense')")
+    for cls in _subclasses(Precision):  # structures defined in their own modules (LowRank: kind "lowrank")
+        if getattr(cls, "state_kind", None) == kind:
+            return cls.from_state(state)
+    known = ["kron", "diag", "dense"] + [c.state_kind for c in _subclasses(Precision) if hasattr(c, "state_kind")]
+    raise ValueError(f"precision state: unknown kind {kind!r} (expected one of {known})")
+
+
+def _subclasses(cls: type) -> list:
+    """Every subclass of ``cls``, depth first."""
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out

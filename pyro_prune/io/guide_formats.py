@@ -105,7 +105,9 @@ def _subnetwork_build(model: BayesianModel, config: Dict[str, Any], state: Mappi
 
 def _laplace_config(guide: LaplaceGuide) -> Dict[str, Any]:
     config = {"structure": guide.structure, "fisher": guide.fisher, "temperature": guide.temperature}
-    max_memory = getattr(guide._posterior, "max_memory", None)  # only structure="full" bounds its matrices
+    if guide.structure == "lowrank":  # the rank shapes the posterior a loaded guide is built with
+        config["rank"] = int(guide._posterior.rank)
+    max_memory = getattr(guide._posterior, "max_memory", None)  # only full/lowrank bound their matrices
     return config if max_memory is None else {**config, "max_memory": float(max_memory)}
 
 

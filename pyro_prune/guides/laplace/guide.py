@@ -10,7 +10,8 @@ with the GGN of :mod:`pyro_prune.curvature` (sum over the data set, scaled to th
 and a temperature :math:`T`.  Weights of other modules (BatchNorm, LayerNorm...) stay point estimates.  With
 ``structure="kron"`` every layer's block is :math:`N (G \otimes A)/T + \tau_l I` (the exact prior term, eigenvalues
 :math:`N\lambda_G\lambda_A/T + \tau_l`, [1]); ``"diag"`` keeps the exact GGN diagonal; ``"full"`` the dense GGN,
-over all weights or a ``subnet`` [3] (other weights fixed at the MAP).
+over all weights or a ``subnet`` [3] (other weights fixed at the MAP); ``"lowrank"`` the GGN's top ``rank``
+eigenpairs (:math:`N U\Lambda U^\top/T + \tau I`, from Jacobian–vector products, memory :math:`O(Pk)`).
 
 The guide samples every layer's weight and bias *jointly*: one auxiliary standard normal site per layer
 (``infer={"is_auxiliary": True}``, so Pyro's plates and ``Predictive(parallel=True)`` give it their batch shape) is
@@ -50,7 +51,7 @@ References
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 import pyro
 import pyro.distributions as dist
@@ -58,6 +59,7 @@ import torch
 from pyro.infer.autoguide.initialization import InitMessenger
 
 from ..._checks import as_batches, check_choice, check_positive, check_quantiles, unpack_batch
+from ...curvature import Eigensolver
 from ...marginals import Marginal, register_marginals
 from ...model import BayesianModel, init_from
 from ...model.likelihoods import Fisher
@@ -69,7 +71,7 @@ from .posterior import WeightPosterior, layer_taus, make_posterior
 
 __all__ = ["LaplaceGuide", "laplace_guide", "DEFAULT_MAX_MEMORY", "LaplaceSamplingWarning"]
 
-Structure = Literal["kron", "diag", "full"]
+Structure = Literal["kron", "diag", "full", "lowrank"]
 PriorStructure = Literal["scalar", "layer"]
 PriorPrecision = Union[float, str, Sequence[float], torch.Tensor]
 
@@ -90,6 +92,21 @@ SAMPLING_WARNING = (
 )
 
 
+class _Batches:
+    """The checked ``(x, y)`` batches of ``data``, iterable as often as ``data`` is; the first batch of the first
+    pass is kept in ``first`` (for the prototype trace)."""
+
+    def __init__(self, data: Any, first: List[torch.Tensor]):
+        self.data, self.first = data, first
+
+    def __iter__(self) -> Iterator:
+        for batch in as_batches(self.data):
+            batch = unpack_batch(batch, "data")
+            if not self.first:
+                self.first.extend(batch)
+            yield batch
+
+
 class LaplaceGuide(DurableGuide):
     r"""A Laplace posterior around a MAP estimate (use :func:`laplace_guide` to build one).
 
@@ -103,7 +120,8 @@ class LaplaceGuide(DurableGuide):
     ``pp.load`` rebuilds the posterior without the training data.
 
     :ivar structure: ``"kron"``, ``"diag"`` or ``"full"``.
-    :ivar posteriors: ``{module name: Kron | Diag}`` (kron/diag, the covered layers), or ``{"full": Dense}``.
+    :ivar posteriors: ``{module name: Kron | Diag}`` (kron/diag, the covered layers), ``{"full": Dense}`` or
+        ``{"lowrank": LowRank}``.
     :ivar prior_precision: :math:`\tau`, a tensor of shape ``()`` or ``(num_layers,)`` (order of :attr:`layer_names`).
     :cvar default_predictive: ``"glm"``: ``pp.predict`` and ``pp.evaluate`` use the linearized predictive unless
         ``method="mc"`` is passed (sampling networks warns once per guide, :class:`LaplaceSamplingWarning`).
@@ -125,6 +143,8 @@ class LaplaceGuide(DurableGuide):
         fisher: Fisher = "exact",
         prior_structure: PriorStructure = "scalar",
         max_memory: float = DEFAULT_MAX_MEMORY,
+        rank: Optional[int] = None,
+        eigensolver: Optional[Eigensolver] = None,
     ):
         if not isinstance(model, BayesianModel):
             raise TypeError(f"model must be a BayesianModel (from pp.bayesianize), got {type(model).__name__}")
@@ -136,7 +156,9 @@ class LaplaceGuide(DurableGuide):
         self._layers = make_layers(model)
         self.layer_names = [layer.module for layer in self._layers]
         max_memory = check_positive("max_memory", max_memory)
-        self._posterior: WeightPosterior = make_posterior(structure, model, self._layers, self._map, subnet, max_memory)
+        self._posterior: WeightPosterior = make_posterior(
+            structure, model, self._layers, self._map, subnet, max_memory, rank, eigensolver
+        )
         tau0 = self._initial_prior(prior_precision, model)
         self._model_ref = (model,)  # not a submodule: the guide must not own the model's parameters
         super().__init__(InitMessenger(init_from(self._map))(model))
@@ -189,13 +211,10 @@ class LaplaceGuide(DurableGuide):
         return t
 
     @staticmethod
-    def _remember_first(data: Any, first: List[torch.Tensor]) -> Iterator:
-        """The data's batches, keeping the first one in ``first`` (for the prototype trace)."""
-        for batch in as_batches(data):
-            batch = unpack_batch(batch, "data")
-            if not first:
-                first.extend(batch)
-            yield batch
+    def _remember_first(data: Any, first: List[torch.Tensor]) -> Iterable:
+        """The data's batches, keeping the first one in ``first`` (for the prototype trace); re-iterable when
+        ``data`` is (``structure="lowrank"`` passes over it several times)."""
+        return _Batches(data, first)
 
     def _fit(self, model: BayesianModel, data: Any) -> Tuple[torch.Tensor, torch.Tensor]:
         """Curvature at the MAP (one pass over ``data``); returns its first batch on the model's device."""
@@ -502,6 +521,8 @@ def laplace_guide(
     fisher: Fisher = "exact",
     prior_structure: PriorStructure = "scalar",
     max_memory: float = DEFAULT_MAX_MEMORY,
+    rank: Optional[int] = None,
+    eigensolver: Optional[Eigensolver] = None,
 ) -> LaplaceGuide:
     r"""Fit a Laplace posterior around a MAP network and return it as a Pyro guide.
 
@@ -510,8 +531,9 @@ def laplace_guide(
         :class:`~pyro_prune.model.likelihoods.Likelihood` implementing ``exact_hessian_sqrt``). Its prior is not
         used: the Laplace prior is :math:`\mathcal N(0, \tau^{-1} I)`.
     :param data: a ``DataLoader`` of ``(x, y)`` or one ``(x, y)`` tuple (the training data; one pass).
-    :param structure: ``"kron"`` (KFAC per layer), ``"diag"`` (exact GGN diagonal) or ``"full"`` (dense GGN, for
-        small networks or a ``subnet``; its size is checked against ``max_memory`` before anything is allocated).
+    :param structure: ``"kron"`` (KFAC per layer), ``"diag"`` (exact GGN diagonal), ``"full"`` (dense GGN, for
+        small networks or a ``subnet``; its size is checked against ``max_memory`` before anything is allocated) or
+        ``"lowrank"`` (the top ``rank`` eigenpairs of the GGN plus the prior, over all weights or a ``subnet``).
     :param map_from: the MAP: ``None`` (the weights the network had at ``bayesianize`` time), a trained guide with
         ``median()`` (``AutoDelta``, ``AutoNormal``, ...), an ``nn.Module`` or a ``state_dict`` (which may also
         carry the point estimates, e.g. BatchNorm).
@@ -527,9 +549,17 @@ def laplace_guide(
         entry per layer of the model (those of uncovered layers are unused).
     :param fisher: ``"exact"`` GGN or ``"mc"`` sampled-label Fisher (validated by the likelihood).
     :param prior_structure: with ``"marglik"``: one :math:`\tau` (``"scalar"``) or one per layer (``"layer"``).
-    :param max_memory: bound in bytes on the dense matrices of ``structure="full"``.
+    :param max_memory: bound in bytes on the dense matrices of ``structure="full"`` (on the ``n × (rank +
+        oversample)`` blocks of ``"lowrank"``).
+    :param rank: ``structure="lowrank"`` only (required there): :math:`k`, the number of top GGN eigenpairs the
+        precision :math:`s\,U\mathrm{diag}(\lambda)U^\top + \tau I` keeps, an int in ``[1, P]``; they are found
+        from GGN–matrix products (Jacobian–vector products, one pass over ``data`` each, which must therefore be a
+        re-iterable ``DataLoader``/list or an ``(x, y)`` tuple), never the dense GGN: memory :math:`O(Pk)`.
+    :param eigensolver: ``structure="lowrank"`` only: the randomized subspace iteration's oversampling, number of
+        passes and seed (:class:`~pyro_prune.curvature.Eigensolver`, default ``Eigensolver(oversample=10,
+        iterations=4, seed=0)``: 5 passes over the data).
     :returns: a :class:`LaplaceGuide`.
-    :raises MemoryError: ``structure="full"`` would exceed ``max_memory``.
+    :raises MemoryError: ``structure="full"`` (or ``"lowrank"``) would exceed ``max_memory``.
     :raises ValueError / TypeError: invalid arguments (named in the message).
     """
     return LaplaceGuide(
@@ -543,6 +573,8 @@ def laplace_guide(
         fisher=fisher,
         prior_structure=prior_structure,
         max_memory=max_memory,
+        rank=rank,
+        eigensolver=eigensolver,
     )
 
 

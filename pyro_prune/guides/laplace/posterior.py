@@ -7,7 +7,10 @@ structure it has:
 * :class:`LayerwisePosterior` (``"kron"``, ``"diag"``): one :class:`~pyro_prune.curvature.LayerPrecision` per
   layer over its ``(out, in')`` matrix ``[W | b]``, from one KFAC pass (:func:`~pyro_prune.curvature.kfac`);
 * :class:`FullPosterior` (``"full"``): one :class:`~pyro_prune.curvature.Dense` precision over all weights or a
-  subnetwork [1] (the others fixed at the MAP), from the dense GGN (:func:`~pyro_prune.curvature.full_ggn`).
+  subnetwork [1] (the others fixed at the MAP), from the dense GGN (:func:`~pyro_prune.curvature.full_ggn`);
+* :class:`LowRankPosterior` (``"lowrank"``): one :class:`~pyro_prune.curvature.LowRank` precision (the GGN's top
+  ``rank`` eigenpairs plus the prior) over the same weights, from GGN–matrix products
+  (:func:`~pyro_prune.curvature.ggn_eigh`), without the dense GGN.
 
 :data:`STRUCTURES` maps a ``structure`` name to its builder; a new structure adds one class and one entry.
 
@@ -36,7 +39,7 @@ from ...model import BayesianModel
 from ...model.likelihoods import Fisher, Likelihood
 from .layer_view import Layer, subnet_masks, whole_layers
 
-__all__ = ["WeightPosterior", "LayerwisePosterior", "FullPosterior", "STRUCTURES", "make_posterior"]
+__all__ = ["WeightPosterior", "LayerwisePosterior", "FullPosterior", "LowRankPosterior", "STRUCTURES", "make_posterior"]
 
 Latent = Tuple[str, Tuple[int, ...]]
 
@@ -284,8 +287,11 @@ class FullPosterior(WeightPosterior):
         self.sites = {k: m for k, m in masks.items() if bool(m.any())}
         self.max_memory = max_memory
 
+    #: the key of the one precision in :attr:`precisions`.
+    key = "full"
+
     def _precision_keys(self) -> List[str]:
-        return ["full"]
+        return [self.key]
 
     def state(self) -> Dict[str, Any]:
         """The dense precision and the subnetwork, ``{"sites": {site: flat bool mask}}``."""
@@ -318,8 +324,8 @@ class FullPosterior(WeightPosterior):
     def fit(self, net, data, likelihood, scale, fisher) -> tuple:
         self._check_memory(next(iter(self.map.values())).dtype)
         ggn, seen, loglik = cv.full_ggn(net, data, likelihood, self.sites, fisher=fisher)
-        self.precisions["full"] = cv.Dense(ggn / seen, scale)
-        self.precisions["full"].curvature_eigenvalues()  # once per fit: the evidence then costs O(P) per tau
+        self.precisions[self.key] = cv.Dense(ggn / seen, scale)
+        self.precisions[self.key].curvature_eigenvalues()  # once per fit: the evidence then costs O(P) per tau
         return seen, loglik
 
     def _layer_sites(self, layer: Layer) -> List[str]:
@@ -337,10 +343,10 @@ class FullPosterior(WeightPosterior):
         return torch.cat([t.expand(int(self.sites[s].sum())) for layer, t in pairs for s in self._layer_sites(layer)])
 
     def set_prior(self, tau: torch.Tensor) -> None:
-        self.precisions["full"] = self.precisions["full"].with_prior(self._prior_vector(tau))
+        self.precisions[self.key] = self.precisions[self.key].with_prior(self._prior_vector(tau))
 
     def logdet(self, tau: torch.Tensor, curvature_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.precisions["full"].with_prior(self._prior_vector(tau)).logdet(curvature_scale)
+        return self.precisions[self.key].with_prior(self._prior_vector(tau)).logdet(curvature_scale)
 
     def layer_sizes(self) -> List[int]:
         return [sum(int(self.sites[s].sum()) for s in self._layer_sites(layer)) for layer in self.layers]
@@ -373,10 +379,10 @@ class FullPosterior(WeightPosterior):
         return out
 
     def draw(self, eps: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
-        return self._scatter(self.precisions["full"].transform(eps[0]), self.map)
+        return self._scatter(self.precisions[self.key].transform(eps[0]), self.map)
 
     def marginal_variances(self) -> Dict[str, torch.Tensor]:
-        return self._scatter(self.precisions["full"].marginal_variance(), None)
+        return self._scatter(self.precisions[self.key].marginal_variance(), None)
 
     def glm_features(self, net, likelihood, x) -> Tuple[torch.Tensor, torch.Tensor]:
         """Outputs and the parameter Jacobian ``(B, K, P)`` over the selected entries."""
@@ -384,30 +390,102 @@ class FullPosterior(WeightPosterior):
 
     def glm_covariance(self, f, feats) -> torch.Tensor:
         B, K, P = feats.shape
-        X = self.precisions["full"].whiten(feats.reshape(B * K, P)).reshape(P, B, K)
+        X = self.precisions[self.key].whiten(feats.reshape(B * K, P)).reshape(P, B, K)
         return torch.einsum("pbk,pbl->bkl", X, X)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# lowrank: the top-k eigenpairs of the GGN over all weights or a subnetwork
+# -------------------------------------------------------------------------------------------------------------
+class LowRankPosterior(FullPosterior):
+    r"""A :class:`~pyro_prune.curvature.LowRank` precision :math:`s\,U\mathrm{diag}(\lambda)U^\top + \tau` over the
+    weights ``masks`` selects, with :math:`(U, \lambda)` the top-``rank`` eigenpairs of the mean GGN found by
+    randomized subspace iteration on GGN–matrix products (:func:`~pyro_prune.curvature.ggn_eigh`): neither the GGN
+    nor the data set's Jacobian is formed, the precision holds :math:`O(P k)` numbers, and the evidence costs
+    :math:`O(k)` per scalar :math:`\tau`.
+
+    :param rank: :math:`k`, an int in ``[1, P]``.
+    :param solver: the eigensolver's settings (:class:`~pyro_prune.curvature.Eigensolver`).
+    """
+
+    key = "lowrank"
+
+    def __init__(self, layers, map_values, masks, max_memory: float, rank: Any, solver: cv.Eigensolver):
+        super().__init__(layers, map_values, masks, max_memory)
+        if isinstance(rank, bool) or not isinstance(rank, int):
+            raise TypeError(f"rank must be an int (the number of GGN eigenpairs), got {rank!r}")
+        if not 1 <= rank <= self.numel:
+            raise ValueError(f"rank must lie in [1, {self.numel}] (the weights the posterior covers), got {rank}")
+        if not isinstance(solver, cv.Eigensolver):
+            raise TypeError(f"eigensolver must be a pyro_prune.curvature.Eigensolver, got {type(solver).__name__}")
+        self.rank, self.solver = rank, solver
+
+    def _check_memory(self, dtype: torch.dtype) -> None:
+        need = cv.lowrank_bytes(self.numel, self.rank, dtype, self.solver.oversample)
+        if need > self.max_memory:
+            raise MemoryError(
+                f"structure='lowrank' with rank={self.rank} over {self.numel:,} parameters needs about {need:,} bytes, "
+                f"above max_memory={int(self.max_memory):,} bytes; lower the rank (or raise max_memory)"
+            )
+
+    def fit(self, net, data, likelihood, scale, fisher) -> tuple:
+        self._check_memory(next(iter(self.map.values())).dtype)
+        op = cv.GGNOperator(net, data, likelihood, self.sites, fisher, self.solver.seed, self.solver.chunk)
+        eig, vecs = cv.ggn_eigh(op, self.rank, self.solver)
+        self.precisions[self.key] = cv.LowRank(eig, vecs, scale)
+        return op.num_examples, op.log_likelihood
+
+    def load_state(self, state, map_values, fn) -> None:
+        super().load_state(state, map_values, fn)
+        got = getattr(self.precisions[self.key], "rank", None)
+        if got != self.rank:
+            raise ValueError(f"the state_dict holds a rank-{got} low-rank posterior; this guide has rank={self.rank}")
+
+    def glm_features(self, net, likelihood, x) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """Outputs and, per covered site, :math:`J_s J_s^\top` ``(S, B, K, K)`` and :math:`J_s U_s` ``(S, B, K, k)``
+        (Jacobians formed a few examples at a time: :func:`~pyro_prune.curvature.jacobian_products`)."""
+        U = self.precisions[self.key].vecs
+        f, JJ, JU = cv.jacobian_products(net, x, likelihood, self.sites, U, budget=max(64, self.rank))
+        return f, (JJ, JU)
+
+    def glm_covariance(self, f, feats) -> torch.Tensor:
+        r""":math:`J P^{-1} J^\top` by Woodbury in the rank-:math:`k` eigenbasis, with :math:`\tau` per site."""
+        JJ, JU = feats
+        prec = self.precisions[self.key]
+        starts = torch.tensor([0] + [int(m.sum()) for m in self.sites.values()][:-1]).cumsum(0)
+        inv = prec.prior_vector()[starts.to(prec.vecs.device)].reciprocal()  # 1 / tau of each site
+        return prec.glm_covariance(torch.einsum("s,sbkl->bkl", inv, JJ), torch.einsum("s,sbkr->bkr", inv, JU))
 
 
 # -------------------------------------------------------------------------------------------------------------
 # the structures by name
 # -------------------------------------------------------------------------------------------------------------
 def _layerwise(kind: LayerStructure, name: str) -> Callable[..., WeightPosterior]:
-    def build(model, layers, map_values, subnet, max_memory) -> WeightPosterior:
+    def build(model, layers, map_values, subnet, max_memory, **options) -> WeightPosterior:
         selected = None if subnet is None else whole_layers(model, layers, subnet, name)
         return LayerwisePosterior(layers, map_values, kind, selected)
 
     return build
 
 
-def _full(model, layers, map_values, subnet, max_memory) -> WeightPosterior:
+def _full(model, layers, map_values, subnet, max_memory, **options) -> WeightPosterior:
     return FullPosterior(layers, map_values, subnet_masks(model, subnet), max_memory)
 
 
-#: ``structure`` name -> builder ``(model, layers, map_values, subnet, max_memory) -> WeightPosterior``.
+def _lowrank(model, layers, map_values, subnet, max_memory, rank=None, eigensolver=None) -> WeightPosterior:
+    if rank is None:
+        raise ValueError("structure='lowrank' needs rank=k, the number of GGN eigenpairs it keeps")
+    solver = cv.Eigensolver() if eigensolver is None else eigensolver
+    return LowRankPosterior(layers, map_values, subnet_masks(model, subnet), max_memory, rank, solver)
+
+
+#: ``structure`` name -> builder ``(model, layers, map_values, subnet, max_memory, **options) -> WeightPosterior``
+#: (``options``: ``rank`` and ``eigensolver`` of ``"lowrank"``).
 STRUCTURES: Dict[str, Callable[..., WeightPosterior]] = {
     "kron": _layerwise(KRON, "kron"),
     "diag": _layerwise(DIAG, "diag"),
     "full": _full,
+    "lowrank": _lowrank,
 }
 
 
@@ -418,8 +496,16 @@ def make_posterior(
     map_values: Mapping[str, torch.Tensor],
     subnet: Any = None,
     max_memory: float = float("inf"),
+    rank: Optional[int] = None,
+    eigensolver: Optional[cv.Eigensolver] = None,
 ) -> WeightPosterior:
-    """The (not yet fitted) posterior of ``structure`` (``"kron"``, ``"diag"`` or ``"full"``)."""
+    """The (not yet fitted) posterior of ``structure`` (``"kron"``, ``"diag"``, ``"full"`` or ``"lowrank"``).
+
+    :raises ValueError: ``rank``/``eigensolver`` given for a structure other than ``"lowrank"``, or no ``rank``
+        for ``"lowrank"``."""
     if structure not in STRUCTURES:
         raise ValueError(f"structure must be one of {', '.join(map(repr, STRUCTURES))}, got {structure!r}")
-    return STRUCTURES[structure](model, layers, map_values, subnet, max_memory)
+    if structure != "lowrank" and (rank is not None or eigensolver is not None):
+        raise ValueError(f"rank and eigensolver are options of structure='lowrank', not of structure={structure!r}")
+    options = {} if structure != "lowrank" else {"rank": rank, "eigensolver": eigensolver}
+    return STRUCTURES[structure](model, layers, map_values, subnet, max_memory, **options)
