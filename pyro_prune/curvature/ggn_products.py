@@ -147,9 +147,9 @@ class GGNOperator:
                     seen, loglik = seen + x.shape[0], loglik + ll
         finally:
             self.net.train(was)
-        if seen == 0:
-            raise ValueError("data yielded no examples")
         if self.num_examples is None:
+            if seen == 0:
+                raise ValueError("data yielded no examples")
             self.num_examples, self.log_likelihood = seen, loglik
         elif seen != self.num_examples:
             raise ValueError(
