@@ -4,8 +4,9 @@ and laplace-torch's over its flavors).
 Guides: Pyro's ``AutoNormal``, ``AutoSparseVD``, ``AutoGroupSparse`` with the log-uniform and the horseshoe group
 priors, ``AutoSubnetwork`` (20 of 51 weights), and ``laplace_guide`` with ``structure`` ``"kron"``, ``"diag"``,
 ``"full"`` and ``"lowrank"`` (rank 10 of 51).  The problem: an MLP 4-6-3 (tanh) on 200 synthetic 3-class points,
-float64, seeded by conftest; trainable guides take five full-batch ``pp.fit`` steps; Laplace guides are built from the data around a network
-trained towards the MAP (50 full-batch Adam steps), so that their posterior is narrower than the prior.
+float64, seeded by conftest; trainable guides take five full-batch ``pp.fit`` steps; Laplace guides are built from
+the data around a network trained towards the MAP (50 full-batch Adam steps), so that their posterior is narrower
+than the prior.
 
 The contract, each part checked against an independent answer so that a do-nothing implementation fails:
 
