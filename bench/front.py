@@ -47,7 +47,7 @@ import torch.nn.utils.prune as tprune
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 import pyro_prune as pp  # noqa: E402
 from bench import protocol  # noqa: E402
-from bench.common import LinearSVDO, mlp, train_dense  # noqa: E402
+from bench.common import LinearSVDO, mlp, molchanov_kl, train_dense  # noqa: E402
 from pyro_prune import compare, rules  # noqa: E402
 
 LEVELS = (5, 10, 20, 50, 100)
@@ -80,15 +80,62 @@ def masked_finetune(net: nn.Module, masks, split, epochs: int = FINETUNE) -> nn.
 
 
 def scored(net, split, compression, **extra):
+    with torch.no_grad():
+        val_nll = F.cross_entropy(net.eval()(split.x_val), split.y_val).item()
     return protocol.net_record(net, split.x_test, split.y_test, compression,
-                               val_accuracy=protocol.val_accuracy(net, split), **extra)  # fmt: skip
+                               val_accuracy=protocol.val_accuracy(net, split), val_nll=val_nll, **extra)  # fmt: skip
+
+
+class MaskedSVDO(LinearSVDO):
+    r"""A :class:`~bench.common.LinearSVDO` started from a posterior's :math:`(\theta, \log\sigma^2)` whose weights
+    outside ``mask`` are exactly zero in every draw and carry no KL: the pruned *posterior*, trained further."""
+
+    def __init__(self, theta, log_sigma2, bias, mask):
+        nn.Module.__init__(self)
+        self.theta = nn.Parameter(theta.detach().clone())
+        self.log_sigma2 = nn.Parameter(log_sigma2.detach().clone())
+        self.bias = nn.Parameter(bias.detach().clone())
+        self.register_buffer("mask", mask.to(theta.dtype))
+
+    def forward(self, x):
+        mu = F.linear(x, self.theta * self.mask, self.bias)
+        if not self.training:
+            return mu
+        var = F.linear(x * x, self.log_sigma2.exp() * self.mask)
+        return mu + var.clamp_min(1e-8).sqrt() * torch.randn_like(mu)
+
+    def kl(self):
+        return molchanov_kl(self.log_alpha()[self.mask.bool()])
+
+
+def variational_finetune(guide, masks, split, beta: float, epochs: int = FINETUNE) -> nn.Module:
+    r"""The pruned posterior (AutoSparseVD's :math:`\theta, \log\sigma^2` on the kept weights, biases at their means)
+    trained ``epochs`` more epochs on the tempered ELBO :math:`\sum_n \log p(y_n|x_n, w) - \beta\,KL` (local
+    reparameterization, Molchanov's KL over the kept weights, Adam 1e-3); returns its masked mean network."""
+    marg = pp.marginals(guide)
+    layers = [MaskedSVDO(marg[f"{i}.weight"].loc, 2 * marg[f"{i}.weight"].scale.clamp_min(1e-20).log(),
+                         marg[f"{i}.bias"].loc, mask) for i, mask in zip((0, 2, 4), masks)]  # fmt: skip
+    svd = nn.Sequential(layers[0], nn.ReLU(), layers[1], nn.ReLU(), layers[2])
+    opt = torch.optim.Adam(svd.parameters(), lr=1e-3)
+    n = split.dataset_size
+    torch.manual_seed(40_000 + split.index)
+    for _ in range(epochs):
+        for xb, yb in split.loader(seed=6):
+            opt.zero_grad()
+            loss = F.cross_entropy(svd(xb), yb) * n + beta * sum(m.kl() for m in layers)
+            (loss / n).backward()
+            opt.step()
+    return reference_net(svd.eval(), [m.mask for m in layers])
 
 
 # -- methods -----------------------------------------------------------------------------------------------------------
-def dense_method(args):
+def dense_method(args, equal_budget: bool = True):
     def run(split, cache):
         cache["dense"] = dense = protocol.train_dense_baseline(mlp, split, args.dense_epochs)
         out = {"dense": scored(dense, split, 1.0, epochs=args.dense_epochs)}
+        cache["dense_record"] = out["dense"]
+        if not equal_budget:
+            return out
         longer = protocol.dense_equal_budget(dense, split, args.epochs)
         out["dense (equal budget)"] = scored(longer, split, 1.0, epochs=args.dense_epochs + args.epochs)
         return out
@@ -110,25 +157,36 @@ def val_threshold(model, guide, split) -> float:
     return next((t for t in grid if val_nll(rules.LogAlpha(t)) <= 1.05 * base), 4.0)
 
 
-def ours_method(args):
+def ours_label(beta: float) -> str:
+    """``"ours"`` for the ELBO (β = 1), ``"ours-β0.1"`` for a KL weight β = 0.1."""
+    return "ours" if beta == 1.0 else f"ours-β{beta:g}"
+
+
+def ours_method(args, beta: float = 1.0, tags=None):
+    """AutoSparseVD trained on the ELBO with KL weight ``beta`` (``fit(kl_weight=beta)``), pruned at every tag."""
+    name = ours_label(beta)
+
     def run(split, cache):
         pyro.clear_param_store()
         pyro.set_rng_seed(split.index)
         model = pp.bayesianize(cache["dense"], pp.distributions.LogUniform(), pp.Categorical(split.dataset_size))
         guide = pp.AutoSparseVD(model)
         pp.fit(model, guide, split.loader(seed=3), epochs=args.epochs, lr=args.lr, kl_warmup=args.warmup,
-               progress=False)  # fmt: skip
+               kl_weight=beta, progress=False)  # fmt: skip
         th = val_threshold(model, guide, split)
         out = {}
         named = [(f"@{c}x", rules.Sparsity(1 - 1 / c)) for c in LEVELS]
         named += [("@natural", rules.LogAlpha(3.0)), ("@val", rules.LogAlpha(th))]
         for tag, rule in named:
+            if tags is not None and tag not in tags:
+                continue
             res = pp.prune(model, guide, rule)
             comp = res.report.compression
-            out["ours" + tag] = scored(res.module, split, comp, threshold=th if tag == "@val" else None)
+            out[name + tag] = scored(res.module, split, comp, threshold=th if tag == "@val" else None)
             masks = _ordered_masks(res.module, res.masks)
-            out["ours+ft" + tag] = scored(masked_finetune(res.module, masks, split), split, comp)
-            out["ours-mask+ft" + tag] = scored(masked_finetune(cache["dense"], masks, split), split, comp)
+            out[name + "+ft" + tag] = scored(masked_finetune(res.module, masks, split), split, comp)
+            out[name + "-mask+ft" + tag] = scored(masked_finetune(cache["dense"], masks, split), split, comp)
+            out[name + "+vft" + tag] = scored(variational_finetune(guide, masks, split, beta), split, comp)
         return out
 
     return run
@@ -271,21 +329,56 @@ def reference_method(args):
     return run
 
 
+# -- reuse of an earlier run's records ------------------------------------------------------------------------------
+#: The labels each reusable method wrote (``ours``: the ELBO, β = 1, without ``+vft``).
+REUSABLE = {
+    "dense-equal": ("dense (equal budget)",), "ours": ("ours@", "ours+ft@", "ours-mask+ft@"),
+    "magnitude": ("magnitude+ft@",), "l1-structured": ("l1-structured+ft@",), "reference": ("reference@",),
+}  # fmt: skip
+
+
+def reused_method(name: str, previous):
+    """The records of method ``name`` on this split from ``previous`` (an earlier run's checkpoint), after checking
+    that the split's dense network is the same (identical per-example test correctness, NLL within 1e-6): every
+    method starts from it, with the same seeds, so the method's records are those it would compute again."""
+
+    def run(split, cache):
+        old = previous["splits"][split.index]
+        now = cache["dense_record"]
+        if old["dense"]["correct"] != now["correct"] or abs(old["dense"]["nll"] - now["nll"]) > 1e-6:
+            raise RuntimeError(f"split {split.index}: the dense network differs from the reused run's; cannot reuse")
+        out = {lab: rec for lab, rec in old.items() if lab.startswith(REUSABLE[name])}
+        if not out:
+            raise RuntimeError(f"split {split.index}: no {name} records in the reused run")
+        return out
+
+    return run
+
+
 # -- report: tables, targets, figure --------------------------------------------------------------------------------
 PEERS = ("magnitude+ft", "l1-structured+ft", "reference")
 TAGS = [f"@{c}x" for c in LEVELS] + ["@natural", "@val"]
 MARGIN = 0.003  # non-inferiority margin: 0.3 pp
 
 
-VARIANTS = ("ours", "ours+ft", "ours-mask+ft")
+def variants(res):
+    """The unstructured variants of ours in ``res`` (``ours``, ``ours+ft``, ``ours-mask+ft``, ``ours+vft`` and the
+    same for every tempered ``ours-β<b>``), in order of appearance."""
+    out = []
+    for lab in res:
+        name = lab.split("@")[0]
+        if name.startswith("ours") and not name.startswith(("ours*", "ours-group")) and name not in out:
+            out.append(name)
+    return out
 
 
 def add_val_chosen(res):
-    """``ours*@tag``: per split, the variant of :data:`VARIANTS` with the highest validation accuracy (ties: the
+    """``ours*@tag``: per split, the variant of :func:`variants` with the highest validation accuracy (ties: the
     first); the test set plays no part in the choice."""
     for tag in TAGS:
-        if all(v + tag in res for v in VARIANTS):
-            per_split = zip(*(res[v + tag] for v in VARIANTS))
+        names = [v for v in variants(res) if v + tag in res]
+        if names:
+            per_split = zip(*(res[v + tag] for v in names))
             res["ours*" + tag] = [max(recs, key=lambda r: r["val_accuracy"]) for recs in per_split]
 
 
@@ -334,33 +427,48 @@ def targets(res):
     return rows
 
 
-def level_labels(tag):
+def level_labels(res, tag):
     peers = [p + tag for p in PEERS]
-    return ["dense", "ours*" + tag, *(v + tag for v in VARIANTS), *peers]
+    return ["dense", "ours*" + tag, *(v + tag for v in variants(res)), *peers]
 
 
 def natural_labels(res):
-    labels = ["dense", "dense (equal budget)", *(v + t for t in ("@natural", "@val") for v in ("ours*", *VARIANTS)),
+    labels = ["dense", "dense (equal budget)",
+              *(v + t for t in ("@natural", "@val") for v in ("ours*", *variants(res))),
               "ours-group-log-uniform@natural", "ours-group-horseshoe@natural", "reference@natural"]  # fmt: skip
     return [lab for lab in labels if lab in res]
 
 
-def markdown(res, data):
+def markdown(res, data, tuned=None):
     k = len(res["dense"])
     secs = data["seconds"]
     total = sum(sum(s.values()) for s in secs)
+    run_meta = {key: v for key, v in data["meta"].items() if key != "reused_seconds"}
+    reused = ""
+    if "reused_seconds" in data["meta"]:
+        prev = sum(sum(s.values()) for s in data["meta"]["reused_seconds"][:k]) / 60
+        reused = (f", plus {prev:.1f} min in the run whose records of {run_meta['reuse_methods']} were reused (same "
+                  "splits and seeds; each split's dense network checked identical)")  # fmt: skip
     lines = [f"# Compression–accuracy front ({k} paired digits splits)", "",
              "Generated by `python bench/front.py` (tables by `pyro_prune.compare`); mean ± sd over the splits; Δ is "
              "method − dense with the paired 95 % t CI; McNemar pools the discordant test examples of every split "
              "(test sets of different splits overlap, so its p-value is optimistic). `ours*` picks, per split, one of "
-             f"{', '.join(VARIANTS)} by validation accuracy.", "",
-             f"Run: {data['meta']}; {total / 60:.1f} min of method time for {k} splits.", ""]  # fmt: skip
+             f"{', '.join(variants(res))} by validation accuracy.", "",
+             f"Run: {run_meta}; {total / 60:.1f} min of method time for {k} splits{reused}.", ""]  # fmt: skip
     for tag in [f"@{c}x" for c in LEVELS]:
-        labels = [lab for lab in level_labels(tag) if lab in res]
+        labels = [lab for lab in level_labels(res, tag) if lab in res]
         lines += [f"## {tag[1:]}", "", protocol.comparison(res, labels, "dense").to_markdown(["accuracy", "nll"]), ""]
     lines += ["## natural thresholds", "",
               protocol.comparison(res, natural_labels(res), "dense").to_markdown(["accuracy", "nll"]), ""]  # fmt: skip
     lines += partial_tables(data)
+    if tuned is not None:
+        m = tuned["meta"]
+        lines += ["## what was tried: the quick protocol (validation only)", "",
+                  f"`python bench/front.py --tune --tune-splits {m['splits']}` (KL weights {m['betas']}, "
+                  f"{m['epochs']} epochs, warm-up {m['warmup']}; splits 0–{m['splits'] - 1}; mean over the splits of "
+                  "the validation accuracy and NLL; no test figure is computed for the choice). `+vft`: the pruned "
+                  "posterior (θ, log σ² under the mask) trained 20 more epochs on the tempered ELBO.", "",
+                  tune_table(tuned), ""]  # fmt: skip
     lines += ["## targets (../shared/TARGETS.md), ours = ours*", "",
               "| target | level | evidence (95 % CI) | verdict |", "| --- | --- | --- | --- |"]  # fmt: skip
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(res)]
@@ -439,7 +547,8 @@ def report(out):
     data = protocol.load_checkpoint(out + ".json")
     res = protocol.by_label(data["splits"])
     add_val_chosen(res)
-    text = markdown(res, data)
+    tuned = protocol.load_checkpoint(out + ".tune.json") if os.path.exists(out + ".tune.json") else None
+    text = markdown(res, data, tuned)
     with open(out + ".md", "w") as fh:
         fh.write(text)
     figure(res, out + ".png")
@@ -462,28 +571,83 @@ def parse_args(argv=None):
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: small ops on shared cores)")
     ap.add_argument("--skip", nargs="*", default=[], choices=METHODS, help="methods not run (on the splits left)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 splits, few epochs")
+    ap.add_argument("--tune", action="store_true", help="the quick validation protocol over --betas (tune())")
+    ap.add_argument("--tune-splits", type=int, default=3)
+    ap.add_argument("--betas", type=float, nargs="+", default=[0.3, 0.1, 0.03], help="KL weights tried by --tune")
+    ap.add_argument(
+        "--front-betas",
+        type=float,
+        nargs="*",
+        default=[0.1],
+        help="KL weights below 1 trained beside the ELBO in the front (ours-β<b>), ours* chooses on val",
+    )
+    ap.add_argument("--reuse", default=None, help="an earlier front.json whose records of --reuse-methods are reused")
+    ap.add_argument("--reuse-methods", nargs="*", default=list(REUSABLE), choices=list(REUSABLE))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rebuild front.md/png from front.json")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "front"))
     args = ap.parse_args(argv)
     if args.quick:
         args.splits, args.dense_epochs, args.epochs, args.warmup, args.group_epochs, args.ref_epochs = 2, 5, 6, 2, 4, 4
+        args.tune_splits = 2
         args.out += "_quick"
     return args
+
+
+TUNE_TAGS = ("@5x", "@10x", "@100x", "@natural")
+
+
+def tune(args):
+    """The quick protocol: on the first ``--tune-splits`` splits, ours with each KL weight of ``--betas`` (all
+    variants at :data:`TUNE_TAGS`); writes ``<out>.tune.json`` and prints *validation* accuracy and NLL only."""
+    methods = {"dense": dense_method(args, equal_budget=False)}
+    methods.update({ours_label(b): ours_method(args, b, TUNE_TAGS) for b in args.betas})
+    meta = dict(betas=args.betas, epochs=args.epochs, warmup=args.warmup, splits=args.tune_splits)
+    path = args.out + ".tune.json"
+    data = protocol.run(protocol.digits_splits(args.tune_splits), methods, path, meta, args.resume)
+    print(tune_table(data))
+
+
+def tune_table(data) -> str:
+    """Markdown: mean validation accuracy % / NLL of every label over the tuning splits (no test figure)."""
+    res = protocol.by_label(data["splits"])
+    rows = ["| variant | val accuracy % | val NLL | compression × |", "| --- | --- | --- | --- |"]
+    for lab, recs in res.items():
+        k = len(recs)
+        va, vn = (sum(r[key] for r in recs) / k for key in ("val_accuracy", "val_nll"))
+        rows.append(f"| {lab} | {100 * va:.2f} | {vn:.4f} | {sum(r['compression'] for r in recs) / k:.0f} |")
+    return "\n".join(rows)
+
+
+def build_methods(args):
+    """The methods of a front run in order (dense first: every other method starts from its network); methods named
+    in ``--reuse-methods`` are read from ``--reuse`` (:func:`reused_method`)."""
+    previous = protocol.load_checkpoint(args.reuse) if args.reuse else None
+    reuse = set(args.reuse_methods) if previous else set()
+    methods = {"dense": dense_method(args, equal_budget="dense-equal" not in reuse)}
+    methods.update({f"{m} (reused)": reused_method(m, previous) for m in REUSABLE if m in reuse})
+    fresh = {"ours": ours_method(args)} if "ours" not in reuse else {}
+    fresh.update({ours_label(b): ours_method(args, b) for b in args.front_betas})
+    fresh.update({
+        "groups": groups_method(args), "magnitude": magnitude_method(args), "l1-structured": structured_method(args),
+        "reference": reference_method(args),
+    })  # fmt: skip
+    methods.update({k: v for k, v in fresh.items() if k not in reuse and k not in args.skip})
+    return methods, previous, reuse
 
 
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.tune:
+        return tune(args)
     if not args.report_only:
-        methods = {
-            "dense": dense_method(args), "ours": ours_method(args), "groups": groups_method(args),
-            "magnitude": magnitude_method(args), "l1-structured": structured_method(args),
-            "reference": reference_method(args),
-        }  # fmt: skip
-        methods = {k: v for k, v in methods.items() if k not in args.skip}
-        meta = {k: v for k, v in vars(args).items() if k not in ("resume", "report_only", "out", "skip")}
+        methods, previous, reuse = build_methods(args)
+        meta = {k: v for k, v in vars(args).items() if k not in ("resume", "report_only", "out", "skip", "tune")}
         meta.update(torch=torch.__version__, pyro=pyro.__version__, levels=list(LEVELS))
+        if previous is not None:
+            prev_secs = [{m: s.get(m, s.get(f"{m} (reused)", 0.0)) for m in reuse} for s in previous["seconds"]]
+            meta["reused_seconds"] = prev_secs  # the reused methods' time in the run they come from
         t = time.perf_counter()
         data = protocol.run(protocol.digits_splits(args.splits), methods, args.out + ".json", meta, args.resume)
         print(f"front: {len(data['splits'])} splits in {time.perf_counter() - t:.0f} s")
