@@ -16,11 +16,31 @@ draws its pre-activations per example from the guide's moments) and the KL from 
 ``fit`` optimizes the guide's parameters as :class:`FlatParameters`: the guide's
 :class:`~pyro_prune.guides.base.FlatLayout` (one flat tensor per dtype/device, one optimizer tensor, one gradient
 buffer zeroed in place each step) and the model's own parameters.
+
+**The power likelihood** (``fit(..., alpha_on="likelihood")``, Li & Gal 2017 [1]). With :math:`\alpha \ne 1` and
+:math:`K` particles the same path minimizes
+
+.. math::
+
+    \mathcal L_\alpha = -\frac{N}{B}\sum_{b=1}^{B} \frac{1}{1-\alpha}
+    \log \frac1K\sum_{k=1}^{K} p\big(y_b \mid f(x_b;\, \mu, \sigma^2, \varepsilon_{kb})\big)^{1-\alpha}
+    + \beta\,\mathrm{KL}(q\,\|\,p),
+
+the Rényi power applied to each example's likelihood while the KL stays in closed form: unlike the joint Rényi
+bound of ``pyro.infer.RenyiELBO`` it never evaluates the prior density at a sampled weight, so it is defined for the
+improper log-uniform priors of sparse variational dropout (whose density is infinite at :math:`w = 0`, where pruned
+weights collapse). As :math:`\alpha \to 1` it tends to the ELBO; it is not a bound on :math:`\log p(y)` for
+:math:`\alpha < 1` (it is Li & Gal's "black-box α" energy with :math:`1-\alpha` their :math:`\alpha`). The
+:math:`K` particles are :math:`K` copies of the batch through the locally reparameterized network (independent
+pre-activation noise per copy).
+
+[1] Yingzhen Li, Yarin Gal. "Dropout Inference in Bayesian Neural Networks with Alpha-divergences", ICML 2017.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import pyro.optim
@@ -31,15 +51,14 @@ from .model import BayesianModel
 from .model.layers import local_reparameterization
 from .training import PerParamOptimizer, TorchOptimizer, named_module_parameters
 
-__all__ = ["FlatParameters", "can_fuse", "fused_loss", "fused_optimizer"]
+__all__ = ["FlatParameters", "can_fuse", "fusable", "fused_loss", "fused_optimizer", "power_mean_log"]
 
 
-def can_fuse(model: Any, guide: Any, alpha: float, num_particles: int) -> bool:
-    """Whether the fused objective applies: the mean-field ELBO (``alpha == 1``, one particle) of a
-    :class:`~pyro_prune.BayesianModel` whose sites are all Bayesian layers' weights, a
-    :class:`~pyro_prune.guides.LocalReparamGuide` using local reparameterization, and an analytic KL for every site.
-    """
-    if alpha != 1.0 or num_particles != 1 or not isinstance(model, BayesianModel):
+def fusable(model: Any, guide: Any) -> bool:
+    """Whether ``model`` and ``guide`` can take the fused path at all: a :class:`~pyro_prune.BayesianModel` whose
+    sites are all Bayesian layers' weights, a :class:`~pyro_prune.guides.LocalReparamGuide` using local
+    reparameterization, and an analytic KL for every site."""
+    if not isinstance(model, BayesianModel):
         return False
     if not isinstance(guide, LocalReparamGuide) or not guide.uses_local_reparameterization:
         return False
@@ -53,11 +72,26 @@ def can_fuse(model: Any, guide: Any, alpha: float, num_particles: int) -> bool:
     return True
 
 
+def can_fuse(model: Any, guide: Any, alpha: float, num_particles: int, alpha_on: str = "joint") -> bool:
+    """Whether the fused objective applies: :func:`fusable`, and either the mean-field ELBO (``alpha == 1``, one
+    particle) or the power likelihood (``alpha_on="likelihood"``, any ``alpha`` and ``num_particles``)."""
+    elbo = alpha == 1.0 and num_particles == 1
+    return (elbo or alpha_on == "likelihood") and fusable(model, guide)
+
+
 def fused_loss(
-    model: BayesianModel, guide: LocalReparamGuide, x: torch.Tensor, y: torch.Tensor, beta: float, check: bool = True
+    model: BayesianModel,
+    guide: LocalReparamGuide,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    beta: float,
+    check: bool = True,
+    alpha: float = 1.0,
+    num_particles: int = 1,
 ) -> Tuple[torch.Tensor, float]:
-    r"""The fused loss :math:`\mathcal L` of one batch and its mean log-likelihood :math:`\frac1B\sum_b\log p(y_b\mid
-    \cdot)`; returns ``(loss, mean log-likelihood)``.
+    r"""The fused loss :math:`\mathcal L` (or :math:`\mathcal L_\alpha` with ``alpha != 1`` or several particles)
+    of one batch and its mean log-likelihood :math:`\frac1{KB}\sum_{k,b}\log p(y_b\mid\cdot)`; returns
+    ``(loss, mean log-likelihood)``.
 
     The data checks (finite ``x``, valid labels, one row of ``y`` per row of ``x``) run unless ``check=False``;
     ``fit`` checks every batch of every epoch (an invalid label such as ``-100`` would otherwise be ignored by the
@@ -67,13 +101,26 @@ def fused_loss(
         model._check_x(x)
         if y.shape[0] != x.shape[0]:
             raise ValueError(f"y must have one row per row of x: x has shape {tuple(x.shape)}, y {tuple(y.shape)}")
+    k = num_particles
+    xs, ys = (x, y) if k == 1 else (x.repeat(k, *([1] * (x.dim() - 1))), y.repeat(k, *([1] * (y.dim() - 1))))
     with local_reparameterization(guide, sample_weights=False):
-        out = model.run_net(x)
-    ll = model.likelihood.log_likelihood(out, y, check=check)
-    loss = -ll.sum() * (model.dataset_size / x.shape[0])
+        out = model.run_net(xs)
+    if check and k > 1:  # the checks see the batch once (a batch of K copies could exceed dataset_size)
+        model.likelihood.check_observed(y, out[: x.shape[0]])
+    ll = model.likelihood.log_likelihood(out, ys, check=check and k == 1).reshape(k, x.shape[0])
+    loss = -power_mean_log(ll, alpha).sum() * (model.dataset_size / x.shape[0])
     if beta != 0.0:
         loss = loss + beta * guide.total_kl()
     return loss, float(ll.detach().mean())
+
+
+def power_mean_log(ll: torch.Tensor, alpha: float) -> torch.Tensor:
+    r""":math:`\frac{1}{1-\alpha}\log\frac1K\sum_k e^{(1-\alpha)\,\ell_{kb}}` per column of ``ll`` (shape
+    ``(K, B)``); the mean over :math:`k` at :math:`\alpha = 1` (its limit)."""
+    if alpha == 1.0 or ll.shape[0] == 1:
+        return ll.mean(0)
+    power = 1.0 - alpha
+    return (torch.logsumexp(power * ll, dim=0) - math.log(ll.shape[0])) / power
 
 
 def fused_optimizer(

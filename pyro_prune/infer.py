@@ -16,7 +16,12 @@ vectorized reparameterized samples (``pyro.infer.RenyiELBO``):
     \left[\frac{p(y, w_k \mid x)}{q(w_k)}\right]^{1-\alpha}, \qquad w_k \sim q,
 
 which is the IWAE bound at :math:`\alpha = 0`, tends to the ELBO as :math:`\alpha \to 1`
-and is non-increasing in :math:`\alpha`.  **KL warm-up** multiplies the log densities of every
+and is non-increasing in :math:`\alpha`. It evaluates the prior density at sampled weights, so ``fit`` refuses it
+for the improper log-uniform priors (infinite density at :math:`w = 0`, where pruned weights collapse);
+``alpha_on="likelihood"`` instead applies the power to each example's likelihood and keeps the KL in closed form
+(Li & Gal 2017; :mod:`pyro_prune.fused`), for :class:`~pyro_prune.guides.LocalReparamGuide`\ s.
+
+**KL warm-up** multiplies the log densities of every
 latent site (prior and guide) by :math:`\beta`, rising linearly from 0 to 1 over ``kl_warmup``
 epochs (Sønderby et al. 2016; Molchanov et al. 2017).
 
@@ -54,21 +59,21 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import pyro
 import pyro.optim
 import torch
-from pyro.distributions.kl import kl_divergence
 from pyro.infer import RenyiELBO, TraceMeanField_ELBO
 from pyro.infer.util import zero_grads
-from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
 from ._checks import Batches, as_batches, check_choice, check_int, check_positive, check_real, unpack_batch
 from ._checks.guide import check_guide, model_ref
-from .fused import FlatParameters, can_fuse, fused_loss, fused_optimizer
+from .distributions import is_improper
+from .fused import FlatParameters, can_fuse, fusable, fused_loss, fused_optimizer
 from .guides.base import LocalReparamGuide
+from .handlers import LatentScale, ObsRecorder, kl_term
 from .model import BayesianModel
 from .model.layers import local_reparameterization
-from .model.likelihoods import OBS_SITE
 from .prediction import evaluate
 from .training import (
+    EarlyStopping,
     History,
     NonFiniteError,
     PerParamOptimizer,
@@ -84,90 +89,12 @@ __all__ = ["fit", "History", "EarlyStopping", "kl_term", "NonFiniteError", "Trai
 
 
 # --------------------------------------------------------------------------------------------------
-# effect handlers used by fit
-# --------------------------------------------------------------------------------------------------
-class _LatentScale(Messenger):
-    """Multiply the log density of every latent (non-observed) sample site by ``beta``."""
-
-    def __init__(self, beta: float = 1.0):
-        super().__init__()
-        self.beta = beta
-
-    def _process_message(self, msg: Dict[str, Any]) -> None:
-        if msg["type"] == "sample" and not msg["is_observed"] and self.beta != 1.0:
-            msg["scale"] = self.beta * msg["scale"]
-
-
-class _ObsRecorder(Messenger):
-    """Record the distribution and value of the observed site (for the expected log-likelihood)."""
-
-    def __init__(self):
-        super().__init__()
-        self.site = None
-
-    def _postprocess_message(self, msg: Dict[str, Any]) -> None:
-        if msg["type"] == "sample" and msg["is_observed"] and msg["name"] == OBS_SITE:
-            self.site = (msg["fn"], msg["value"])
-
-    def mean_log_likelihood(self) -> float:
-        if self.site is None:
-            return float("nan")
-        fn, value = self.site
-        with torch.no_grad():
-            return float(fn.log_prob(value).mean())
-
-
-def kl_term(model: Callable, guide: Callable, x: torch.Tensor, y: torch.Tensor) -> float:
-    r""":math:`\mathrm{KL}(q\,\|\,p)` summed over latent sites: analytic where a KL is registered,
-    a one-sample Monte Carlo estimate :math:`\log q(w) - \log p(w)` elsewhere."""
-    with torch.no_grad():
-        guide_trace = pyro.poutine.trace(guide).get_trace(x, y)
-        model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(x, y)
-        total = 0.0
-        for name, site in model_trace.nodes.items():
-            if site["type"] != "sample" or site["is_observed"] or name not in guide_trace.nodes:
-                continue
-            g = guide_trace.nodes[name]
-            try:
-                total += float(kl_divergence(g["fn"], site["fn"]).sum())
-            except NotImplementedError:
-                total += float(g["fn"].log_prob(g["value"]).sum() - site["fn"].log_prob(site["value"]).sum())
-        for name, g in guide_trace.nodes.items():  # auxiliary latents of e.g. AutoMultivariateNormal
-            if g["type"] == "sample" and name not in model_trace.nodes and g["infer"].get("is_auxiliary"):
-                total += float(g["fn"].log_prob(g["value"]).sum())
-    return total
-
-
-# --------------------------------------------------------------------------------------------------
-# history and callbacks
-# --------------------------------------------------------------------------------------------------
-class EarlyStopping:
-    """Callback that stops ``fit`` when ``monitor`` has not improved for ``patience`` epochs.
-
-    :param monitor: record key, e.g. ``"val_nll"`` or ``"loss"``.
-    :param patience: epochs without improvement before stopping.
-    :param mode: ``"min"`` or ``"max"``.
-    """
-
-    def __init__(self, monitor: str = "val_nll", patience: int = 5, mode: str = "min"):
-        if not isinstance(monitor, str):
-            raise TypeError(f"monitor must be a record key (str), got {type(monitor).__name__}")
-        self.monitor, self.patience = monitor, check_int("patience", patience, 1)
-        self.mode = check_choice("mode", mode, ("min", "max"))
-        self.best, self.bad = None, 0
-
-    def __call__(self, epoch: int, record: Dict[str, float], model: Any, guide: Any) -> bool:
-        if self.monitor not in record:
-            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, not in the record ({sorted(record)})")
-        v = record[self.monitor]
-        better = self.best is None or (v < self.best if self.mode == "min" else v > self.best)
-        self.best, self.bad = (v, 0) if better else (self.best, self.bad + 1)
-        return self.bad >= self.patience
-
-
-# --------------------------------------------------------------------------------------------------
 # fit, stage 1: arguments
 # --------------------------------------------------------------------------------------------------
+#: Values of ``fit``'s ``alpha_on``.
+ALPHA_ON = ("joint", "likelihood")
+
+
 @dataclass
 class _FitPlan:
     """The arguments of :func:`fit`, checked and normalized on construction (same order, same errors)."""
@@ -187,11 +114,13 @@ class _FitPlan:
     progress: bool
     val_samples: int
     resume: Union[History, TrainingState, None] = None
+    alpha_on: str = "joint"
 
     def __post_init__(self) -> None:
         check_int("epochs", self.epochs, 1)
         self.alpha = check_real("alpha", self.alpha)
         check_int("num_particles", self.num_particles, 1)
+        self.alpha_on = check_choice("alpha_on", self.alpha_on, ALPHA_ON)
         check_int("kl_warmup", self.kl_warmup, 0)
         self.kl_weight = check_positive("kl_weight", self.kl_weight)
         check_int("val_samples", self.val_samples, 1)
@@ -202,6 +131,7 @@ class _FitPlan:
         if not callable(self.model):
             raise TypeError(f"model must be callable, got {type(self.model).__name__}")
         check_guide(self.model, self.guide)
+        self._check_joint_renyi()
         self.data = as_batches(self.data)
         if self.val_data is not None:
             self.val_data = as_batches(self.val_data, "val_data")
@@ -233,6 +163,20 @@ class _FitPlan:
                 f"({state.kl_warmup}, {state.kl_weight}); the warm-up continues from step {state.step} with the "
                 "new values",
                 stacklevel=5,  # _check_resume < __post_init__ < __init__ < fit < the caller
+            )
+
+    def _check_joint_renyi(self) -> None:
+        """The joint Rényi bound evaluates the prior density at sampled weights: refuse an improper prior."""
+        if self.alpha == 1.0 or self.alpha_on != "joint" or not isinstance(self.model, BayesianModel):
+            return
+        sites = self.model.sites.items()
+        improper = [n for n, info in sites if info.kind != "other" and is_improper(self.model.prior(n))]
+        if improper:
+            raise ValueError(
+                f"alpha={self.alpha} with alpha_on='joint' (Pyro's RenyiELBO on p(y, w) / q(w)) needs a proper prior, "
+                f"but sites {improper[:3]}{'...' if len(improper) > 3 else ''} have an improper log-uniform one, whose "
+                "density is infinite at w = 0 where pruned weights collapse; use alpha_on='likelihood' (the power on "
+                "each example's likelihood with the KL in closed form) or a proper prior"
             )
 
     def _warn_dataset_size(self) -> None:
@@ -297,9 +241,15 @@ class _Trainer:
                 raise ValueError("data yielded no batches")
             with torch.no_grad():
                 guide(*unpack_batch(first, "data", self.device))  # create the guide's parameters
-        self.fused = can_fuse(model, guide, plan.alpha, plan.num_particles)
-        self.scale = _LatentScale(1.0)
-        self.recorder = _ObsRecorder()
+        self.fused = can_fuse(model, guide, plan.alpha, plan.num_particles, plan.alpha_on)
+        if plan.alpha_on == "likelihood" and not fusable(model, guide):
+            raise ValueError(
+                "alpha_on='likelihood' needs a BayesianModel of Linear/Conv layers and a LocalReparamGuide with local "
+                "reparameterization and a closed-form KL for every site (AutoSparseVD, AutoGroupSparse, "
+                f"AutoMeanFieldNormal with Gaussian priors); got {type(guide).__name__}"
+            )
+        self.scale = LatentScale(1.0)
+        self.recorder = ObsRecorder()
         self.flat: Optional[FlatParameters] = None
         if self.fused:
             self.flat = FlatParameters(guide, model)  # released at the end of run() (or below, if setting up fails)
@@ -392,7 +342,8 @@ class _Trainer:
         """Loss and gradients of the fused objective; returns ``(loss, mean log-likelihood, parameters)``."""
         self.flat.zero_grads()
         with pyro.validation_enabled(False):  # the data are checked by fused_loss
-            loss, ell = fused_loss(self.plan.model, self.plan.guide, x, y, self.scale.beta)
+            plan = self.plan
+            loss, ell = fused_loss(plan.model, plan.guide, x, y, self.scale.beta, True, plan.alpha, plan.num_particles)
         loss.backward()
         return loss, ell, self.named
 
@@ -553,6 +504,7 @@ def fit(
     progress: bool = True,
     val_samples: int = 20,
     resume: Union[History, TrainingState, None] = None,
+    alpha_on: str = "joint",
 ) -> History:
     r"""Train ``guide`` on ``model`` by stochastic variational inference.
 
@@ -561,6 +513,10 @@ def fit(
     :param data: a ``DataLoader`` of ``(x, y)`` batches, or one ``(x, y)`` tuple.
     :param epochs: passes over ``data``.
     :param alpha: Rényi :math:`\alpha`; ``1.0`` is the mean-field ELBO with analytic KLs.
+    :param alpha_on: where :math:`\alpha \ne 1` applies: ``"joint"`` (Pyro's ``RenyiELBO`` on
+        :math:`p(y, w)/q(w)`, a bound on the evidence; refused for improper priors) or ``"likelihood"`` (the power on
+        each example's likelihood, the KL in closed form: Li & Gal 2017, see :mod:`pyro_prune.fused`; for
+        ``LocalReparamGuide``\ s such as ``AutoSparseVD``).
     :param num_particles: samples per step (vectorized when the model allows).
     :param lr: Adam learning rate (ignored when ``optimizer`` is given).
     :param optimizer: a ``pyro.optim`` optimizer.
@@ -595,6 +551,6 @@ def fit(
     """
     plan = _FitPlan(
         model, guide, data, epochs, alpha, num_particles, lr, optimizer, kl_warmup, kl_weight, val_data, callbacks,
-        progress, val_samples, resume,
+        progress, val_samples, resume, alpha_on,
     )  # fmt: skip
     return _Trainer(plan).run()

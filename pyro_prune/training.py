@@ -29,9 +29,12 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 import pyro.optim
 import torch
 
+from ._checks import check_choice, check_int
+
 __all__ = [
     "History",
     "RunCallback",
+    "EarlyStopping",
     "TrainingState",
     "NonFiniteError",
     "TorchOptimizer",
@@ -102,6 +105,30 @@ class RunCallback:
 
     def on_epoch_end(self, history: History, model: Any, guide: Any) -> bool:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class EarlyStopping:
+    """Callback that stops ``fit`` when ``monitor`` has not improved for ``patience`` epochs.
+
+    :param monitor: record key, e.g. ``"val_nll"`` or ``"loss"``.
+    :param patience: epochs without improvement before stopping.
+    :param mode: ``"min"`` or ``"max"``.
+    """
+
+    def __init__(self, monitor: str = "val_nll", patience: int = 5, mode: str = "min"):
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be a record key (str), got {type(monitor).__name__}")
+        self.monitor, self.patience = monitor, check_int("patience", patience, 1)
+        self.mode = check_choice("mode", mode, ("min", "max"))
+        self.best, self.bad = None, 0
+
+    def __call__(self, epoch: int, record: Dict[str, float], model: Any, guide: Any) -> bool:
+        if self.monitor not in record:
+            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, not in the record ({sorted(record)})")
+        v = record[self.monitor]
+        better = self.best is None or (v < self.best if self.mode == "min" else v > self.best)
+        self.best, self.bad = (v, 0) if better else (self.best, self.bad + 1)
+        return self.bad >= self.patience
 
 
 @dataclasses.dataclass

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from .horseshoe import HalfCauchyScaleMixture, Horseshoe, NonCentredHalfCauchy, half_cauchy_noncentred, log_exp1_scaled
 from .kl import LOG_ALPHA_CLIP, MOLCHANOV_K, molchanov_kl, molchanov_kl_sum, normal_log_alpha
-from .log_uniform import ImproperLogUniform, LogUniform, LogUniformScaleMixture, init_improper_to_zero
+from .log_uniform import ImproperLogUniform, LogUniform, LogUniformScaleMixture, init_improper_to_zero, is_improper
 
 __all__ = [
     "LogUniform",
@@ -54,6 +54,7 @@ __all__ = [
     "half_cauchy_noncentred",
     "LogUniformScaleMixture",
     "init_improper_to_zero",
+    "is_improper",
     "molchanov_kl",
     "molchanov_kl_sum",
     "normal_log_alpha",

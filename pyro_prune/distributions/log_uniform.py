@@ -16,7 +16,7 @@ from pyro.infer.autoguide.initialization import init_to_median, init_to_sample
 from pyro.poutine.runtime import effectful
 from torch.distributions.utils import broadcast_all
 
-__all__ = ["LogUniform", "ImproperLogUniform", "LogUniformScaleMixture", "init_improper_to_zero"]
+__all__ = ["LogUniform", "ImproperLogUniform", "LogUniformScaleMixture", "init_improper_to_zero", "is_improper"]
 
 
 @effectful(type="get_init_messengers")
@@ -310,7 +310,9 @@ class LogUniformScaleMixture(TorchDistribution):
         )
 
 
-def _is_improper(fn) -> bool:
+def is_improper(fn) -> bool:
+    """Whether ``fn`` (possibly wrapped in ``Independent``/``Expanded``/``Masked``) is an improper prior of this
+    module (:class:`ImproperLogUniform`, :class:`LogUniformScaleMixture`)."""
     while hasattr(fn, "base_dist"):  # Independent, ExpandedDistribution, MaskedDistribution
         fn = fn.base_dist
     return isinstance(fn, (ImproperLogUniform, LogUniformScaleMixture))
@@ -330,7 +332,7 @@ def init_improper_to_zero(site: Optional[dict] = None, *, fallback: Optional[Cal
     if site is None:
         return functools.partial(init_improper_to_zero, fallback=fallback)
     fn = site["fn"]
-    if _is_improper(fn):
+    if is_improper(fn):
         value = torch.zeros(fn.batch_shape + fn.event_shape)
         value._pyro_custom_init = False
         return value
