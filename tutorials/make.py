@@ -50,9 +50,9 @@ def build(source: pathlib.Path) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = dict(KERNEL)
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
-    for kind, text in parse(source.read_text()):
+    for i, (kind, text) in enumerate(parse(source.read_text())):
         cell = nbformat.v4.new_markdown_cell(text) if kind == "markdown" else nbformat.v4.new_code_cell(text)
-        cell.pop("id", None)
+        cell["id"] = f"{source.stem[:2]}-{i:03d}"  # stable ids: rebuilding does not churn the diff
         nb.cells.append(cell)
     return nb
 
