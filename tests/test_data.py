@@ -387,3 +387,93 @@ def test_datasplit_validation():
         data.DataSplit(x, y.float(), x, y.float(), "toy", "regression", 3)
     with pytest.raises(TypeError, match="x_train"):
         data.DataSplit(x.numpy(), y, x, y, "toy", "classification", 2)
+
+
+# ------------------------------------------------------------------------------------------- CSV and NPZ tables
+
+
+def _write_csv(path, header, rows):
+    path.write_text("\n".join([",".join(header)] + [",".join(str(c) for c in r) for r in rows]) + "\n")
+    return path
+
+
+def test_csv_reads_features_and_infers_classification(tmp_path):
+    rows = [[0.5, 1, "3"], [1.5, -2, "5"], [2.5, 0, "3"], [-1.0, 4, "7"]]
+    table = data.load_csv(_write_csv(tmp_path / "a.csv", ["f1", "f2", "label"], rows), target="label")
+    assert table.task == "classification" and table.num_classes == 3 and table.classes == [3, 5, 7]
+    assert table.columns == ["f1", "f2"] and table.target == "label"
+    assert torch.equal(table.y, torch.tensor([0, 1, 0, 2]))
+    assert_close(table.x, torch.tensor([[0.5, 1.0], [1.5, -2.0], [2.5, 0.0], [-1.0, 4.0]]))
+    text = data.load_csv(_write_csv(tmp_path / "b.csv", ["f", "y"], [[1, "cat"], [2, "dog"], [3, "cat"]]), "y")
+    assert text.classes == ["cat", "dog"] and torch.equal(text.y, torch.tensor([0, 1, 0]))
+    forced = data.load_csv(tmp_path / "a.csv", target="label", task="regression")
+    assert forced.task == "regression" and forced.y.dtype == torch.float32 and forced.y.tolist() == [3, 5, 3, 7]
+    features_only = data.load_csv(tmp_path / "a.csv", target=None)
+    assert features_only.x.shape == (4, 3) and len(features_only.y) == 0
+
+
+def test_infer_task_rule():
+    assert data.infer_task([0, 1, 1, 0]) == "classification"
+    assert data.infer_task([0.0, 2.0, 1.0]) == "classification"  # integer values
+    assert data.infer_task([0.5, 1.0, 2.0]) == "regression"
+    assert data.infer_task(list(range(21))) == "regression"  # more than 20 distinct integers
+    assert data.infer_task([1, 1, 1]) == "regression"  # one value is not a class problem
+    assert data.infer_task(["a", "b"]) == "classification"
+    with pytest.raises(ValueError, match="empty"):
+        data.infer_task([])
+
+
+@pytest.mark.parametrize(
+    "rows, target, match",
+    [
+        ([[1, 2]], "nope", r"no column 'nope'.*\['a', 'b'\]"),
+        ([[1, ""]], "a", r"line 2.*\['b'\]"),
+        ([["x", 2]], "b", r"line 2.*\['a'\]"),
+        ([[1, 2, 3]], "a", "line 2: 3 cells"),
+        ([[1, "nan"]], "a", r"\['b'\]"),
+    ],
+)
+def test_csv_bad_cells_are_named(tmp_path, rows, target, match):
+    with pytest.raises(ValueError, match=match):
+        data.load_csv(_write_csv(tmp_path / "bad.csv", ["a", "b"], rows), target=target)
+
+
+def test_npz_tables(tmp_path):
+    x = np.arange(12.0).reshape(6, 2)
+    np.savez(tmp_path / "c.npz", x=x, y=np.array([2, 4, 2, 4, 2, 4]))
+    table = data.load_npz(tmp_path / "c.npz")
+    assert table.task == "classification" and table.classes == [2, 4] and table.y.tolist() == [0, 1, 0, 1, 0, 1]
+    assert_close(table.x, torch.tensor(x, dtype=torch.float32))
+    assert table.columns == ["x0", "x1"]
+    np.savez(tmp_path / "r.npz", x=x, y=np.linspace(0, 1, 6))
+    assert data.load_npz(tmp_path / "r.npz").task == "regression"
+    np.savez(tmp_path / "bad.npz", x=x)
+    with pytest.raises(ValueError, match="'x' and 'y'"):
+        data.load_npz(tmp_path / "bad.npz")
+    assert len(data.load_npz(tmp_path / "bad.npz", need_y=False).y) == 0
+    np.savez(tmp_path / "short.npz", x=x, y=np.zeros(5))
+    with pytest.raises(ValueError, match="6 rows"):
+        data.load_npz(tmp_path / "short.npz")
+
+
+def test_split_indices_are_disjoint_stratified_and_seeded():
+    y = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    train, val, test = data.split_indices(100, [0.2, 0.1], seed=3, stratify=y)
+    assert (len(train), len(val), len(test)) == (70, 20, 10)
+    assert len(set(train.tolist()) | set(val.tolist()) | set(test.tolist())) == 100
+    assert torch.bincount(y[val]).tolist() == [12, 6, 2] and torch.bincount(y[test]).tolist() == [6, 3, 1]
+    again = data.split_indices(100, [0.2, 0.1], seed=3, stratify=y)
+    assert all(torch.equal(a, b) for a, b in zip(again, (train, val, test)))
+    rest, empty = data.split_indices(10, [0.0])
+    assert len(rest) == 10 and len(empty) == 0
+    with pytest.raises(ValueError, match="sum to less than 1"):
+        data.split_indices(10, [0.5, 0.5])
+
+
+def test_standardizer_matches_sklearn():
+    x = torch.randn(50, 4, dtype=torch.float64) * torch.tensor([1.0, 2.0, 3.0, 0.0]) + 5
+    mean, std = data.standardizer(x)
+    sc = StandardScaler().fit(x.numpy())
+    assert_close(mean, torch.tensor(sc.mean_))
+    assert_close(std, torch.tensor(sc.scale_))
+    assert std[3] == 1.0  # a constant feature is only centred

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ._checks import check_choice, check_fraction, check_int, check_nonnegative
+from .._checks import check_choice, check_fraction, check_int, check_nonnegative
 
 __all__ = [
     "DataSplit",
@@ -54,7 +54,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: (its test grid does cover it).
 GAP_INTERVAL: Tuple[float, float] = (-0.5, 0.5)
 
-_TASKS = ("classification", "regression")
+#: the tasks a :class:`DataSplit` may have.
+TASKS = ("classification", "regression")
 
 
 @dataclass
@@ -88,7 +89,7 @@ class DataSplit:
             x, y = getattr(self, f"x_{part}"), getattr(self, f"y_{part}")
             if x.dim() == 0 or y.dim() == 0 or len(x) != len(y):
                 raise ValueError(f"x_{part} {tuple(x.shape)} and y_{part} {tuple(y.shape)} must have the same length")
-        check_choice("task", self.task, _TASKS)
+        check_choice("task", self.task, TASKS)
         if self.task == "classification":
             check_int("num_classes", self.num_classes, 2)
         elif self.num_classes is not None:
@@ -133,7 +134,7 @@ class DataSplit:
         :raises ValueError: if ``dtype`` is not a floating-point ``torch.dtype``.
         """
         if dtype is not None:
-            _check_dtype(dtype)
+            check_dtype(dtype)
 
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype)
@@ -144,7 +145,8 @@ class DataSplit:
         )  # fmt: skip
 
 
-def _check_dtype(dtype: Any) -> None:
+def check_dtype(dtype: Any) -> None:
+    """Raise ``ValueError`` unless ``dtype`` is a floating-point ``torch.dtype``."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
 
@@ -178,7 +180,7 @@ def load_digits(
 
     check_fraction("test_size", test_size)
     check_int("seed", seed, 0)
-    _check_dtype(dtype)
+    check_dtype(dtype)
     X, y = _sklearn_digits(return_X_y=True)
     xtr, xte, ytr, yte = train_test_split(X, y, test_size=test_size, random_state=seed, stratify=y)
     if standardize:
@@ -226,7 +228,7 @@ def load_gap_regression(
     check_int("n_test", n_test, 2)
     check_int("seed", seed, 0)
     check_nonnegative("noise", noise)
-    _check_dtype(dtype)
+    check_dtype(dtype)
     g = torch.Generator().manual_seed(int(seed))
     half = n // 2
     left = -2.0 + 1.5 * torch.rand(half, generator=g, dtype=torch.float64)
@@ -273,7 +275,7 @@ def load_mnist1d(
     check_int("num_samples", num_samples, 20)
     check_int("seed", seed, 0)
     check_fraction("train_split", train_split)
-    _check_dtype(dtype)
+    check_dtype(dtype)
     args = get_dataset_args()
     args.num_samples, args.seed, args.train_split = int(num_samples), int(seed), float(train_split)
     py_state, np_state = random.getstate(), np.random.get_state()
@@ -372,7 +374,7 @@ def load_mnist(
     :raises ValueError: if a file is malformed (see :func:`read_idx`), images are not 3-D, counts of images and
         labels differ, or labels are outside 0–9.
     """
-    _check_dtype(dtype)
+    check_dtype(dtype)
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"MNIST folder {folder!r} does not exist")
