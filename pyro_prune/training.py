@@ -22,12 +22,15 @@ r"""Where a :func:`~pyro_prune.fit` run stands, kept so that training survives f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
+import pyro
 import pyro.optim
 import torch
+from pyro.params.param_store import module_from_param_with_module_name, normalize_param_name, user_param_name
 
 from ._checks import check_choice, check_int
 
@@ -299,7 +302,27 @@ class PerParamOptimizer:
         self.optim = optim
 
     def step(self, named: Mapping[str, torch.Tensor]) -> None:
+        self._create_unregistered(named)
         self.optim(set(named.values()))  # as pyro.infer.SVI.step: a set of the step's parameters
+
+    def _create_unregistered(self, named: Mapping[str, torch.Tensor]) -> None:
+        """Build the optimizers of parameters Pyro's param store does not name (module-local ones: every guide of
+        this library keeps its parameters on itself) when the optimizer or clipping arguments are per-parameter
+        callables: ``pyro.optim`` would look the name up in the global store and fail. The callable gets the
+        name ``fit`` knows, in the form Pyro would pass."""
+        optim = self.optim
+        if not (callable(optim.pt_optim_args) or callable(getattr(optim, "pt_clip_args", None))):
+            return
+        store = pyro.get_param_store()
+        for name, p in named.items():
+            if p in optim.optim_objs or store.param_name(p) is not None:
+                continue
+            opt = optim.pt_optim_constructor([p], **_per_param_args(optim.pt_optim_args, optim, name))
+            if isinstance(optim, pyro.optim.PyroLRScheduler):
+                opt = optim.pt_scheduler_constructor(opt, **optim.kwargs)
+            optim.optim_objs[p] = opt
+            clip = _per_param_args(getattr(optim, "pt_clip_args", None), optim, name, argc=2)
+            optim.grad_clip[p] = functools.partial(optim._clip_grad, **clip) if clip else None
 
     def lr(self) -> Optional[float]:
         """The current learning rate of one parameter's optimizer (``None`` before the first step)."""
@@ -324,16 +347,33 @@ class PerParamOptimizer:
         for name, p in named.items():
             self.optim.optim_objs.pop(p, None)
             if name in state["state"]:
-                _load_optimizer_state(self._create(p), clone_tree(state["state"][name]))
+                _load_optimizer_state(self._create(p, name), clone_tree(state["state"][name]))
 
-    def _create(self, p: torch.Tensor) -> Any:
+    def _create(self, p: torch.Tensor, name: Optional[str] = None) -> Any:
         """Let ``pyro.optim`` build the optimizer of ``p`` (with its per-parameter arguments) without a step."""
         grad, p.grad = p.grad, None  # torch optimizers skip parameters without a gradient
         try:
+            if name is not None:
+                self._create_unregistered({name: p})
             self.optim([p])
         finally:
             p.grad = grad
         return self.optim.optim_objs[p]
+
+
+def _per_param_args(args: Any, optim: pyro.optim.PyroOptim, name: str, argc: Optional[int] = None) -> Dict[str, Any]:
+    """``args`` of a ``pyro.optim`` optimizer for the parameter ``name``: a dict as is, or the per-parameter callable
+    called as Pyro calls it (one argument: the normalized name; two: module name and parameter name)."""
+    if not callable(args):
+        return dict(args or {})
+    argc = getattr(optim, "pt_optim_args_argc", 2) if argc is None else argc
+    if argc == 1:
+        out = args(normalize_param_name(name))
+    else:
+        out = args(module_from_param_with_module_name(name), user_param_name(name))
+    if not isinstance(out, dict):
+        raise TypeError(f"the per-parameter optimizer arguments must be a dict, got {type(out).__name__} for {name!r}")
+    return out
 
 
 def _is_scheduler(obj: Any) -> bool:

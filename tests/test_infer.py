@@ -394,3 +394,32 @@ def test_local_reparam_guide_is_abstract():
 
     with pytest.raises(TypeError, match="total_kl"):
         Incomplete(model)
+
+
+@pytest.mark.parametrize("argc", [1, 2])
+def test_per_parameter_optimizer_arguments_reach_module_local_parameters(argc):
+    """Pyro's per-parameter ``optim_args`` callable looks the name up in the global param store; our guides keep
+    their parameters on themselves, so fit passes the name it knows: lr 0 for ``scale_tril`` leaves it unchanged
+    while ``loc`` moves (both forms of the callable; a per-parameter clip callable too)."""
+    from pyro_prune import subnet as sn
+
+    torch.manual_seed(0)
+    x = torch.randn(32, 3)
+    y = (x[:, 0] > 0).long()
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(32))
+    guide = pp.AutoSubnetwork(model, sn.LastLayer(), init_scale=0.1)
+    guide(x, y)
+    tril0, loc0 = guide.scale_tril.detach().clone(), guide.loc.detach().clone()
+    seen = []
+
+    def lr_of(name):
+        seen.append(name)
+        return {"lr": 0.0 if name.endswith("scale_tril") else 1e-2}
+
+    args = (lambda name: lr_of(name)) if argc == 1 else (lambda module, name: lr_of(name))
+    clip = lambda module, name: {"clip_norm": 10.0}  # noqa: E731
+    pp.fit(model, guide, (x, y), epochs=3, optimizer=pyro.optim.Adam(args, clip_args=clip), progress=False)
+    assert any(n.endswith("scale_tril") for n in seen) and any(n.endswith("loc") for n in seen)
+    assert torch.equal(guide.scale_tril.detach(), tril0)
+    assert not torch.equal(guide.loc.detach(), loc0)
