@@ -477,3 +477,12 @@ def test_standardizer_matches_sklearn():
     assert_close(mean, torch.tensor(sc.mean_))
     assert_close(std, torch.tensor(sc.scale_))
     assert std[3] == 1.0  # a constant feature is only centred
+
+
+def test_csv_columns_by_name_and_read_column(tmp_path):
+    path = _write_csv(tmp_path / "p.csv", ["b", "y", "a"], [[1, "cat", 2], [3, "dog", 4]])
+    table = data.load_csv(path, None, columns=["a", "b"])  # the saved order, other columns ignored
+    assert table.columns == ["a", "b"] and table.x.tolist() == [[2.0, 1.0], [4.0, 3.0]]
+    assert data.read_column(path, "y") == ["cat", "dog"] and data.read_column(path, "a") == [2.0, 4.0]
+    with pytest.raises(ValueError, match="no column 'z'"):
+        data.load_csv(path, None, columns=["z"])

@@ -17,7 +17,7 @@ from .embedded import (
     load_mnist1d,
     read_idx,
 )
-from .tables import Table, infer_task, load_csv, load_npz, split_indices, standardizer
+from .tables import Table, infer_task, load_csv, load_npz, read_column, split_indices, standardizer
 
 __all__ = [
     "DataSplit",
@@ -34,6 +34,7 @@ __all__ = [
     "infer_task",
     "load_csv",
     "load_npz",
+    "read_column",
     "split_indices",
     "standardizer",
 ]

@@ -24,7 +24,7 @@ import torch
 from .._checks import check_choice, check_fraction, check_int
 from .embedded import TASKS, check_dtype
 
-__all__ = ["Table", "infer_task", "load_csv", "load_npz", "split_indices", "standardizer"]
+__all__ = ["Table", "infer_task", "load_csv", "read_column", "load_npz", "split_indices", "standardizer"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -35,7 +35,7 @@ class Table:
 
     :ivar x: inputs ``(N, D)`` (or ``(N, ...)`` from an NPZ file), floating.
     :ivar y: targets ``(N,)``: class indices ``0..K-1`` (``int64``) or floating regression targets.
-    :ivar task: ``"classification"`` or ``"regression"``.
+    :ivar task: ``"classification"``, ``"regression"``, or ``"unknown"`` (features only, no targets read).
     :ivar num_classes: ``K`` for classification, else ``None``.
     :ivar classes: the original label of each class index (numbers or strings), classification only.
     :ivar columns: the feature names (CSV header, or ``x0, x1, ...``).
@@ -101,8 +101,34 @@ def _number(text: str) -> Union[float, str]:
         return text.strip()
 
 
-def load_csv(path: PathLike, target: Optional[str], task: str = "auto", dtype: torch.dtype = torch.float32) -> Table:
-    r"""A CSV file with a header row: every column but ``target`` is a numeric feature.
+def _read_rows(path: PathLike) -> Tuple[List[str], List[List[str]]]:
+    with open(os.fspath(path), newline="") as f:
+        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    if not rows:
+        raise ValueError(f"{os.fspath(path)!r} is empty: a header row is needed")
+    return [h.strip() for h in rows[0]], rows[1:]
+
+
+def read_column(path: PathLike, name: str) -> List[Union[float, str]]:
+    """The raw values of one CSV column: numbers where they parse, else the stripped text.
+
+    :raises ValueError: no such column (the message lists the columns).
+    """
+    header, rows = _read_rows(path)
+    if name not in header:
+        raise ValueError(f"no column {name!r} in {os.fspath(path)!r}; its columns are {header}")
+    i = header.index(name)
+    return [_number(row[i]) if i < len(row) else "" for row in rows]
+
+
+def load_csv(
+    path: PathLike,
+    target: Optional[str],
+    task: str = "auto",
+    dtype: torch.dtype = torch.float32,
+    columns: Optional[Sequence[str]] = None,
+) -> Table:
+    r"""A CSV file with a header row: every column but ``target`` (or the given ``columns``) is a numeric feature.
 
     The target may be numbers or text labels; ``task="auto"`` applies :func:`infer_task` (integer values, at most 20
     distinct: classification). Class labels become indices ``0..K-1`` in sorted order (:attr:`Table.classes` keeps
@@ -112,22 +138,21 @@ def load_csv(path: PathLike, target: Optional[str], task: str = "auto", dtype: t
     :param target: the target column's name; ``None`` reads features only (``y`` is empty, for prediction).
     :param task: ``"auto"``, ``"classification"`` or ``"regression"``.
     :param dtype: floating dtype of the inputs (and regression targets).
+    :param columns: the feature columns to read, in this order (default: all but ``target``); others are ignored.
     :raises FileNotFoundError: no such file.
-    :raises ValueError: an unknown ``target`` (the message lists the columns), a bad cell (named by line and column).
+    :raises ValueError: an unknown ``target`` or column (the message lists the columns), a bad cell (named by line
+        and column).
     """
     check_dtype(dtype)
-    with open(os.fspath(path), newline="") as f:
-        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
-    if not rows:
-        raise ValueError(f"{os.fspath(path)!r} is empty: a header row is needed")
-    header = [h.strip() for h in rows[0]]
-    if target is not None and target not in header:
-        raise ValueError(f"no column {target!r} in {os.fspath(path)!r}; its columns are {header}")
+    header, rows = _read_rows(path)
+    missing = [c for c in ([] if target is None else [target]) + list(columns or []) if c not in header]
+    if missing:
+        raise ValueError(f"no column {missing[0]!r} in {os.fspath(path)!r}; its columns are {header}")
     t = None if target is None else header.index(target)
-    features = [i for i in range(len(header)) if i != t]
-    x = np.empty((len(rows) - 1, len(features)))
+    features = [header.index(c) for c in columns] if columns is not None else [i for i in range(len(header)) if i != t]
+    x = np.empty((len(rows), len(features)))
     values: List[Any] = []
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise ValueError(f"{os.fspath(path)!r} line {line}: {len(row)} cells, the header has {len(header)}")
         cells = [_number(row[i]) for i in features]
@@ -137,9 +162,10 @@ def load_csv(path: PathLike, target: Optional[str], task: str = "auto", dtype: t
         x[line - 2] = cells
         if t is not None:
             values.append(_number(row[t]))
+    names = [header[i] for i in features]
     if t is None:
-        return Table(torch.as_tensor(x, dtype=dtype), torch.empty(0), "unknown", columns=[header[i] for i in features])
-    return _table(x, values, task, [header[i] for i in features], target, dtype)
+        return Table(torch.as_tensor(x, dtype=dtype), torch.empty(0), "unknown", columns=names)
+    return _table(x, values, task, names, target, dtype)
 
 
 def load_npz(path: PathLike, task: str = "auto", dtype: torch.dtype = torch.float32, need_y: bool = True) -> Table:
