@@ -124,8 +124,10 @@ def markdown(summ: list, meta: dict) -> str:
         sd = line.get(key + "_sd")
         return format(line[key], fmt) + ("" if sd is None else " ± " + format(sd, fmt))
 
-    head = ("| posterior | memory (MB) | fit s | tune s | τ | log evidence | NLL | ECE | accuracy | top-k eig rel. err |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n")  # fmt: skip
+    head = (
+        "| posterior | memory (MB) | fit s | tune s | τ | log evidence | NLL | ECE | accuracy | top-k eig rel. err |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     body = "".join(
         f"| {s['line']} | {s['bytes'] / 2**20:.3f} | {f(s, 'fit_s', '.2f')} | {f(s, 'tune_s', '.3f')} | "
         f"{f(s, 'tau', '.3f')} | {f(s, 'log_evidence', '.1f')} | {f(s, 'nll', '.4f')} | {f(s, 'ece', '.4f')} | "
