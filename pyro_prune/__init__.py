@@ -26,6 +26,7 @@ from .guides import (
     LocalReparamGuide,
     laplace_guide,
 )
+from .guides.laplace import MarglikResult, fit_marglik
 from .infer import EarlyStopping, History, fit
 from .io import Checkpoint, Saved, load, save
 from .marginals import GroupMarginal, Marginal, marginals, register_marginals
@@ -74,6 +75,8 @@ __all__ = [
     "LocalReparamGuide",
     "laplace_guide",
     "LaplaceGuide",
+    "fit_marglik",
+    "MarglikResult",
     "Kron",
     "curvature",
     "AutoGroupSparse",
