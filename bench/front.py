@@ -11,7 +11,13 @@ of it, stratified). Every method starts from the same dense network of its split
 * ``ours+ft``: the same pruned network after 20 epochs of masked fine-tuning (as magnitude pruning gets);
 * ``ours-mask+ft``: the pruned network's mask applied to the *dense* weights, then the same 20-epoch fine-tune
   (the posterior chooses which weights, the dense net supplies their values);
-* ``ours*``: per split, the one of ``ours``, ``ours+ft``, ``ours-mask+ft`` with the highest validation accuracy;
+* ``ours+vft``: the pruned *posterior* (θ, log σ² under the mask, biases at their means) trained 20 more epochs on
+  the same ELBO with local reparameterization (:func:`variational_finetune`), scored as its mean network;
+* ``ours+mag-mask+ft`` (levels below the natural compression only): the weights the posterior keeps at its natural
+  threshold plus the largest dense weights up to the level's count, on the dense weights, + 20 epochs fine-tune;
+* ``ours-β<b>`` (``--front-betas``; none by default) and its variants: the same with the KL weighted by β < 1
+  (``fit(kl_weight=β)``); ``--tune`` runs the quick validation protocol over ``--betas`` (``front.tune.json``);
+* ``ours*``: per split, the variant of ours with the highest validation accuracy;
 * ``ours-group-<prior>``: ``AutoGroupSparse`` with the log-uniform and the horseshoe group priors
   (``--group-epochs``, lr 3e-3, warm-up a quarter, KL weight 0.5), ``GroupLogAlpha()``, compact network (natural
   threshold only);
@@ -26,13 +32,17 @@ of it, stratified). Every method starts from the same dense network of its split
 Accuracy, NLL, ECE with paired 95 % CIs and McNemar via ``pyro_prune.compare``; writes ``bench/results/front.json``
 (every record, per-example correctness included), ``front.md`` (the tables and the targets) and ``front.png``.
 ``--quick``: 2 splits, a few epochs (smoke). ``--resume`` continues an interrupted run from ``front.json``.
-``--report-only`` rebuilds the tables and the figure from ``front.json``.
+``--report-only`` rebuilds the tables and the figure from ``front.json``. ``--reuse A.json ... --reuse-methods m ...``
+reads the records of unchanged methods from earlier runs (the first file that has them on every split) after
+checking, split by split, that the dense network every method starts from is identical; their time in the run that
+computed them is added to the stated method time.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import os
 import sys
@@ -47,7 +57,7 @@ import torch.nn.utils.prune as tprune
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 import pyro_prune as pp  # noqa: E402
 from bench import protocol  # noqa: E402
-from bench.common import LinearSVDO, mlp, molchanov_kl, train_dense  # noqa: E402
+from bench.common import LinearSVDO, mlp, molchanov_kl, train_dense, write_json  # noqa: E402
 from pyro_prune import compare, rules  # noqa: E402
 
 LEVELS = (5, 10, 20, 50, 100)
@@ -174,6 +184,8 @@ def ours_method(args, beta: float = 1.0, tags=None):
         pp.fit(model, guide, split.loader(seed=3), epochs=args.epochs, lr=args.lr, kl_warmup=args.warmup,
                kl_weight=beta, progress=False)  # fmt: skip
         th = val_threshold(model, guide, split)
+        nat = pp.prune(model, guide, rules.LogAlpha(3.0))
+        natural = _ordered_masks(nat.module, nat.masks)
         out = {}
         named = [(f"@{c}x", rules.Sparsity(1 - 1 / c)) for c in LEVELS]
         named += [("@natural", rules.LogAlpha(3.0)), ("@val", rules.LogAlpha(th))]
@@ -187,9 +199,25 @@ def ours_method(args, beta: float = 1.0, tags=None):
             out[name + "+ft" + tag] = scored(masked_finetune(res.module, masks, split), split, comp)
             out[name + "-mask+ft" + tag] = scored(masked_finetune(cache["dense"], masks, split), split, comp)
             out[name + "+vft" + tag] = scored(variational_finetune(guide, masks, split, beta), split, comp)
+            if tag.endswith("x") and tag != "@natural":
+                fill = filled_mask(cache["dense"], natural, round(n_weights(res.module) / comp))
+                if fill is not None:
+                    ft = masked_finetune(cache["dense"], fill, split)
+                    out[name + "+mag-mask+ft" + tag] = scored(ft, split, comp)
         return out
 
     return run
+
+
+def filled_mask(dense: nn.Module, natural, n_keep: int):
+    """The weights the posterior keeps at its natural threshold (``natural``, masks in layer order) plus the largest
+    dense weights (global L1) up to ``n_keep`` in all; ``None`` when the natural mask already holds ``n_keep``."""
+    if sum(int(m.sum()) for m in natural) >= n_keep:
+        return None
+    scores = [torch.where(m.bool(), torch.inf, la.weight.detach().abs()) for la, m in zip(linears(dense), natural)]
+    flat = torch.cat([x.flatten() for x in scores])
+    cut = torch.sort(flat, descending=True, stable=True).values[n_keep - 1]
+    return [(x >= cut).float() for x in scores]
 
 
 def _ordered_masks(net, masks):
@@ -332,25 +360,53 @@ def reference_method(args):
 # -- reuse of an earlier run's records ------------------------------------------------------------------------------
 #: The labels each reusable method wrote (``ours``: the ELBO, β = 1, without ``+vft``).
 REUSABLE = {
-    "dense-equal": ("dense (equal budget)",), "ours": ("ours@", "ours+ft@", "ours-mask+ft@"),
+    "dense-equal": ("dense (equal budget)",),
+    "ours": ("ours@", "ours+ft@", "ours-mask+ft@", "ours+vft@", "ours+mag-mask+ft@"), "groups": ("ours-group-",),
     "magnitude": ("magnitude+ft@",), "l1-structured": ("l1-structured+ft@",), "reference": ("reference@",),
 }  # fmt: skip
 
 
-def reused_method(name: str, previous):
-    """The records of method ``name`` on this split from ``previous`` (an earlier run's checkpoint), after checking
-    that the split's dense network is the same (identical per-example test correctness, NLL within 1e-6): every
-    method starts from it, with the same seeds, so the method's records are those it would compute again."""
+def split_entries(data):
+    """``{split index: (records, {method: seconds in the run that computed it})}`` of a checkpoint (a run with
+    ``--first-split k`` holds splits k, k + 1, ...; a reused method's time is the earlier run's)."""
+    first = data["meta"].get("first_split", 0)
+    reused = data["meta"].get("reused_seconds") or {}
+    if isinstance(reused, list):  # the format of the first runs with --reuse: one entry per split from 0
+        reused = {str(i): v for i, v in enumerate(reused)}
+    out = {}
+    for pos, (recs, secs) in enumerate(zip(data["splits"], data["seconds"])):
+        i = first + pos
+        times = {k.removesuffix(" (reused)"): v for k, v in secs.items()}
+        times.update(reused.get(str(i), {}))
+        out[i] = (recs, times)
+    return out
+
+
+def lookup(entries, index: int, name: str):
+    """``(records, seconds)`` of split ``index`` from the first of ``entries`` (:func:`split_entries`) that holds
+    records of method ``name`` there, or ``None``."""
+    for e in entries:
+        if index in e and any(lab.startswith(REUSABLE[name]) for lab in e[index][0]):
+            return e[index]
+    return None
+
+
+def reused_seconds(entries, index: int, name: str) -> float:
+    _, times = lookup(entries, index, name)
+    return times.get(name, times.get("dense", 0.0)) if name == "dense-equal" else times.get(name, 0.0)
+
+
+def reused_method(name: str, entries):
+    """The records of method ``name`` on this split from earlier runs (:func:`lookup`), after checking that the
+    split's dense network is the same (identical per-example test correctness, NLL within 1e-6): every method starts
+    from it, with the same seeds, so the method's records are those it would compute again."""
 
     def run(split, cache):
-        old = previous["splits"][split.index]
+        old, _ = lookup(entries, split.index, name)
         now = cache["dense_record"]
         if old["dense"]["correct"] != now["correct"] or abs(old["dense"]["nll"] - now["nll"]) > 1e-6:
             raise RuntimeError(f"split {split.index}: the dense network differs from the reused run's; cannot reuse")
-        out = {lab: rec for lab, rec in old.items() if lab.startswith(REUSABLE[name])}
-        if not out:
-            raise RuntimeError(f"split {split.index}: no {name} records in the reused run")
-        return out
+        return {lab: rec for lab, rec in old.items() if lab.startswith(REUSABLE[name])}
 
     return run
 
@@ -439,14 +495,14 @@ def natural_labels(res):
     return [lab for lab in labels if lab in res]
 
 
-def markdown(res, data, tuned=None):
+def markdown(res, data, tuned=None, out=""):
     k = len(res["dense"])
     secs = data["seconds"]
     total = sum(sum(s.values()) for s in secs)
     run_meta = {key: v for key, v in data["meta"].items() if key != "reused_seconds"}
     reused = ""
     if "reused_seconds" in data["meta"]:
-        prev = sum(sum(s.values()) for s in data["meta"]["reused_seconds"][:k]) / 60
+        prev = sum(sum(s.values()) for s in data["meta"]["reused_seconds"].values()) / 60
         reused = (f", plus {prev:.1f} min in the run whose records of {run_meta['reuse_methods']} were reused (same "
                   "splits and seeds; each split's dense network checked identical)")  # fmt: skip
     lines = [f"# Compression–accuracy front ({k} paired digits splits)", "",
@@ -464,11 +520,22 @@ def markdown(res, data, tuned=None):
     if tuned is not None:
         m = tuned["meta"]
         lines += ["## what was tried: the quick protocol (validation only)", "",
-                  f"`python bench/front.py --tune --tune-splits {m['splits']}` (KL weights {m['betas']}, "
-                  f"{m['epochs']} epochs, warm-up {m['warmup']}; splits 0–{m['splits'] - 1}; mean over the splits of "
+                  f"`python bench/front.py --tune` (KL weights {m['betas']}, {m['epochs']} epochs, warm-up "
+                  f"{m['warmup']}; finished on {len(tuned['splits'])} of {m['splits']} splits; mean over them of "
                   "the validation accuracy and NLL; no test figure is computed for the choice). `+vft`: the pruned "
                   "posterior (θ, log σ² under the mask) trained 20 more epochs on the tempered ELBO.", "",
                   tune_table(tuned), ""]  # fmt: skip
+    if os.path.exists(out + ".curve.json"):
+        with open(out + ".curve.json") as fh:
+            rows = json.load(fh)
+        lines += ["### training length (`python bench/front.py --curve`: split 0, validation only)", "",
+                  curve_table(rows), ""]  # fmt: skip
+    lines += [
+        "## validation scores of every variant of ours in this run (what ours* chooses from)",
+        "",
+        tune_table({"splits": data["splits"]}, lambda lab: lab.startswith("ours") and "group" not in lab),
+        "",
+    ]
     lines += ["## targets (../shared/TARGETS.md), ours = ours*", "",
               "| target | level | evidence (95 % CI) | verdict |", "| --- | --- | --- | --- |"]  # fmt: skip
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(res)]
@@ -478,6 +545,7 @@ def markdown(res, data, tuned=None):
 #: Line style of each method family in the figure: (color, line style, line width).
 STYLE = {
     "ours*": ("k", "-", 2.2), "ours": ("C0", ":", 1.0), "ours+ft": ("C1", ":", 1.0), "ours-mask+ft": ("C8", ":", 1.0),
+    "ours+vft": ("C9", ":", 1.0), "ours+mag-mask+ft": ("C7", ":", 1.0),
     "magnitude+ft": ("C2", "-", 1.2), "l1-structured+ft": ("C3", "-", 1.2), "reference": ("C4", "-", 1.2),
 }  # fmt: skip
 #: Single points at natural thresholds: label -> (color, marker).
@@ -548,7 +616,7 @@ def report(out):
     res = protocol.by_label(data["splits"])
     add_val_chosen(res)
     tuned = protocol.load_checkpoint(out + ".tune.json") if os.path.exists(out + ".tune.json") else None
-    text = markdown(res, data, tuned)
+    text = markdown(res, data, tuned, out)
     with open(out + ".md", "w") as fh:
         fh.write(text)
     figure(res, out + ".png")
@@ -573,16 +641,24 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 splits, few epochs")
     ap.add_argument("--tune", action="store_true", help="the quick validation protocol over --betas (tune())")
     ap.add_argument("--tune-splits", type=int, default=3)
+    ap.add_argument("--curve", action="store_true", help="validation scores along training on split 0 (curve())")
     ap.add_argument("--betas", type=float, nargs="+", default=[0.3, 0.1, 0.03], help="KL weights tried by --tune")
     ap.add_argument(
         "--front-betas",
         type=float,
         nargs="*",
-        default=[0.1],
+        default=[],
         help="KL weights below 1 trained beside the ELBO in the front (ours-β<b>), ours* chooses on val",
     )
-    ap.add_argument("--reuse", default=None, help="an earlier front.json whose records of --reuse-methods are reused")
-    ap.add_argument("--reuse-methods", nargs="*", default=list(REUSABLE), choices=list(REUSABLE))
+    ap.add_argument("--first-split", type=int, default=0, help="start at this split (one part of a run)")
+    ap.add_argument("--reuse", nargs="*", default=[], help="earlier front.json files (first that has them wins)")
+    ap.add_argument(
+        "--reuse-methods",
+        nargs="*",
+        default=[],
+        choices=list(REUSABLE),
+        help="methods whose records are read from --reuse instead of computed",
+    )
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rebuild front.md/png from front.json")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "front"))
@@ -608,24 +684,69 @@ def tune(args):
     print(tune_table(data))
 
 
-def tune_table(data) -> str:
-    """Markdown: mean validation accuracy % / NLL of every label over the tuning splits (no test figure)."""
+def curve(args):
+    """Training length: split 0, ours (``--epochs``, warm-up ``--warmup``) with the validation accuracy and NLL of
+    the unpruned and the natural-threshold (``LogAlpha(3)``) mean network every 50 epochs; ``<out>.curve.json``."""
+    split = protocol.digits_splits(1)[0]
+    dense = protocol.train_dense_baseline(mlp, split, args.dense_epochs)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(split.index)
+    model = pp.bayesianize(dense, pp.distributions.LogUniform(), pp.Categorical(split.dataset_size))
+    guide = pp.AutoSparseVD(model)
+    rows = []
+
+    def every_50(epoch, record, model, guide):
+        if (epoch + 1) % 50 == 0:
+            row = {"epoch": epoch + 1}
+            for tag, rule in (("mean", rules.Sparsity(0.0)), ("natural", rules.LogAlpha(3.0))):
+                res = pp.prune(model, guide, rule)
+                r = scored(res.module, split, res.report.compression)
+                row.update({f"{tag}_val_accuracy": r["val_accuracy"], f"{tag}_val_nll": r["val_nll"]})
+                row[f"{tag}_compression"] = r["compression"]
+            rows.append(row)
+            print(row, flush=True)
+
+    pp.fit(model, guide, split.loader(seed=3), epochs=args.epochs, lr=args.lr, kl_warmup=args.warmup,
+           callbacks=[every_50], progress=False)  # fmt: skip
+    write_json(rows, args.out + ".curve.json")
+
+
+def curve_table(rows) -> str:
+    out = ["| epoch | val accuracy % (mean net) | val NLL | val accuracy % (LogAlpha(3)) | val NLL | compression × |",
+           "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in rows:
+        out.append(f"| {r['epoch']} | {100 * r['mean_val_accuracy']:.2f} | {r['mean_val_nll']:.4f} | "
+                   f"{100 * r['natural_val_accuracy']:.2f} | {r['natural_val_nll']:.4f} | "
+                   f"{r['natural_compression']:.0f} |")  # fmt: skip
+    return "\n".join(out)
+
+
+def tune_table(data, keep=lambda label: True) -> str:
+    """Markdown: mean validation accuracy % and NLL (where recorded) of the labels ``keep`` accepts over the splits
+    of ``data`` (no test figure)."""
     res = protocol.by_label(data["splits"])
     rows = ["| variant | val accuracy % | val NLL | compression × |", "| --- | --- | --- | --- |"]
     for lab, recs in res.items():
+        if not keep(lab):
+            continue
         k = len(recs)
-        va, vn = (sum(r[key] for r in recs) / k for key in ("val_accuracy", "val_nll"))
-        rows.append(f"| {lab} | {100 * va:.2f} | {vn:.4f} | {sum(r['compression'] for r in recs) / k:.0f} |")
+        va = sum(r["val_accuracy"] for r in recs) / k
+        vn = f"{sum(r['val_nll'] for r in recs) / k:.4f}" if all("val_nll" in r for r in recs) else "—"
+        rows.append(f"| {lab} | {100 * va:.2f} | {vn} | {sum(r['compression'] for r in recs) / k:.0f} |")
     return "\n".join(rows)
 
 
 def build_methods(args):
     """The methods of a front run in order (dense first: every other method starts from its network); methods named
     in ``--reuse-methods`` are read from ``--reuse`` (:func:`reused_method`)."""
-    previous = protocol.load_checkpoint(args.reuse) if args.reuse else None
-    reuse = set(args.reuse_methods) if previous else set()
+    entries = [split_entries(protocol.load_checkpoint(p)) for p in args.reuse]
+    indices = range(args.first_split, args.splits)
+    missing = [m for m in args.reuse_methods if any(lookup(entries, i, m) is None for i in indices)]
+    if missing:
+        raise ValueError(f"--reuse-methods {missing}: not on every split in the --reuse files")
+    reuse = set(args.reuse_methods)
     methods = {"dense": dense_method(args, equal_budget="dense-equal" not in reuse)}
-    methods.update({f"{m} (reused)": reused_method(m, previous) for m in REUSABLE if m in reuse})
+    methods.update({f"{m} (reused)": reused_method(m, entries) for m in REUSABLE if m in reuse})
     fresh = {"ours": ours_method(args)} if "ours" not in reuse else {}
     fresh.update({ours_label(b): ours_method(args, b) for b in args.front_betas})
     fresh.update({
@@ -633,7 +754,8 @@ def build_methods(args):
         "reference": reference_method(args),
     })  # fmt: skip
     methods.update({k: v for k, v in fresh.items() if k not in reuse and k not in args.skip})
-    return methods, previous, reuse
+    seconds = {str(i): {m: reused_seconds(entries, i, m) for m in reuse} for i in indices} if reuse else None
+    return methods, seconds
 
 
 def main(argv=None):
@@ -641,15 +763,18 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     if args.tune:
         return tune(args)
+    if args.curve:
+        return curve(args)
     if not args.report_only:
-        methods, previous, reuse = build_methods(args)
-        meta = {k: v for k, v in vars(args).items() if k not in ("resume", "report_only", "out", "skip", "tune")}
+        methods, seconds = build_methods(args)
+        drop = ("resume", "report_only", "out", "skip", "tune", "curve")
+        meta = {k: v for k, v in vars(args).items() if k not in drop}
         meta.update(torch=torch.__version__, pyro=pyro.__version__, levels=list(LEVELS))
-        if previous is not None:
-            prev_secs = [{m: s.get(m, s.get(f"{m} (reused)", 0.0)) for m in reuse} for s in previous["seconds"]]
-            meta["reused_seconds"] = prev_secs  # the reused methods' time in the run they come from
+        if seconds:
+            meta["reused_seconds"] = seconds  # the reused methods' time in the runs that computed them
         t = time.perf_counter()
-        data = protocol.run(protocol.digits_splits(args.splits), methods, args.out + ".json", meta, args.resume)
+        splits = protocol.digits_splits(args.splits)[args.first_split :]
+        data = protocol.run(splits, methods, args.out + ".json", meta, args.resume)
         print(f"front: {len(data['splits'])} splits in {time.perf_counter() - t:.0f} s")
     report(args.out)
 
