@@ -22,6 +22,7 @@
 # `python tutorials/make.py 04 --execute`.
 
 # %%
+import copy
 import os
 import statistics
 import time
@@ -210,10 +211,15 @@ for batch in (1, len(x_te)):
         for name, s in latency[batch].items()))
 
 # %%
-best = max(results, key=lambda k: results[k].compact.flops_ratio)
+dense_val_acc = rows["dense"][0]["accuracy"]
+accepted = [k for k in results if rows[f"{k} compact"][0]["accuracy"] >= dense_val_acc - 0.01]
+rejected = [k for k in results if k not in accepted]
+best = max(accepted or results, key=lambda k: results[k].compact.flops_ratio)
 res = results[best]
 display(Markdown(
-    f"The {best} prior gave the smallest network: **{res.compact.after}** (from {res.compact.before}), "
+    (f"On validation, {', '.join(rejected)} lost more than 1 pp of the dense network's accuracy at its default "
+     f"threshold (rejected: a smaller network is no use if it is wrong). " if rejected else "")
+    + f"The smallest accepted network ({best} prior) is **{res.compact.after}** (from {res.compact.before}), "
     f"{res.compact.params_ratio:.1f}× fewer parameters and {res.compact.flops_ratio:.1f}× fewer FLOPs; measured on "
     f"the full test batch it runs {latency[len(x_te)]['dense'] / latency[len(x_te)][best]:.1f}× faster than the "
     f"dense network (at batch 1, {latency[1]['dense'] / latency[1][best]:.1f}×: the per-layer overhead does not "
@@ -263,20 +269,24 @@ print(c_res.compact.summary())
 for change in c_res.compact.layers:
     print(f"  {change.name:3s} {change.kind:7s} in {change.in_before:4d} -> {change.in_after:4d}   "
           f"out {change.out_before:4d} -> {change.out_after:4d}")
-c_rows = {"dense Conv1d": net_scores(cnn, m1d.x_test, m1d.y_test),
+torch.manual_seed(0)
+cnn_equal = pretrain(copy.deepcopy(cnn), c_train, CNN_EPOCHS)  # the dense net trained for the same extra epochs
+c_rows = {f"dense Conv1d ({CNN_PRETRAIN} ep)": net_scores(cnn, m1d.x_test, m1d.y_test),
+          f"dense Conv1d ({CNN_PRETRAIN + CNN_EPOCHS} ep)": net_scores(cnn_equal, m1d.x_test, m1d.y_test),
           "compact Conv1d": net_scores(c_res.module, m1d.x_test, m1d.y_test)}
 for name, s in c_rows.items():
-    print(f"{name:16s} test accuracy {s['accuracy']:.4f}  NLL {s['nll']:.4f}")
+    print(f"{name:24s} test accuracy {s['accuracy']:.4f}  NLL {s['nll']:.4f}")
 print(f"group-sparse fit: {c_seconds:.0f} s")
 
 # %%
-conv_changes = [c for c in c_res.compact.layers if c.kind.startswith("conv")]
+conv_changes = [c for c in c_res.compact.layers if c.kind.lower().startswith("conv")]
 display(Markdown(
     "Channels kept per convolution: " + ", ".join(f"`{c.name}` {c.out_after} of {c.out_before}" for c in conv_changes)
     + f". The compact Conv1d network has {c_res.compact.params_ratio:.1f}× fewer parameters and "
     f"{c_res.compact.flops_ratio:.1f}× fewer FLOPs; test accuracy {c_rows['compact Conv1d']['accuracy']:.4f} "
-    f"against the dense network's {c_rows['dense Conv1d']['accuracy']:.4f} (one split, "
-    f"{len(m1d.y_test)} test signals)."
+    f"against {c_rows[f'dense Conv1d ({CNN_PRETRAIN + CNN_EPOCHS} ep)']['accuracy']:.4f} for the dense network "
+    f"trained as many epochs in all (one split, {len(m1d.y_test)} test signals). The dense network stopped at "
+    f"{CNN_PRETRAIN} epochs is not the fair comparison: the group-sparse run trained {CNN_EPOCHS} epochs more."
 ))
 
 # %% [markdown]
