@@ -29,8 +29,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import lightning.pytorch as pl
 import torch
 
-from .._checks import check_int, check_positive, unpack_batch
+from .._checks import check_choice, check_int, check_positive, check_real, unpack_batch
 from ..handlers import kl_term
+from ..infer import ALPHA_ON
 from ..metrics import classification_metrics, regression_metrics
 from ..model import BayesianModel
 from ..prediction import predict
@@ -54,7 +55,8 @@ class BayesianLightningModule(pl.LightningModule):
     :param val_samples: ensemble size of the validation scores.
     :param example: one ``(x, y)`` batch that sets up a guide not yet run (its parameters must exist before the
         ``Trainer`` wraps the module for DDP and builds the optimizer); not needed for a fitted or loaded guide.
-    :raises ValueError: the guide is not set up and no ``example`` is given; invalid arguments (as ``fit``).
+    :raises ValueError: invalid arguments (as ``fit``); when training starts (``setup``), a guide not set up (a fresh
+        guide of this library is set up by loading a checkpoint's state into it).
     """
 
     def __init__(self, model: torch.nn.Module, guide: torch.nn.Module, lr: float = 1e-3, kl_warmup: int = 0,
@@ -71,21 +73,41 @@ class BayesianLightningModule(pl.LightningModule):
         if example is not None:
             with torch.no_grad():
                 guide(*unpack_batch(example, "example"))
-        if getattr(guide, "prototype_trace", True) is None:
-            raise ValueError("guide is not set up: pass example=(x, y) (one batch), or run guide(x, y) once")
         self.model, self.guide = model, guide
-        self.objective = StepObjective(model, guide, alpha, num_particles, alpha_on)
-        self.automatic_optimization = self.objective.differentiable
+        alpha, alpha_on = check_real("alpha", alpha), check_choice("alpha_on", alpha_on, ALPHA_ON)
+        self._objective_args = (alpha, check_int("num_particles", num_particles, 1), alpha_on)
+        self._objective: Optional[StepObjective] = None
+        if self._set_up():
+            self._objective = StepObjective(model, guide, *self._objective_args)  # argument errors now
+        self.automatic_optimization = alpha == 1.0 or alpha_on == "likelihood"  # else Pyro's RenyiELBO backpropagates
         self.save_hyperparameters(ignore=["model", "guide", "example"])
         self.history = History()
         self._sums: List[float] = [0.0, 0.0, 0.0]  # loss, ell, batches of the epoch (this worker)
         self._last: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._loss: Any = None
         self._beta, self._t0 = 0.0, 0.0
+        self._kl: Optional[float] = None
         self._val: List[Tuple[torch.Tensor, ...]] = []
         self._val_scores: Dict[str, float] = {}
 
     # -- the objective ----------------------------------------------------------------------------------
+    def _set_up(self) -> bool:
+        return getattr(self.guide, "prototype_trace", True) is not None
+
+    @property
+    def objective(self) -> StepObjective:
+        """The step's objective, built once the guide is set up (by ``example``, or by loading a checkpoint's state
+        into a fresh guide of this library)."""
+        if self._objective is None:
+            if not self._set_up():
+                raise ValueError("guide is not set up: pass example=(x, y) (one batch), or run guide(x, y) once")
+            self._objective = StepObjective(self.model, self.guide, *self._objective_args)
+        return self._objective
+
+    def setup(self, stage: str) -> None:
+        """Before the ``Trainer`` wraps the module (DDP) and builds the optimizer: the guide's parameters must exist."""
+        self.objective  # noqa: B018 - raises when the guide is not set up
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """``fit``'s optimizer: Adam with learning rate ``lr`` over every parameter of the guide and the model."""
         return torch.optim.Adam(self.parameters(), lr=self.lr)
@@ -142,7 +164,13 @@ class BayesianLightningModule(pl.LightningModule):
 
     # -- the History ------------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        self._sums, self._t0 = [0.0, 0.0, 0.0], time.perf_counter()
+        self._sums, self._t0, self._kl = [0.0, 0.0, 0.0], time.perf_counter(), None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """At the epoch's last batch, before Lightning validates: the epoch's KL (the random draws in ``fit``'s
+        order: training steps, the KL, then validation)."""
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            self._kl = self._epoch_kl()
 
     def on_train_epoch_end(self) -> None:
         """Close the epoch as ``fit`` does: its record (workers averaged), logged and kept in :attr:`history`."""
@@ -153,7 +181,7 @@ class BayesianLightningModule(pl.LightningModule):
         record: Dict[str, float] = {
             "loss": losses / nb / (n_train or self._last[0].shape[0]),
             "ell": ells / nb,
-            "kl": self._epoch_kl(),
+            "kl": self._kl if self._kl is not None else self._epoch_kl(),
             "beta": self._beta,
         }
         record.update(self._val_scores)
