@@ -16,3 +16,8 @@ def _clean_pyro_state():
     pyro.enable_validation(True)
     yield
     pyro.clear_param_store()
+
+
+def pytest_configure(config):
+    """Register the ``gpu`` marker (tests that run the pipeline on CUDA; skipped without a CUDA device)."""
+    config.addinivalue_line("markers", "gpu: runs on a CUDA device (skipped when none is available)")
