@@ -396,6 +396,35 @@ def reused_seconds(entries, index: int, name: str) -> float:
     return times.get(name, times.get("dense", 0.0)) if name == "dense-equal" else times.get(name, 0.0)
 
 
+def merge(args):
+    """``--merge``: the checkpoint of a run done in parts (``--first-split``, ``--reuse``), assembled from the
+    ``--reuse`` files without training: per split, every method's records from the first file holding them
+    (:func:`lookup`), after checking that every file used agrees on the split's dense network (identical per-example
+    test correctness, NLL within 1e-6; each part checked it against its own sources when it ran)."""
+    entries = [split_entries(protocol.load_checkpoint(p)) for p in args.reuse]
+    names = ["dense-equal", *(m for m in REUSABLE if m != "dense-equal")]
+    splits, seconds, reused = [], [], {}
+    for i in range(args.splits):
+        found = {m: lookup(entries, i, m) for m in names}
+        missing = [m for m, f in found.items() if f is None]
+        if missing:  # the report shows such a method's labels on the splits that have them only
+            print(f"--merge: split {i} has no records of {missing} in the --reuse files")
+        found = {m: f for m, f in found.items() if f is not None}
+        dense = next(e[i][0]["dense"] for e in entries if i in e)
+        recs = {"dense": dense}
+        for m, (old, _) in found.items():
+            if old["dense"]["correct"] != dense["correct"] or abs(old["dense"]["nll"] - dense["nll"]) > 1e-6:
+                raise RuntimeError(f"--merge: split {i}: the files disagree on the dense network")
+            recs.update({lab: rec for lab, rec in old.items() if lab.startswith(REUSABLE[m])})
+        splits.append(recs)
+        seconds.append({"dense": 0.0})
+        reused[str(i)] = {m: reused_seconds(entries, i, m) for m in found}
+    meta = {k: v for k, v in vars(args).items() if k in ("splits", "reuse", "epochs", "warmup", "group_epochs")}
+    meta.update(reuse_methods=names, reused_seconds=reused, merged=True)
+    write_json({"meta": meta, "splits": [{k: protocol._encode(v) for k, v in s.items()} for s in splits],
+                "seconds": seconds}, args.out + ".json")  # fmt: skip
+
+
 def reused_method(name: str, entries):
     """The records of method ``name`` on this split from earlier runs (:func:`lookup`), after checking that the
     split's dense network is the same (identical per-example test correctness, NLL within 1e-6): every method starts
@@ -650,6 +679,7 @@ def parse_args(argv=None):
         default=[],
         help="KL weights below 1 trained beside the ELBO in the front (ours-β<b>), ours* chooses on val",
     )
+    ap.add_argument("--merge", action="store_true", help="assemble a run done in parts from --reuse (merge())")
     ap.add_argument("--first-split", type=int, default=0, help="start at this split (one part of a run)")
     ap.add_argument("--reuse", nargs="*", default=[], help="earlier front.json files (first that has them wins)")
     ap.add_argument(
@@ -765,7 +795,9 @@ def main(argv=None):
         return tune(args)
     if args.curve:
         return curve(args)
-    if not args.report_only:
+    if args.merge:
+        merge(args)
+    if not (args.report_only or args.merge):
         methods, seconds = build_methods(args)
         drop = ("resume", "report_only", "out", "skip", "tune", "curve")
         meta = {k: v for k, v in vars(args).items() if k not in drop}
