@@ -48,9 +48,10 @@ class GroupMarginal:
     r"""Per-group posterior summary of one layer (tensors of shape ``(G,)``).
 
     :ivar axis: weight axis indexing the groups (1: input units of a Linear layer; 0: Conv output channels).
-    :ivar log_alpha: :math:`\log\alpha_g` — for ``"log-uniform"`` the scale's :math:`\log\sigma_g^2 - \log\mu_g^2`
-        (Louizos et al. 2017 §3.1); for ``"horseshoe"`` the group's noise-to-signal ratio
-        :math:`\log\sum_{i\in g}\mathrm{Var}\,w_i - \log\sum_{i\in g}(\mathbb E w_i)^2`. Clipped to ``±clip``.
+    :ivar log_alpha: :math:`\log\alpha_g`, for both priors the group's noise-to-signal ratio
+        :math:`\log\sum_{i\in g}\mathrm{Var}\,w_i - \log\sum_{i\in g}(\mathbb E w_i)^2` (the log-uniform
+        scale's own :math:`\log\sigma_g^2 - \log\mu_g^2` is not used: see ``AutoGroupSparse``). Clipped to
+        ``±clip``.
     :ivar scale_mean: :math:`\mathbb E\,z_g`.
     :ivar scale_std: :math:`\mathrm{sd}\,z_g`.
     :ivar log_scale_mean: :math:`\mathbb E\log|z_g|` (horseshoe) or :math:`\log|\mu_g|` (log-uniform).

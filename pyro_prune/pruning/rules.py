@@ -20,9 +20,9 @@ Conv layers — from the per-group posterior of a group guide (``Marginal.group`
 
 * :class:`GroupLogAlpha` keeps groups with :math:`\log\alpha_g < t`; its default :math:`t` depends on the group
   prior (:data:`GROUP_THRESHOLDS`): 3 for the log-uniform scale prior (Molchanov's weight threshold, Louizos et al.
-  2017), 0 for the horseshoe (see :class:`GroupLogAlpha` for why the two scores are not on the same scale); in every
-  layer but the last, :math:`\log\alpha_g` is the pooled noise-to-signal ratio of the group's weights into the units
-  the next layer keeps;
+  2017), 0 for the horseshoe (see :class:`GroupLogAlpha` for why the two scores are not on the same scale);
+  :math:`\log\alpha_g` is the pooled noise-to-signal ratio of the group's weights (in every layer but the last,
+  into the units the next layer keeps);
 * :class:`GroupSparsity` removes exactly ``round(target · G)`` groups with the highest :math:`\log\alpha_g`,
   globally or per layer.
 
@@ -248,8 +248,7 @@ class GroupLogAlpha(GroupRule):
     :math:`\log\alpha_g` is, in a layer that feeds another (layers visited from the output back), the pooled
     noise-to-signal ratio :math:`\log\sum\mathrm{Var}\,w - \log\sum(\mathbb E w)^2` of the group's weights into
     the units the next layer keeps, for both priors; in the last layer it is the
-    :class:`~pyro_prune.guides.GroupMarginal`'s (the same pooled ratio for the horseshoe; the scale's own
-    :math:`\log\sigma_z^2 - \log\mu_z^2` for the log-uniform prior, Louizos et al. 2017 §3.1).
+    :class:`~pyro_prune.guides.GroupMarginal`'s, the same pooled ratio over all the group's rows, for both priors.
 
     *Why the pooled ratio for the log-uniform prior too* (issue 13): an irrelevant group collapses twice, its
     :math:`\tilde w` to their prior :math:`\mathcal N(0, 1)` (:math:`|\tilde\mu| \approx 10^{-3}`,
@@ -273,8 +272,9 @@ class GroupLogAlpha(GroupRule):
     their prior, so its noise-to-signal ratio rises past 0 but, in a short run, not necessarily past 3.  Measured on
     synthetic problems with a few relevant inputs among 12 and 40 (tests/test_horseshoe.py): relevant groups at
     :math:`-2.5 \ldots -0.1`, irrelevant ones at :math:`0.3 \ldots 4` after 150–500 full-batch Adam steps, whereas
-    the log-uniform scores sit at :math:`\le -0.3` and :math:`\ge 6.9` (inputs) and, in the last layer,
-    :math:`\log\alpha_z \le 2.7` and :math:`\ge 4.7` (hidden units).  Hence the default threshold depends on the
+    the log-uniform scores sit at :math:`\le -0.3` and :math:`\ge 6.9` (inputs) and, for the last layer's hidden
+    units, at :math:`-2.5 \ldots -1.4` (kept) and :math:`\ge 5.5` / :math:`\ge 2.9` (log-uniform / horseshoe).
+    Hence the default threshold depends on the
     prior (:data:`GROUP_THRESHOLDS`): 3 for the log-uniform prior (Molchanov's per-weight threshold, of which the
     pooled ratio is the group's analogue), 0 (noise equals signal) for the horseshoe.
 
