@@ -4,7 +4,7 @@ linearized (GLM) predictive.
 * :func:`output_jacobians`: per layer, the inputs :math:`a` and the Jacobian :math:`\partial f / \partial s` of
   the outputs wrt its pre-activations, from one forward and one batched backward with ``K`` vectors; the weight
   Jacobian is :math:`\sum_t (\partial f / \partial s_t)\, a_t^\top` (no loop over examples).
-* :func:`param_jacobians`: the Jacobian ``(B, K, P)`` wrt chosen parameter entries, by ``torch.func.jacrev``.
+* :func:`param_jacobians`: the Jacobian ``(B, K, P)`` wrt chosen parameter entries, per example (vmap of jacrev).
 * :func:`full_ggn`: :math:`\sum_n J_n^\top H_n J_n = \sum_n \sum_c (L_{nc}^\top J_n)^\top (L_{nc}^\top J_n)` with
   the likelihood's Hessian square roots :math:`L` (exact GGN, or the sampled-label Fisher).
 """
@@ -15,7 +15,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from torch.func import functional_call, jacrev
+from torch.func import functional_call, jacrev, vmap
 
 from .._checks import as_batches
 from ..model.likelihoods import Fisher, Likelihood
@@ -59,19 +59,24 @@ def param_jacobians(
     named.update(dict(net.named_buffers()))
     chosen = {k: named[k].detach() for k in params}
 
-    def fn(ps):
+    def fn(ps, inputs):
         full = dict(named)
         full.update(ps)
-        return likelihood.flatten_output(functional_call(net, full, (x,)))
+        return likelihood.flatten_output(functional_call(net, full, (inputs,)))
+
+    def one(ps, xi):  # one example: the (K, ...) Jacobian of its outputs
+        return fn(ps, xi.unsqueeze(0)).squeeze(0)
 
     net.eval()
-    jac = jacrev(fn)(chosen)
+    # per example (vmap over the batch of jacrev of one example): O(B K) backward passes' work, where jacrev of the
+    # whole batch's outputs would run B K backward passes through the whole batch, O(B^2 K)
+    jac = vmap(jacrev(one), in_dims=(None, 0))(chosen, x)
     cols = []
     for k, mask in params.items():
         j = jac[k].reshape(x.shape[0], -1, chosen[k].numel())
         cols.append(j if mask is None else j[:, :, mask.reshape(-1)])
     with torch.no_grad():
-        f = fn(chosen)
+        f = fn(chosen, x)
     return f, torch.cat(cols, -1)
 
 
