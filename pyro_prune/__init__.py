@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import compare, curvature, data, distributions, guides, io, metrics, subnet, training
+from . import compare, curvature, data, distributed, distributions, guides, io, metrics, subnet, training
 from ._version import __version__  # noqa: F401  (re-exported)
 from .curvature import Kron
 from .distributions import HalfCauchyScaleMixture, Horseshoe, ImproperLogUniform, LogUniform, LogUniformScaleMixture
@@ -45,7 +45,8 @@ from .model import (
     likelihoods,
 )
 from .prediction import Prediction, evaluate, predict
-from .pruning import CompressionReport, PruneResult, compact, prune, rules
+from .pruning import CompressionReport, PruneResult, compact, export, prune, rules
+from .pruning.export import SparseLinear, export_program, measure_speedup, to_sparse, to_torch_prune
 from .training import NonFiniteError, TrainingState
 
 # ``pp.groups`` is the historical name of the group-prior module.
@@ -96,12 +97,20 @@ __all__ = [
     "data",
     "distributions",
     "plots",
+    "lightning",
+    "distributed",
     "guides",
     "layers",
     "likelihoods",
     "metrics",
     "rules",
     "compact",
+    "export",
+    "to_torch_prune",
+    "to_sparse",
+    "SparseLinear",
+    "measure_speedup",
+    "export_program",
     "groups",
     "group_prior",
     "subnet",
@@ -116,7 +125,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy ``pp.plots`` (PEP 562): matplotlib is imported when a plot is first asked for."""
-    if name == "plots":
-        return importlib.import_module(".plots", __name__)
+    """Lazy ``pp.plots`` and ``pp.lightning`` (PEP 562): matplotlib and lightning are imported when first asked for."""
+    if name in ("plots", "lightning"):
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

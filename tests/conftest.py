@@ -17,7 +17,3 @@ def _clean_pyro_state():
     yield
     pyro.clear_param_store()
 
-
-def pytest_configure(config):
-    """Register the ``gpu`` marker (tests that run the pipeline on CUDA; skipped without a CUDA device)."""
-    config.addinivalue_line("markers", "gpu: runs on a CUDA device (skipped when none is available)")
