@@ -102,6 +102,15 @@ def _curvature(net, layers, x, y):
     return pp.curvature.kfac(net, (x, y), pp.Categorical(N), layers, diagonal=True)
 
 
+def _laplace_summary(net, x, y):
+    """KFAC ``laplace_guide`` on ``(x, y)``: its log evidence at two τ and the marginal std of every weight."""
+    model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(12))
+    guide = pp.laplace_guide(model, (x, y), "kron", prior_precision=1.0)
+    out = {"evidence_1": guide.log_marginal_likelihood(1.0), "evidence_3": guide.log_marginal_likelihood(3.0)}
+    out.update({site: m.scale for site, m in pp.marginals(guide).items()})
+    return out
+
+
 def _worker(rank: int, folder: str) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD)
@@ -117,6 +126,7 @@ def _worker(rank: int, folder: str) -> None:
         for name, (net, layers, shape) in _curvature_nets().items():
             xs, ys = _curvature_data(shape)
             out[name] = all_reduce_curvature(_curvature(net, layers, xs[SHARDS[rank]], ys[SHARDS[rank]]))
+            out[f"laplace_{name}"] = _laplace_summary(net, xs[SHARDS[rank]], ys[SHARDS[rank]])
         torch.save(out, os.path.join(folder, f"rank{rank}.pt"))
     finally:
         torch.distributed.destroy_process_group()
@@ -190,3 +200,15 @@ def test_curvature_all_reduce_is_identity_in_one_process():
 
 def test_two_processes_under_a_minute(spawned):
     assert spawned[1] < 60.0, f"the 2-process spawn took {spawned[1]:.1f} s"
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv"])
+def test_laplace_guide_on_shards_equals_one_process(spawned, name):
+    """``laplace_guide`` all-reduces its KFAC sums under a process group: each worker's guide, fitted on its shard,
+    has the evidence and marginals of one process's guide on the union."""
+    ranks, _ = spawned
+    net, _, shape = _curvature_nets()[name]
+    expected = _laplace_summary(net, *_curvature_data(shape))
+    for rank, out in enumerate(ranks):
+        for key, value in expected.items():
+            assert_close(out[f"laplace_{name}"][key], value, rtol=1e-10, atol=1e-12, msg=f"{name} rank {rank} {key}:")

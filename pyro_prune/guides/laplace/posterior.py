@@ -35,6 +35,7 @@ import torch.nn as nn
 
 from ... import curvature as cv
 from ...curvature.precision import TensorFn
+from ...distributed import all_reduce_curvature
 from ...model import BayesianModel
 from ...model.likelihoods import Fisher, Likelihood
 from .layer_view import Layer, subnet_masks, whole_layers
@@ -204,6 +205,7 @@ class LayerwisePosterior(WeightPosterior):
     def fit(self, net, data, likelihood, scale, fisher) -> tuple:
         res = cv.kfac(net, data, likelihood, self._biases(), fisher=fisher, factors=self.kind.factors,
                       diagonal=self.kind.diagonal)  # fmt: skip
+        res = all_reduce_curvature(res)  # data parallel: the union of the workers' shards (else the identity)
         for layer in self.covered:
             self.precisions[layer.module] = self.kind.build(res.layers[layer.module], scale)
         return res.num_examples, res.log_likelihood
