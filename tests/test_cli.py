@@ -238,3 +238,26 @@ def test_user_model_and_weights(tmp_path, csv_file, monkeypatch):
         == 0
     )
     assert main(["predict", str(run), "--data", str(csv_file), "--out", str(tmp_path / "p.csv")]) == 0
+
+
+def test_selection_keeps_nothing_pruned_when_no_rule_meets_the_tolerance():
+    """A rule that fails the validation tolerance is never applied: the fallback prunes nothing (compression 1)."""
+    from types import SimpleNamespace
+
+    import pyro.distributions as pdist
+    import torch.nn as tnn
+
+    from pyro_prune.cli.selection import select
+
+    torch.manual_seed(0)
+    x = torch.randn(60, 4)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    model = pp.bayesianize(tnn.Sequential(tnn.Linear(4, 8), tnn.ReLU(), tnn.Linear(8, 2)), pdist.Normal(0.0, 1.0),
+                           pp.Categorical(60))  # fmt: skip
+    guide = pp.AutoMeanFieldNormal(model, init_scale=1e-3)
+    pp.fit(model, guide, (x, y), epochs=60, lr=3e-2, progress=False)
+    args = SimpleNamespace(num_samples=5, seed=0, tolerance=0.0, accuracy_tolerance=0.0)
+    post = SimpleNamespace(model=model, guide=guide)
+    sel = select(post, [pp.rules.Sparsity(0.97)], (x, y), "classification", args)
+    assert sel.chosen.compression == 1.0 and "nothing pruned" in sel.rule_text
+    assert not sel.within and sel.candidates[0].compression > 10

@@ -3,7 +3,8 @@
 **The rule.** Each candidate rule of the guide (:func:`~pyro_prune.cli.guides.candidate_rules`) prunes the
 posterior; the candidate with the most compression is chosen among those whose validation NLL is at most the
 unpruned reference's plus ``tolerance`` and, for classification, whose validation accuracy is at least the
-reference's minus ``accuracy_tolerance``. If none qualifies, the least pruning candidate is kept and the run warns.
+reference's minus ``accuracy_tolerance``. If none qualifies, nothing is pruned (``Sparsity(0)``: a pruned network
+that fails the tolerance is no use) and the run warns.
 The reference is scored the same way as the candidates: the posterior ensemble (Monte Carlo), or the MAP network for
 a Laplace guide (whose pruned form is the pruned MAP network, :mod:`.scoring`).
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..pruning import PruneResult, prune
+from ..pruning.rules import Sparsity
 from .scoring import is_laplace, network_arrays, predict_arrays, scores
 
 __all__ = ["Candidate", "Selection", "score_pruned", "score_reference", "select"]
@@ -87,6 +89,16 @@ def _ok(val: Dict[str, float], ref: Dict[str, float], tol: float, acc_tol: float
     return good and ("accuracy" not in val or val["accuracy"] >= ref["accuracy"] - acc_tol)
 
 
+def _unpruned(post: Any, val: Tuple, task: str, args: Any, noise: Optional[float]) -> Tuple[Candidate, Any, Any]:
+    """The candidate that prunes nothing (``Sparsity(0)``), kept when no rule meets the tolerance."""
+    rule = Sparsity(0.0)
+    result = _prune_quietly(post, rule, val[0][:1])
+    s = score_pruned(post, result, *val, task, args.num_samples, args.seed, noise)
+    c = Candidate(repr(rule), result.report.compression, result.report.sparsity, s)
+    c.ok = False
+    return c, result, rule
+
+
 def select(post: Any, rules: List[Any], val: Tuple, task: str, args: Any, noise: Optional[float] = None) -> Selection:
     """Try each rule on the validation split ``val = (x, y)`` and apply the rule of the module docstring."""
     x, y = val
@@ -99,10 +111,10 @@ def select(post: Any, rules: List[Any], val: Tuple, task: str, args: Any, noise:
         c.ok = _ok(s, ref, args.tolerance, args.accuracy_tolerance)
         tried.append((c, result, rule))
     good = [t for t in tried if t[0].ok]
-    pick = max(good, key=lambda t: t[0].compression) if good else min(tried, key=lambda t: t[0].compression)
+    pick = max(good, key=lambda t: t[0].compression) if good else _unpruned(post, val, task, args, noise)
     text = (
         f"the most compression whose validation NLL <= unpruned + {args.tolerance}"
         + (f" and accuracy >= unpruned - {args.accuracy_tolerance}" if task == "classification" else "")
-        + (" (none qualified: the least pruning candidate)" if not good else "")
+        + (" (none qualified: nothing pruned)" if not good else "")
     )
     return Selection(pick[1], pick[0], ref, [t[0] for t in tried], text, bool(good), pick[2])
