@@ -136,7 +136,7 @@ for kind, (_, _, history, seconds) in runs.items():
 results = {kind: pp.prune(model, guide, rule=pp.rules.GroupLogAlpha(), example_input=x_te[:1])
            for kind, (model, guide, _, _) in runs.items()}
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.4))
-for ax, (kind, (model, guide, _, _)) in zip(axes, runs.items()):
+for ax, (kind, (_, guide, _, _)) in zip(axes, runs.items()):
     pp.plots.group_log_alpha(guide.group_log_alpha(), threshold=pp.rules.GROUP_THRESHOLDS[kind], ax=ax)
     ax.set_title(f"{kind} prior")
 fig.tight_layout()

@@ -267,7 +267,8 @@ ax.axvspan(-2, 0, color="0.93")
 ax.axvspan(8, 10, color="0.93")
 ax.legend(fontsize="x-small", loc="lower left")
 fig.tight_layout()
-print(f"evidence maximum: σ = {float(sin_guide.sigma_noise):.4f} (true 0.3), τ = {float(sin_guide.prior_precision):.4f}, "
+print(f"evidence maximum: σ = {float(sin_guide.sigma_noise):.4f} (true 0.3), "
+      f"τ = {float(sin_guide.prior_precision):.4f}, "
       f"log evidence {float(sin_guide.log_marginal_likelihood()):.2f}")
 inside = (grid[:, 0] > 0) & (grid[:, 0] < 8)
 print(f"epistemic std: {float(epi[inside].mean()):.3f} inside the data, {float(epi[~inside].mean()):.3f} outside")

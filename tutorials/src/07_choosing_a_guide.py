@@ -298,7 +298,8 @@ def gap_map(seed):
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(REG_STEPS):
         opt.zero_grad()
-        loss = F.mse_loss(net(reg.x_train).squeeze(-1), reg.y_train) + 1e-4 * sum(p.pow(2).sum() for p in net.parameters())
+        penalty = 1e-4 * sum(p.pow(2).sum() for p in net.parameters())
+        loss = F.mse_loss(net(reg.x_train).squeeze(-1), reg.y_train) + penalty
         loss.backward()
         opt.step()
     return pp.bayesianize(net, prior=N01, likelihood=pp.Gaussian(reg.dataset_size, scale=0.1))
@@ -315,7 +316,8 @@ def reg_vi(make_guide):
 
 
 REG_METHODS = {
-    "AutoNormal (Pyro)": reg_vi(lambda m: AutoNormal(m, init_scale=1e-3, init_loc_fn=pp.init_from(m.initial_weights()))),
+    "AutoNormal (Pyro)": reg_vi(
+        lambda m: AutoNormal(m, init_scale=1e-3, init_loc_fn=pp.init_from(m.initial_weights()))),
     "AutoMeanFieldNormal": reg_vi(lambda m: pp.AutoMeanFieldNormal(m, init_scale=1e-3)),
     "AutoSubnetwork (400)": reg_vi(lambda m: pp.AutoSubnetwork(m, sn.LargestMagnitude(400), init_scale=1e-3)),
     "Laplace kron": lambda m, seed: pp.laplace_guide(m, (reg.x_train, reg.y_train), "kron", prior_precision=1.0),
@@ -354,7 +356,7 @@ display(Markdown(f"**Gap regression, mean ± sd over {len(SEEDS)} seeds**\n\n" +
 def leaders(table, key, higher=True, exclude=()):
     items = [(n, s[key]) for n, s in table.items() if s.get(key) is not None and n not in exclude]
     items.sort(key=lambda kv: kv[1][0], reverse=higher)
-    (first, (m1, _)), (second, (m2, s2)) = items[0], items[1]
+    (first, (m1, _)), (_, (m2, s2)) = items[0], items[1]
     resolved = (m1 - m2 > s2) if higher else (m2 - m1 > s2)
     ties = [n for n, (m, _) in items if (abs(m - m1) <= s2 + 1e-12)]
     return f"**{first}**" if resolved else "tied: " + ", ".join(f"**{n}**" for n in ties)
