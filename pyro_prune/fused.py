@@ -51,7 +51,15 @@ from .model import BayesianModel
 from .model.layers import local_reparameterization
 from .training import PerParamOptimizer, TorchOptimizer, named_module_parameters
 
-__all__ = ["FlatParameters", "can_fuse", "fusable", "fused_loss", "fused_optimizer", "power_mean_log"]
+__all__ = [
+    "FlatParameters",
+    "can_fuse",
+    "fusable",
+    "takes_fused_path",
+    "fused_loss",
+    "fused_optimizer",
+    "power_mean_log",
+]
 
 
 def fusable(model: Any, guide: Any) -> bool:
@@ -77,6 +85,21 @@ def can_fuse(model: Any, guide: Any, alpha: float, num_particles: int, alpha_on:
     particle) or the power likelihood (``alpha_on="likelihood"``, any ``alpha`` and ``num_particles``)."""
     elbo = alpha == 1.0 and num_particles == 1
     return (elbo or alpha_on == "likelihood") and fusable(model, guide)
+
+
+def takes_fused_path(model: Any, guide: Any, alpha: float, num_particles: int, alpha_on: str = "joint") -> bool:
+    """:func:`can_fuse`, raising when ``alpha_on="likelihood"`` is asked of a model and guide that cannot take the
+    fused path (the power likelihood exists only there).
+
+    :raises ValueError: ``alpha_on="likelihood"`` and not :func:`fusable`.
+    """
+    if alpha_on == "likelihood" and not fusable(model, guide):
+        raise ValueError(
+            "alpha_on='likelihood' needs a BayesianModel of Linear/Conv layers and a LocalReparamGuide with local "
+            "reparameterization and a closed-form KL for every site (AutoSparseVD, AutoGroupSparse, "
+            f"AutoMeanFieldNormal with Gaussian priors); got {type(guide).__name__}"
+        )
+    return can_fuse(model, guide, alpha, num_particles, alpha_on)
 
 
 def fused_loss(

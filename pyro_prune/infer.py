@@ -66,7 +66,7 @@ from tqdm.auto import tqdm
 from ._checks import Batches, as_batches, check_choice, check_int, check_positive, check_real, unpack_batch
 from ._checks.guide import check_guide, model_ref
 from .distributions import is_improper
-from .fused import FlatParameters, can_fuse, fusable, fused_loss, fused_optimizer
+from .fused import FlatParameters, fused_loss, fused_optimizer, takes_fused_path
 from .guides.base import LocalReparamGuide
 from .handlers import LatentScale, ObsRecorder, kl_term
 from .model import BayesianModel
@@ -241,13 +241,7 @@ class _Trainer:
                 raise ValueError("data yielded no batches")
             with torch.no_grad():
                 guide(*unpack_batch(first, "data", self.device))  # create the guide's parameters
-        self.fused = can_fuse(model, guide, plan.alpha, plan.num_particles, plan.alpha_on)
-        if plan.alpha_on == "likelihood" and not fusable(model, guide):
-            raise ValueError(
-                "alpha_on='likelihood' needs a BayesianModel of Linear/Conv layers and a LocalReparamGuide with local "
-                "reparameterization and a closed-form KL for every site (AutoSparseVD, AutoGroupSparse, "
-                f"AutoMeanFieldNormal with Gaussian priors); got {type(guide).__name__}"
-            )
+        self.fused = takes_fused_path(model, guide, plan.alpha, plan.num_particles, plan.alpha_on)
         self.scale = LatentScale(1.0)
         self.recorder = ObsRecorder()
         self.flat: Optional[FlatParameters] = None

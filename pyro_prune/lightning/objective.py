@@ -32,7 +32,7 @@ from pyro.poutine.messenger import Messenger
 from .._checks import check_choice, check_int, check_nonnegative, check_real
 from .._checks.guide import check_guide
 from ..distributed import likelihood_factor, world_size
-from ..fused import can_fuse, fusable, fused_loss
+from ..fused import fused_loss, takes_fused_path
 from ..guides.base import LocalReparamGuide
 from ..handlers import LatentScale, ObsRecorder
 from ..infer import ALPHA_ON, _make_elbo
@@ -73,13 +73,7 @@ class StepObjective:
         self.alpha = check_real("alpha", alpha)
         self.num_particles = check_int("num_particles", num_particles, 1)
         self.alpha_on = check_choice("alpha_on", alpha_on, ALPHA_ON)
-        self.fused = can_fuse(model, guide, self.alpha, self.num_particles, self.alpha_on)
-        if self.alpha_on == "likelihood" and not fusable(model, guide):
-            raise ValueError(
-                "alpha_on='likelihood' needs a BayesianModel of Linear/Conv layers and a LocalReparamGuide with local "
-                "reparameterization and a closed-form KL for every site (AutoSparseVD, AutoGroupSparse, "
-                f"AutoMeanFieldNormal with Gaussian priors); got {type(guide).__name__}"
-            )
+        self.fused = takes_fused_path(model, guide, self.alpha, self.num_particles, self.alpha_on)
         self.differentiable = self.fused or self.alpha == 1.0
         self.elbo = None if self.fused else _make_elbo(model, self.alpha, self.num_particles)
         self.use_lrt = isinstance(guide, LocalReparamGuide) and guide.uses_local_reparameterization
