@@ -21,3 +21,11 @@ def assert_close(actual, expected, rtol: float = 1e-5, atol: float = 1e-8, msg: 
             f"actual={actual.flatten()[i].item()!r} expected={expected.flatten()[i].item()!r} "
             f"(|diff|={diff.flatten()[i].item():.3g}, rtol={rtol}, atol={atol})"
         )
+
+
+def blr_data(n, d=3, sigma=0.4, dtype=torch.float64):
+    """A Bayesian-linear-regression problem: ``n`` inputs ``(n, d)`` (seed 1), targets ``x w + 0.3 + sigma eps``."""
+    torch.manual_seed(1)
+    X = torch.randn(n, d, dtype=dtype)
+    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=dtype)[:d] + 0.3 + sigma * torch.randn(n, dtype=dtype)
+    return X, y

@@ -6,6 +6,7 @@ the right way from a far too large and a far too small start, argument errors, a
 deepcopy and pp.save/pp.load in float32 and float64."""
 
 import copy
+import functools
 import math
 
 import pyro.distributions as dist
@@ -18,16 +19,13 @@ import pyro_prune as pp
 from pyro_prune.guides.laplace import LaplaceGuide
 from pyro_prune.guides.laplace.layer_view import make_layers
 from pyro_prune.guides.laplace.marglik import MarglikResult, fit_marglik, map_objective
+from tests import helpers
 from tests.helpers import assert_close
 
 D = torch.float64
 
 
-def blr_data(n=60, d=3, sigma=0.4):
-    torch.manual_seed(1)
-    X = torch.randn(n, d, dtype=D)
-    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=D)[:d] + 0.3 + sigma * torch.randn(n, dtype=D)
-    return X, y
+blr_data = functools.partial(helpers.blr_data, n=60, dtype=D)
 
 
 def sgd(params):

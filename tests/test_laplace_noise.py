@@ -3,6 +3,7 @@
 posterior, the predictives and the saved state, and the argument errors."""
 
 import copy
+import functools
 import math
 
 import pyro.distributions as dist
@@ -12,16 +13,13 @@ import torch.nn as nn
 
 import pyro_prune as pp
 from pyro_prune.guides.laplace import LaplaceGuide
+from tests import helpers
 from tests.helpers import assert_close
 
 D = torch.float64
 
 
-def blr_data(n=40, d=3, sigma=0.4):
-    torch.manual_seed(1)
-    X = torch.randn(n, d, dtype=D)
-    y = X @ torch.tensor([1.0, -2.0, 0.5], dtype=D)[:d] + 0.3 + sigma * torch.randn(n, dtype=D)
-    return X, y
+blr_data = functools.partial(helpers.blr_data, n=40, dtype=D)
 
 
 def blr_posterior(X, y, tau, sigma):
