@@ -129,7 +129,8 @@ def add_network(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         metavar="MODULE:FACTORY",
-        help="your network: a callable returning an nn.Module (may take in_features, out_features)",
+        help="your network: a callable returning an nn.Module (may take in_features, out_features, input_shape: "
+        "the per-example shape of the data, e.g. (C, L) for an NPZ x of shape (N, C, L))",
     )
     g.add_argument("--weights", metavar="PATH", help="state_dict to start from (read with weights_only=True)")
     g.add_argument(

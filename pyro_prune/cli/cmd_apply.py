@@ -16,7 +16,7 @@ from .guides import Posterior
 from .outputs import POSTERIOR, load_posterior, write_predictions
 from .pipeline import base_report, load_dataset, prune_and_write
 from .scoring import is_laplace, network_arrays, predict_arrays, scores
-from .sources import read_inputs
+from .sources import read_inputs, standardize
 
 __all__ = ["add_prune", "add_predict", "add_evaluate", "run_prune", "run_predict", "run_evaluate"]
 
@@ -114,12 +114,15 @@ def run_prune(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def _inputs(parser, args, saved, meta: Dict[str, Any], target: Optional[str]) -> Tuple[torch.Tensor, Optional[List]]:
     a.check_readable(parser, "--data", args.data)
+    shape = meta.get("input_shape")
     try:
-        x, y = read_inputs(args.data, meta["columns"], target)
+        x, y = read_inputs(args.data, meta["columns"], target, None if shape is None else tuple(shape))
     except (ValueError, OSError) as e:
         parser.error(f"argument --data: {e}")
     if "input_mean" in saved.extra:
-        x = (x - saved.extra["input_mean"].reshape(-1)) / saved.extra["input_std"].reshape(-1)
+        x = standardize(x, saved.extra["input_mean"], saved.extra["input_std"])
+    if not meta["network"]["model"]:  # the MLP takes flat rows
+        x = x.reshape(len(x), -1)
     return x, y
 
 

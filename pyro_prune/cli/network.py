@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -44,8 +44,11 @@ def import_factory(spec: str) -> Callable[..., nn.Module]:
     return factory
 
 
-def build_network(hidden: List[int], model: Optional[str], n_in: int, n_out: int) -> nn.Module:
-    """``model``'s factory called with whichever of ``in_features``/``out_features`` it accepts, else an MLP.
+def build_network(
+    hidden: List[int], model: Optional[str], n_in: int, n_out: int, input_shape: Optional[Tuple[int, ...]] = None
+) -> nn.Module:
+    """``model``'s factory called with whichever of ``in_features`` (features of a flattened example),
+    ``out_features`` and ``input_shape`` (the per-example shape, e.g. ``(C, L)``) it accepts, else an MLP.
 
     :raises ValueError: the factory does not return an ``nn.Module``.
     """
@@ -56,7 +59,8 @@ def build_network(hidden: List[int], model: Optional[str], n_in: int, n_out: int
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         params = {}
-    offered = {"in_features": n_in, "out_features": n_out}
+    shape = tuple(input_shape) if input_shape is not None else (n_in,)
+    offered = {"in_features": n_in, "out_features": n_out, "input_shape": shape}
     net = factory(**{k: v for k, v in offered.items() if k in params})
     if not isinstance(net, nn.Module):
         raise ValueError(f"{model!r} returned a {type(net).__name__}, not an nn.Module")

@@ -4,7 +4,8 @@ forms, and prediction files.
 Files of a run folder:
 
 * ``posterior.pt`` — ``pp.save`` of the model and guide, with the pruning (``pruned["selected"]``), the history,
-  the data description (``metadata["cli"]``) and the input standardization and split (``extra``);
+  the data description (``metadata["cli"]``, with the per-example ``input_shape``) and the input standardization
+  (one mean and std per feature of the flattened example) and split (``extra``);
 * ``network.pt`` (plain ``state_dict``) and ``network.pt2`` (``torch.export``, loads without the class) of the
   pruned network (physically smaller for structured pruning);
 * ``network_torch_prune.pt`` — the ``torch.nn.utils.prune`` convention (``weight_orig`` + ``weight_mask``);
@@ -47,6 +48,7 @@ def save_posterior(folder: str, post: Any, dataset: Any, cli: Dict[str, Any], re
         columns=dataset.columns,
         target=dataset.target,
         data=dataset.spec,
+        input_shape=list(dataset.input_shape),
     )
     extra = {f"split_{k}": v for k, v in dataset.indices.items()}
     if dataset.mean is not None:
@@ -71,7 +73,10 @@ def load_posterior(source: str) -> Any:
     net = None
     if meta["network"].get("model"):
         n_out = meta["num_classes"] if meta["task"] == "classification" else 1
-        net = build_network(meta["network"]["hidden"], meta["network"]["model"], len(meta["columns"]), n_out)
+        shape = meta.get("input_shape")
+        net = build_network(
+            meta["network"]["hidden"], meta["network"]["model"], len(meta["columns"]), n_out, shape and tuple(shape)
+        )
     return load(path, net=net)
 
 

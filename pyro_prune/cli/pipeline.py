@@ -62,7 +62,7 @@ def make_network(parser: argparse.ArgumentParser, args: Any, dataset: Dataset) -
     """The network for the dataset's widths, with ``--weights`` loaded; problems exit naming the flag."""
     n_in = int(torch.tensor(dataset.x["train"].shape[1:]).prod())
     try:
-        net = build_network(args.hidden, args.model, n_in, dataset.n_out)
+        net = build_network(args.hidden, args.model, n_in, dataset.n_out, dataset.input_shape)
     except ValueError as e:
         parser.error(f"argument --model: {e}")
     if args.weights:

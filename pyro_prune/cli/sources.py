@@ -1,8 +1,12 @@
-"""Data sources of the command: a CSV or NPZ file, an MNIST IDX folder, or an embedded set, split and standardized.
+r"""Data sources of the command: a CSV or NPZ file, an MNIST IDX folder, or an embedded set, split and standardized.
 
 The split is train / validation / test (a separate ``--test`` file, or a predefined test part of an embedded set,
 replaces the test fraction); validation is stratified for classification; the standardization is fitted on the
-training rows only and saved with the posterior, so ``predict`` applies the same map.
+training rows only and saved with the posterior, so ``predict`` applies the same map. Inputs keep their per-example
+shape (an NPZ ``x`` of shape ``(N, C, L)``, the embedded ``mnist1d`` ``(N, 1, 40)``): the standardization is per
+feature of the flattened example, :math:`\tilde x_{n,j} = (x_{n,j} - \hat\mu_j)/\hat\sigma_j` for
+:math:`j = 1..\prod_d s_d`, and each example is reshaped back to its shape :math:`s`; ``input_shape`` is saved so
+``predict`` refuses inputs of another shape.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 
 from .. import data as _data
 
-__all__ = ["Dataset", "SourceError", "load_table", "prepare", "read_inputs"]
+__all__ = ["Dataset", "SourceError", "load_table", "prepare", "read_inputs", "standardize"]
 
 
 class SourceError(ValueError):
@@ -51,6 +55,7 @@ class Dataset:
     std: Optional[torch.Tensor] = None
     indices: Dict[str, torch.Tensor] = field(default_factory=dict)
     spec: Dict[str, Any] = field(default_factory=dict)
+    input_shape: Tuple[int, ...] = ()
 
     @property
     def n_out(self) -> int:
@@ -76,12 +81,11 @@ def _sklearn(name: str) -> _data.Table:
 
 
 def _from_split(split: _data.DataSplit) -> Tuple[_data.Table, _data.Table]:
-    """A predefined train/test :class:`DataSplit` as two tables (inputs flattened to rows)."""
+    """A predefined train/test :class:`DataSplit` as two tables (inputs keep their per-example shape)."""
 
     def table(x: torch.Tensor, y: torch.Tensor) -> _data.Table:
-        x = x.reshape(len(x), -1)
         k = split.num_classes
-        cols = [f"x{i}" for i in range(x.shape[1])]
+        cols = [f"x{i}" for i in range(x[0].numel())]
         return _data.Table(x, y, split.task, k, None if k is None else list(range(k)), cols, "y")
 
     return table(split.x_train, split.y_train), table(split.x_test, split.y_test)
@@ -113,6 +117,9 @@ def _same_meaning(table: _data.Table, test: _data.Table, source: str) -> _data.T
     """Check a separate test table against the training table; re-index its classes to the training labels."""
     if test.columns != table.columns:
         raise ValueError(f"the test file {source!r} has columns {test.columns}, the data {table.columns}")
+    if tuple(test.x.shape[1:]) != tuple(table.x.shape[1:]):
+        shapes = f"{tuple(test.x.shape[1:])}, the data {tuple(table.x.shape[1:])}"
+        raise ValueError(f"the test file {source!r} has examples of shape {shapes}")
     if table.task == "classification":
         labels = [test.classes[i] for i in test.y.tolist()] if test.classes else []
         unknown = sorted({str(v) for v in labels} - {str(v) for v in table.classes})
@@ -157,8 +164,8 @@ def prepare(spec: Dict[str, Any]) -> Dataset:
         x["test"], y["test"] = test.x, test.y
     mean = std = None
     if spec.get("standardize", True):
-        mean, std = _data.standardizer(x["train"])
-        x = {part: (v - mean) / std for part, v in x.items()}
+        mean, std = _data.standardizer(x["train"].reshape(len(x["train"]), -1))
+        x = {part: standardize(v, mean, std) for part, v in x.items()}
     name = os.path.basename(spec["data"].rstrip("/")) or spec["data"]
     return Dataset(
         name,
@@ -173,21 +180,43 @@ def prepare(spec: Dict[str, Any]) -> Dataset:
         std,
         idx,
         dict(spec),
+        tuple(table.x.shape[1:]),
     )
 
 
-def read_inputs(path: str, columns: List[str], target: Optional[str]) -> Tuple[torch.Tensor, Optional[List[Any]]]:
+def standardize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``(x - mean) / std`` over each flattened example of ``x`` ``(N, ...)``, reshaped back; ``mean`` and ``std``
+    hold one value per feature of the flattened example (any shape with that many elements)."""
+    flat = x.reshape(len(x), -1)
+    return ((flat - mean.reshape(-1).to(flat)) / std.reshape(-1).to(flat)).reshape(x.shape)
+
+
+def read_inputs(
+    path: str, columns: List[str], target: Optional[str], input_shape: Optional[Tuple[int, ...]] = None
+) -> Tuple[torch.Tensor, Optional[List[Any]]]:
     """Inputs of a CSV (the saved feature ``columns``, by name, in order; other columns ignored) or NPZ (``x``)
     file for prediction, and the raw targets when the file has them (the ``target`` column, or ``y``).
 
-    :raises ValueError: a missing column or array, a bad cell.
+    :param input_shape: the per-example shape the posterior was fitted on: an NPZ ``x`` must have it (``(N,
+        *input_shape)``); CSV rows are reshaped to it. ``None`` (a file from before shapes were saved): flat rows.
+    :raises ValueError: a missing column or array, a bad cell, an NPZ ``x`` of another per-example shape.
     """
     if path.lower().endswith(".npz"):
         table = _data.load_npz(path, task="regression", need_y=False)
         with np.load(path, allow_pickle=False) as f:
             y = f["y"].reshape(-1).tolist() if "y" in f.files else None
-        return table.x.reshape(len(table.x), -1), y
+        if input_shape is None:
+            return table.x.reshape(len(table.x), -1), y
+        if tuple(table.x.shape[1:]) != tuple(input_shape):
+            raise ValueError(
+                f"'x' in {path!r} has shape {tuple(table.x.shape)}, i.e. examples of shape {tuple(table.x.shape[1:])}; "
+                f"the posterior was fitted on examples of shape {tuple(input_shape)} (x of shape (N, "
+                f"{', '.join(map(str, input_shape))}))"
+            )
+        return table.x, y
     x = _data.load_csv(path, None, columns=columns).x
+    if input_shape is not None:
+        x = x.reshape(len(x), *input_shape)
     try:
         y = None if target is None else _data.read_column(path, target)
     except ValueError:
