@@ -59,18 +59,17 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import pyro
 import pyro.optim
 import torch
-from pyro.infer import RenyiELBO, TraceMeanField_ELBO
 from pyro.infer.util import zero_grads
 from tqdm.auto import tqdm
 
 from ._checks import Batches, as_batches, check_choice, check_int, check_positive, check_real, unpack_batch
 from ._checks.guide import check_guide, model_ref
-from .distributions import is_improper
 from .fused import FlatParameters, fused_loss, fused_optimizer, takes_fused_path
 from .guides.base import LocalReparamGuide
 from .handlers import LatentScale, ObsRecorder, kl_term
 from .model import BayesianModel
 from .model.layers import local_reparameterization
+from .objectives import ALPHA_ON, check_joint_renyi, make_elbo
 from .prediction import evaluate
 from .training import (
     EarlyStopping,
@@ -91,10 +90,6 @@ __all__ = ["fit", "History", "EarlyStopping", "kl_term", "NonFiniteError", "Trai
 # --------------------------------------------------------------------------------------------------
 # fit, stage 1: arguments
 # --------------------------------------------------------------------------------------------------
-#: Values of ``fit``'s ``alpha_on``.
-ALPHA_ON = ("joint", "likelihood")
-
-
 @dataclass
 class _FitPlan:
     """The arguments of :func:`fit`, checked and normalized on construction (same order, same errors)."""
@@ -131,7 +126,7 @@ class _FitPlan:
         if not callable(self.model):
             raise TypeError(f"model must be callable, got {type(self.model).__name__}")
         check_guide(self.model, self.guide)
-        self._check_joint_renyi()
+        check_joint_renyi(self.model, self.alpha, self.alpha_on)
         self.data = as_batches(self.data)
         if self.val_data is not None:
             self.val_data = as_batches(self.val_data, "val_data")
@@ -165,20 +160,6 @@ class _FitPlan:
                 stacklevel=5,  # _check_resume < __post_init__ < __init__ < fit < the caller
             )
 
-    def _check_joint_renyi(self) -> None:
-        """The joint Rényi bound evaluates the prior density at sampled weights: refuse an improper prior."""
-        if self.alpha == 1.0 or self.alpha_on != "joint" or not isinstance(self.model, BayesianModel):
-            return
-        sites = self.model.sites.items()
-        improper = [n for n, info in sites if info.kind != "other" and is_improper(self.model.prior(n))]
-        if improper:
-            raise ValueError(
-                f"alpha={self.alpha} with alpha_on='joint' (Pyro's RenyiELBO on p(y, w) / q(w)) needs a proper prior, "
-                f"but sites {improper[:3]}{'...' if len(improper) > 3 else ''} have an improper log-uniform one, whose "
-                "density is infinite at w = 0 where pruned weights collapse; use alpha_on='likelihood' (the power on "
-                "each example's likelihood with the KL in closed form) or a proper prior"
-            )
-
     def _warn_dataset_size(self) -> None:
         n_data = getattr(getattr(self.data, "dataset", None), "__len__", None)
         sizes = (0, getattr(self.model, "dataset_size", None))  # an empty dataset fails later: no batches
@@ -201,21 +182,6 @@ class _FitPlan:
 # --------------------------------------------------------------------------------------------------
 # fit, stage 2: objective and optimizer
 # --------------------------------------------------------------------------------------------------
-def _make_elbo(model: Any, alpha: float, num_particles: int):
-    vectorizable = getattr(model, "vectorizable", True)
-    nesting = {"max_plate_nesting": 1} if isinstance(model, BayesianModel) else {}
-    vec = num_particles > 1 and vectorizable
-    if num_particles > 1 and not vectorizable:
-        warnings.warn(
-            "model has layers that cannot take sampled weights with sample dims (e.g. BatchNorm): "
-            "particles are evaluated one by one, not vectorized",
-            stacklevel=4,  # _make_elbo < _Trainer.__init__ < fit < the caller
-        )
-    if alpha == 1.0:
-        return TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=vec, **nesting)
-    return RenyiELBO(alpha=alpha, num_particles=num_particles, vectorize_particles=vec, **nesting)
-
-
 class _Trainer:
     """The optimization state of one :func:`fit` call: objective (fused or SVI), optimizer, KL weight, step count,
     history, and what a fault or a resume needs.
@@ -251,7 +217,7 @@ class _Trainer:
         else:
             self.named: Dict[str, torch.Tensor] = {}
             self.optimizer = PerParamOptimizer(plan.optimizer)
-            self.elbo = _make_elbo(model, plan.alpha, plan.num_particles)
+            self.elbo = make_elbo(model, plan.alpha, plan.num_particles, stacklevel=3)  # < _Trainer < fit < caller
             self.model_fn, self.guide_fn = self.scale(self.recorder(model)), self.scale(guide)
             self.use_lrt = isinstance(guide, LocalReparamGuide) and guide.uses_local_reparameterization
         self.steps_per_epoch = plan.steps_per_epoch

@@ -14,7 +14,7 @@ import pyro_prune as pp
 from pyro_prune.data import load_digits
 from pyro_prune.guides import LocalReparamGuide
 from pyro_prune.guides.base import normal_kl
-from pyro_prune.infer import _make_elbo
+from pyro_prune.objectives import make_elbo
 from tests.helpers import assert_close
 
 
@@ -30,8 +30,8 @@ def small_problem(n=40):
 
 def test_alpha_routes_to_mean_field_or_renyi():
     model, *_ = small_problem()
-    assert isinstance(_make_elbo(model, 1.0, 1), TraceMeanField_ELBO)
-    e = _make_elbo(model, 0.5, 8)
+    assert isinstance(make_elbo(model, 1.0, 1), TraceMeanField_ELBO)
+    e = make_elbo(model, 0.5, 8)
     assert isinstance(e, RenyiELBO) and e.vectorize_particles and e.num_particles == 8
 
 

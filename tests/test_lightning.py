@@ -22,6 +22,7 @@ import lightning.pytorch as pl  # noqa: E402
 
 from pyro_prune.lightning import (  # noqa: E402
     BayesianLightningModule,
+    StepObjective,
     from_saved,
     load_checkpoint,
     save_posterior,
@@ -161,3 +162,18 @@ def test_import_pyro_prune_does_not_import_lightning():
     code = "import sys, pyro_prune; print('lightning' in sys.modules, 'pyro_prune.lightning' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+@pytest.mark.parametrize("alpha_on", ["joint", "likelihood"])
+def test_joint_renyi_on_an_improper_prior_is_refused_as_fit_refuses_it(alpha_on):
+    model, guide, train, _ = _setup("sparse_vd")
+    if alpha_on == "likelihood":  # the power likelihood keeps the KL in closed form: allowed, as in fit
+        assert BayesianLightningModule(model, guide, alpha=0.5, alpha_on=alpha_on).objective.path == "fused"
+        return
+    with pytest.raises(ValueError, match="alpha_on='joint'.*proper prior") as from_fit:
+        pp.fit(model, guide, train, epochs=1, alpha=0.5, progress=False)
+    with pytest.raises(ValueError, match="alpha_on='joint'.*proper prior") as from_module:
+        BayesianLightningModule(model, guide, alpha=0.5)
+    assert str(from_module.value) == str(from_fit.value)
+    with pytest.raises(ValueError, match="alpha_on='joint'.*proper prior"):
+        StepObjective(model, guide, alpha=0.5)

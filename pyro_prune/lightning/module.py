@@ -31,9 +31,9 @@ import torch
 
 from .._checks import check_choice, check_int, check_positive, check_real, unpack_batch
 from ..handlers import kl_term
-from ..infer import ALPHA_ON
 from ..metrics import classification_metrics, regression_metrics
 from ..model import BayesianModel
+from ..objectives import ALPHA_ON, check_joint_renyi
 from ..prediction import predict
 from ..training import History, NonFiniteError, first_non_finite
 from .objective import StepObjective
@@ -75,6 +75,7 @@ class BayesianLightningModule(pl.LightningModule):
                 guide(*unpack_batch(example, "example"))
         self.model, self.guide = model, guide
         alpha, alpha_on = check_real("alpha", alpha), check_choice("alpha_on", alpha_on, ALPHA_ON)
+        check_joint_renyi(model, alpha, alpha_on)  # as fit: before any training, set up or not
         self._objective_args = (alpha, check_int("num_particles", num_particles, 1), alpha_on)
         self._objective: Optional[StepObjective] = None
         if self._set_up():

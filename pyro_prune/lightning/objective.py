@@ -35,8 +35,8 @@ from ..distributed import likelihood_factor, world_size
 from ..fused import fused_loss, takes_fused_path
 from ..guides.base import LocalReparamGuide
 from ..handlers import LatentScale, ObsRecorder
-from ..infer import ALPHA_ON, _make_elbo
 from ..model.layers import local_reparameterization
+from ..objectives import ALPHA_ON, check_joint_renyi, make_elbo
 
 __all__ = ["StepObjective", "ObservedScale"]
 
@@ -61,7 +61,8 @@ class StepObjective:
     :param alpha: Rényi :math:`\alpha` (``fit``'s).
     :param num_particles: samples per step (``fit``'s).
     :param alpha_on: ``"joint"`` or ``"likelihood"`` (``fit``'s).
-    :raises ValueError: ``alpha_on="likelihood"`` for a pair the fused path cannot take; invalid arguments.
+    :raises ValueError: ``alpha_on="likelihood"`` for a pair the fused path cannot take; the joint Rényi bound on
+        an improper prior (:func:`~pyro_prune.objectives.check_joint_renyi`); invalid arguments.
     """
 
     def __init__(self, model: Callable, guide: Callable, alpha: float = 1.0, num_particles: int = 1,
@@ -73,9 +74,10 @@ class StepObjective:
         self.alpha = check_real("alpha", alpha)
         self.num_particles = check_int("num_particles", num_particles, 1)
         self.alpha_on = check_choice("alpha_on", alpha_on, ALPHA_ON)
+        check_joint_renyi(model, self.alpha, self.alpha_on)
         self.fused = takes_fused_path(model, guide, self.alpha, self.num_particles, self.alpha_on)
         self.differentiable = self.fused or self.alpha == 1.0
-        self.elbo = None if self.fused else _make_elbo(model, self.alpha, self.num_particles)
+        self.elbo = None if self.fused else make_elbo(model, self.alpha, self.num_particles)
         self.use_lrt = isinstance(guide, LocalReparamGuide) and guide.uses_local_reparameterization
         self._warned = False
 
