@@ -1,5 +1,6 @@
 """The pyro-prune command: subcommands on CSV and NPZ files the tests write, compress end to end on the embedded
-digits, predict from the saved posterior equal to the in-process prediction, the pruned network's three forms, and
+digits, predict from the saved posterior equal to the in-process prediction, the pruned network's forms (state_dict,
+torch.export, TorchScript, torch prune convention, CSR), and
 bad arguments refused before any training (tiny networks, 1-2 epochs)."""
 
 import json
@@ -73,6 +74,7 @@ def test_compress_embedded_end_to_end(tmp_path, capsys):
         "posterior.pt",
         "network.pt",
         "network.pt2",
+        "network.ts",
         "network_torch_prune.pt",
         "network_csr.pt",
         "report.json",
@@ -102,6 +104,9 @@ def _check_network_forms(out):
     x = torch.randn(7, 64)
     expected = result.module.eval()(x)
     assert_close(torch.export.load(str(out / "network.pt2")).module()(x), expected)
+    script = json.loads((out / "report.json").read_text())["torchscript"]
+    assert script["method"] == "script" and script["file"] == "network.ts" and script["max_abs_diff"] <= 1e-6
+    assert_close(torch.jit.load(str(out / "network.ts"))(x), expected, atol=1e-6, rtol=1e-6)
     plain = mlp(64, [8], 10)
     plain.load_state_dict(torch.load(out / "network.pt", weights_only=True))
     assert_close(plain(x), expected)

@@ -91,12 +91,18 @@ def test_wrong_shape_is_refused_naming_the_input(tmp_path, conv_npz, capsys):
 
 
 def test_conv1d_compress_prune_evaluate(tmp_path, conv_npz, capsys):
+    import shape_user_nets  # written by the fixture, on sys.path
+
     data, _ = conv_npz
     run = tmp_path / "run"
     argv = ["compress", "--data", str(data), "--model", "shape_user_nets:make", "--out", str(run), "--speed-batch", "8"]
     assert main(argv + FAST) == 0
     report = json.loads((run / "report.json").read_text())
     assert report["data"]["sizes"]["test"] == 24 and report["compression"]["compression"] >= 1
+    assert report["torchscript"]["method"] == "script" and "network.ts" in report["files"]
+    pruned = pp.load(run / "posterior.pt", net=shape_user_nets.make((2, 16), 2)).pruned["selected"].module.eval()
+    x = torch.randn(5, 2, 16)
+    assert_close(torch.jit.load(str(run / "network.ts"))(x), pruned(x), atol=1e-6, rtol=1e-6)
     assert main(["prune", str(run), "--no-figures", "--num-samples", "3", "--speed-batch", "8"]) == 0
     capsys.readouterr()
     js = tmp_path / "s.json"

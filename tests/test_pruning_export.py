@@ -1,4 +1,5 @@
-"""Pruned networks exported: torch's prune convention, CSR weights, torch.export, the speed-up measurement."""
+"""Pruned networks exported: torch's prune convention, CSR weights, torch.export, TorchScript, the speed-up
+measurement."""
 
 import pyro.distributions as dist
 import pytest
@@ -13,6 +14,7 @@ from pyro_prune.pruning.export import (
     measure_speedup,
     to_sparse,
     to_torch_prune,
+    to_torchscript,
 )
 from tests.helpers import assert_close
 
@@ -85,3 +87,39 @@ def test_measure_speedup_is_the_ratio_of_medians():
     assert s.ratio_q25 <= s.ratio_q75 and s.repeats == 5 and s.batch == 32 and s.threads == torch.get_num_threads()
     with pytest.raises(ValueError, match="repeats"):
         measure_speedup(slow, fast, torch.randn(2, 64), repeats=1)
+
+
+class _VarArgs(nn.Module):
+    """Scripting refuses ``*args`` in forward; tracing records the operations."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 3)
+        self.head = nn.Linear(3 * 6, 2)
+
+    def forward(self, x, *args):
+        return self.head(self.conv(x).relu().flatten(1))
+
+
+def test_torchscript_scripts_the_pruned_mlp(pruned, tmp_path):
+    info = to_torchscript(pruned.module, torch.randn(4, 6), tmp_path / "net.ts")
+    assert info.method == "script" and info.script_error is None and info.max_abs_diff <= 1e-6
+    loaded = torch.jit.load(str(tmp_path / "net.ts"))
+    assert isinstance(loaded, torch.jit.ScriptModule)
+    x = torch.randn(11, 6)  # another batch size than the example
+    assert_close(loaded(x), pruned.module.eval()(x), atol=1e-6, rtol=1e-6)
+    assert pruned.module[0].weight.eq(0).float().mean() > 0.5  # the zeros travel with the file
+    assert torch.equal(loaded.state_dict()["0.weight"].eq(0), pruned.module[0].weight.eq(0))
+
+
+def test_torchscript_traces_what_does_not_script_and_says_so(tmp_path):
+    torch.manual_seed(0)
+    net = _VarArgs().eval()
+    with pytest.raises(torch.jit.frontend.NotSupportedError):
+        torch.jit.script(net)
+    info = to_torchscript(net, torch.randn(4, 2, 8), tmp_path / "net.ts")
+    assert info.method == "trace" and "arg" in info.script_error.lower(), info.script_error
+    assert info.example_shape == [4, 2, 8] and info.to_dict()["method"] == "trace"
+    loaded = torch.jit.load(str(tmp_path / "net.ts"))
+    x = torch.randn(9, 2, 8)
+    assert_close(loaded(x), net(x), atol=1e-6, rtol=1e-6)

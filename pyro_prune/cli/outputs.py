@@ -8,12 +8,15 @@ Files of a run folder:
   (one mean and std per feature of the flattened example) and split (``extra``);
 * ``network.pt`` (plain ``state_dict``) and ``network.pt2`` (``torch.export``, loads without the class) of the
   pruned network (physically smaller for structured pruning);
+* ``network.ts`` — the same network as TorchScript (``torch.jit.load``, from Python or C++): scripted, or traced
+  on an example batch where it does not script (``report.json``'s ``torchscript.method`` says which, and why);
 * ``network_torch_prune.pt`` — the ``torch.nn.utils.prune`` convention (``weight_orig`` + ``weight_mask``);
 * ``network_csr.pt`` — the ``state_dict`` with ``torch.sparse_csr`` Linear weights.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 
 from ..io import load, save
-from ..pruning.export import export_program, measure_speedup, to_sparse, to_torch_prune
+from ..pruning.export import export_program, measure_speedup, to_sparse, to_torch_prune, to_torchscript
 from .network import build_network
 
 __all__ = ["default_out", "save_posterior", "load_posterior", "write_networks", "write_predictions"]
@@ -81,25 +84,31 @@ def load_posterior(source: str) -> Any:
 
 
 def write_networks(folder: str, result: Any, example: torch.Tensor, speed_batch: int) -> Dict[str, Any]:
-    """The pruned network's three forms and the measured CSR speed-up; returns ``{"files", "speedup"}``."""
-    net = result.module.eval()
-    full = (result.masked_module if result.masked_module is not None else result.module).eval()
+    """The pruned network's forms and the measured CSR speed-up, all from CPU copies (the files load on a machine
+    without the run's device); returns ``{"files", "speedup", "torchscript"}`` (how ``network.ts`` was made)."""
+    net = copy.deepcopy(result.module).cpu().eval()
+    full = copy.deepcopy(result.masked_module if result.masked_module is not None else result.module).cpu().eval()
+    masks = {k: v.cpu() for k, v in result.masks.items()}
+    example = example.detach().cpu()
     files = {
         "state_dict": "network.pt",
         "export": "network.pt2",
+        "torchscript": "network.ts",
         "torch_prune": "network_torch_prune.pt",
         "csr": "network_csr.pt",
     }
     torch.save(net.state_dict(), os.path.join(folder, files["state_dict"]))
-    export_program(net, example[: max(2, min(len(example), 8))], os.path.join(folder, files["export"]))
-    torch.save(to_torch_prune(full, result.masks).state_dict(), os.path.join(folder, files["torch_prune"]))
-    sparse = to_sparse(full, result.masks)
+    small = example[: max(2, min(len(example), 8))]
+    export_program(net, small, os.path.join(folder, files["export"]))
+    script = to_torchscript(net, small, os.path.join(folder, files["torchscript"]))
+    torch.save(to_torch_prune(full, masks).state_dict(), os.path.join(folder, files["torch_prune"]))
+    sparse = to_sparse(full, masks)
     torch.save(sparse.state_dict(), os.path.join(folder, files["csr"]))
     batch = example[:speed_batch]
     if len(batch) < speed_batch:
         batch = batch.repeat((speed_batch + len(batch) - 1) // len(batch), *[1] * (batch.dim() - 1))[:speed_batch]
     speed = measure_speedup(full, sparse, batch)
-    return {"files": files, "speedup": speed.to_dict()}
+    return {"files": files, "speedup": speed.to_dict(), "torchscript": script.to_dict()}
 
 
 def write_predictions(path: str, arrays: Dict[str, torch.Tensor], task: str, classes: Optional[List[Any]]) -> None:

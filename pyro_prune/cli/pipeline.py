@@ -17,7 +17,7 @@ from .figures import write_figures
 from .guides import Posterior, build_posterior, candidate_rules, fixed_rule
 from .network import build_network, describe, import_factory, load_weights, noise_std, pretrain
 from .outputs import default_out, save_posterior, write_networks
-from .reports import print_summary, pruning_warnings, training_warnings, write_reports
+from .reports import print_summary, pruning_warnings, script_warnings, training_warnings, write_reports
 from .scoring import is_laplace, predict_arrays, scores
 from .selection import score_pruned, select
 from .sources import Dataset, SourceError, prepare
@@ -160,6 +160,8 @@ def prune_and_write(args: Any, post: Posterior, dataset: Dataset, folder: str, n
     save_posterior(folder, post, dataset, meta, result)
     written = write_networks(folder, result, dataset.x["test"] if len(y_test) else dataset.x["val"], args.speed_batch)
     report["speedup"] = written["speedup"]
+    report["torchscript"] = dict(written["torchscript"], file=written["files"]["torchscript"])
+    report["warnings"] += script_warnings(written["torchscript"])
     report["files"] += ["posterior.pt", *written["files"].values()]
     _figures(args, post, dataset, folder, report, selection)
     write_reports(folder, report, str(result.report))

@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-__all__ = ["training_warnings", "pruning_warnings", "write_reports", "print_summary"]
+__all__ = ["training_warnings", "pruning_warnings", "script_warnings", "write_reports", "print_summary"]
 
 
 def training_warnings(history: Any, epochs: int) -> List[str]:
@@ -48,6 +48,17 @@ def pruning_warnings(selection: Any, args: Any) -> List[str]:
             "(--epochs) or prune less"
         )
     return out
+
+
+def script_warnings(script: Dict[str, Any]) -> List[str]:
+    """A note when ``network.ts`` is a trace rather than a script (its branches are frozen at the example)."""
+    if script["method"] == "script":
+        return []
+    return [
+        f"network.ts is a torch.jit.trace on an example batch of shape {tuple(script['example_shape'])} "
+        f"(torch.jit.script failed: {script['script_error']}): control flow that depends on the input is "
+        "frozen as the example took it; network.pt2 (torch.export) is the alternative"
+    ]
 
 
 def _round(obj: Any) -> Any:
@@ -111,14 +122,13 @@ def _markdown(report: Dict[str, Any], compression_text: Optional[str]) -> str:
             f"{speed['ratio_q75']:.2f}, batch {speed['batch']}, {speed['threads']} threads).",
             "",
         ]
-    files = [
-        "## Files",
-        "",
-        *[f"- `{f}`" for f in report["files"]],
-        "",
-        "Load the pruned network without its class: `torch.export.load('network.pt2').module()`.",
+    script = report.get("torchscript")
+    load = [
+        "Load the pruned network without its class: `torch.export.load('network.pt2').module()`, or "
+        f"`torch.jit.load('network.ts')` (TorchScript made by torch.jit.{script['method']}).",
         "",
     ]
+    files = ["## Files", "", *[f"- `{f}`" for f in report["files"]], "", *(load if script else [])]
     return "\n".join(head + warn + _md_scores(report) + comp + _md_selection(report.get("selection")) + files)
 
 

@@ -16,7 +16,10 @@ Nothing downstream knows those zeros are structural; this module hands them over
   machine hit both) with the median of the repeats; it can well be below 1 at moderate sparsity, and is reported
   as measured;
 * :func:`export_program` — ``torch.export`` of a network to a ``.pt2`` file that ``torch.export.load`` reads
-  without the network's Python class.
+  without the network's Python class;
+* :func:`to_torchscript` — TorchScript (``torch.jit.script`` where the network scripts, else ``torch.jit.trace``
+  on an example batch, which it says) to a file that ``torch.jit.load`` reads without the class, from Python or
+  C++ (libtorch).
 """
 
 from __future__ import annotations
@@ -35,7 +38,16 @@ from torch.nn.utils import prune as torch_prune
 
 from .._checks import check_int
 
-__all__ = ["to_torch_prune", "SparseLinear", "to_sparse", "SpeedUp", "measure_speedup", "export_program"]
+__all__ = [
+    "to_torch_prune",
+    "SparseLinear",
+    "to_sparse",
+    "SpeedUp",
+    "measure_speedup",
+    "export_program",
+    "ScriptExport",
+    "to_torchscript",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -237,3 +249,58 @@ def export_program(module: nn.Module, example: torch.Tensor, path: PathLike) -> 
         warnings.warn(f"exported with the fixed batch size {len(example)}: a dynamic batch failed ({e})", stacklevel=2)
         program = torch.export.export(module, (example,))
     torch.export.save(program, os.fspath(path))
+
+
+@dataclass
+class ScriptExport:
+    r"""How :func:`to_torchscript` converted a network.
+
+    :ivar method: ``"script"`` (``torch.jit.script``: the Python control flow is compiled) or ``"trace"``
+        (``torch.jit.trace`` on the example: the operations that batch ran are recorded, so branches that depend
+        on the input's values or shape are frozen as the example took them).
+    :ivar script_error: why ``torch.jit.script`` failed (``None`` when it succeeded).
+    :ivar max_abs_diff: :math:`\max |f_{\text{loaded}}(x) - f(x)|` over the example, the file read back with
+        ``torch.jit.load``.
+    :ivar example_shape: the example batch's shape.
+    """
+
+    method: str
+    script_error: Optional[str]
+    max_abs_diff: float
+    example_shape: List[int]
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The fields as a JSON-able dict."""
+        return asdict(self)
+
+
+def to_torchscript(module: nn.Module, example: torch.Tensor, path: PathLike) -> ScriptExport:
+    """Write ``module`` as TorchScript to ``path`` (``torch.jit.save``; ``torch.jit.load(path)`` runs it).
+
+    ``torch.jit.script`` is tried first; if the network does not script (Python the TorchScript compiler does
+    not accept), it is traced with ``torch.jit.trace(module, (example,))`` and the returned
+    :class:`ScriptExport` says so, with the scripting error (no silent fallback). The file is read back and its
+    output on ``example`` compared with the module's (``max_abs_diff``).
+
+    :param module: the network (a copy is converted, in eval mode).
+    :param example: one input batch ``(B, ...)`` on the module's device.
+    :param path: the file to write (e.g. ``network.ts``).
+    :returns: a :class:`ScriptExport`.
+    :raises RuntimeError: the network neither scripts nor traces (both errors in the message).
+    """
+    module = copy.deepcopy(module).eval()
+    error = None
+    try:
+        converted = torch.jit.script(module)
+    except Exception as e:  # noqa: BLE001 - the TorchScript compiler raises several kinds on unsupported Python
+        error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        try:
+            with torch.no_grad():
+                converted = torch.jit.trace(module, (example,))
+        except Exception as e2:  # noqa: BLE001 - likewise for the tracer
+            raise RuntimeError(f"the network neither scripts ({error}) nor traces ({type(e2).__name__}: {e2})") from e2
+    torch.jit.save(converted, os.fspath(path))
+    loaded = torch.jit.load(os.fspath(path), map_location=example.device)
+    with torch.no_grad():
+        diff = float((loaded(example) - module(example)).abs().max())
+    return ScriptExport("script" if error is None else "trace", error, diff, list(example.shape))
