@@ -122,13 +122,14 @@ def _markdown(report: Dict[str, Any], compression_text: Optional[str]) -> str:
             f"{speed['ratio_q75']:.2f}, batch {speed['batch']}, {speed['threads']} threads).",
             "",
         ]
+    files = ["## Files", "", *[f"- `{f}`" for f in report["files"]], ""]
     script = report.get("torchscript")
-    load = [
-        "Load the pruned network without its class: `torch.export.load('network.pt2').module()`, or "
-        f"`torch.jit.load('network.ts')` (TorchScript made by torch.jit.{script['method']}).",
-        "",
-    ]
-    files = ["## Files", "", *[f"- `{f}`" for f in report["files"]], "", *(load if script else [])]
+    if script:
+        files += [
+            "Load the pruned network without its class: `torch.export.load('network.pt2').module()`, or "
+            f"`torch.jit.load('network.ts')` (TorchScript made by torch.jit.{script['method']}).",
+            "",
+        ]
     return "\n".join(head + warn + _md_scores(report) + comp + _md_selection(report.get("selection")) + files)
 
 
