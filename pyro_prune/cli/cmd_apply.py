@@ -46,6 +46,7 @@ def _apply_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--num-samples", type=a.int_at_least(1), default=50, help="posterior draws")
     p.add_argument("--seed", type=a.int_at_least(0, 2**32 - 1), default=0, help="random seed")
+    a.add_device(p)
 
 
 def add_predict(sub: argparse._SubParsersAction, formatter) -> argparse.ArgumentParser:
@@ -66,14 +67,30 @@ def add_evaluate(sub: argparse._SubParsersAction, formatter) -> argparse.Argumen
     return p
 
 
-def _load(parser: argparse.ArgumentParser, source: str) -> Tuple[Any, Dict[str, Any]]:
+def _load(parser: argparse.ArgumentParser, source: str, device: str) -> Tuple[Any, Dict[str, Any]]:
     path = os.path.join(source, POSTERIOR) if os.path.isdir(source) else source
     a.check_readable(parser, "source", path)
     try:
         saved = load_posterior(source)
     except (ValueError, KeyError) as e:
         parser.error(f"argument source: {e}")
+    _to_device(saved, device)
     return saved, saved.metadata["cli"]
+
+
+def _to_device(saved: Any, device: str) -> None:
+    """Move the loaded posterior (read on the CPU) and its pruned forms to ``device``."""
+    if device == "cpu":
+        return
+    saved.model.to(device)
+    saved.guide.to(device)
+    for result in saved.pruned.values():
+        for net in (result.module, result.masked_module):
+            if net is not None:
+                net.to(device)
+        result.masks = {k: v.to(device) for k, v in result.masks.items()}
+        result.guide.guide.to(device)
+        result.guide.masks = {k: v.to(device) for k, v in result.guide.masks.items()}
 
 
 def _prune_args(args: argparse.Namespace, meta: Dict[str, Any]) -> argparse.Namespace:
@@ -85,10 +102,10 @@ def _prune_args(args: argparse.Namespace, meta: Dict[str, Any]) -> argparse.Name
 
 def run_prune(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``pyro-prune prune``."""
-    saved, meta = _load(parser, args.source)
+    saved, meta = _load(parser, args.source, args.device)
     folder = args.out or os.path.join(args.source if os.path.isdir(args.source) else ".", "pruned")
     a.check_out(parser, folder, args.overwrite)
-    dataset = load_dataset(parser, meta["data"], flat=not meta["network"]["model"])
+    dataset = load_dataset(parser, meta["data"], flat=not meta["network"]["model"], device=args.device)
     for part, idx in dataset.indices.items():
         if not torch.equal(idx, saved.extra[f"split_{part}"]):
             parser.error(f"argument source: the data {meta['data']['data']!r} no longer give the saved {part} split")
@@ -123,7 +140,7 @@ def _inputs(parser, args, saved, meta: Dict[str, Any], target: Optional[str]) ->
         x = standardize(x, saved.extra["input_mean"], saved.extra["input_std"])
     if not meta["network"]["model"]:  # the MLP takes flat rows
         x = x.reshape(len(x), -1)
-    return x, y
+    return x.to(args.device), y
 
 
 def _arrays(args: argparse.Namespace, saved: Any, meta: Dict[str, Any], x: torch.Tensor) -> Tuple[Dict, str]:
@@ -143,7 +160,7 @@ def run_predict(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     """``pyro-prune predict``."""
     if os.path.exists(args.out) and not args.overwrite:
         parser.error(f"argument --out: {args.out!r} exists (pass --overwrite to replace it)")
-    saved, meta = _load(parser, args.source)
+    saved, meta = _load(parser, args.source, args.device)
     x, _ = _inputs(parser, args, saved, meta, None)
     try:
         arrays, use = _arrays(args, saved, meta, x)
@@ -169,14 +186,14 @@ def _targets(parser, raw: Optional[List], meta: Dict[str, Any]) -> torch.Tensor:
 
 def run_evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """``pyro-prune evaluate``."""
-    saved, meta = _load(parser, args.source)
+    saved, meta = _load(parser, args.source, args.device)
     x, raw = _inputs(parser, args, saved, meta, args.target or meta["target"])
     y = _targets(parser, raw, meta)
     try:
         arrays, use = _arrays(args, saved, meta, x)
     except ValueError as e:
         parser.error(f"argument {e}")
-    result = {"use": use, "n": len(y), **scores(arrays, y, meta["task"])}
+    result = {"use": use, "n": len(y), "device": args.device, **scores(arrays, y.to(args.device), meta["task"])}
     for k, v in result.items():
         print(f"{k:<10}{v:.4f}" if isinstance(v, float) else f"{k:<10}{v}")
     if args.json:

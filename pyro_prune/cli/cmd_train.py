@@ -55,7 +55,7 @@ def add_compress(sub: argparse._SubParsersAction, formatter) -> argparse.Argumen
 def _fit(parser: argparse.ArgumentParser, args: argparse.Namespace, command: str, check=None):
     """Everything up to the fitted posterior; ``None`` (after a message) if training diverged."""
     folder = check_inputs(parser, args)
-    dataset = load_dataset(parser, data_spec(args), flat=args.model is None)
+    dataset = load_dataset(parser, data_spec(args), flat=args.model is None, device=args.device)
     net = make_network(parser, args, dataset)
     if check is not None:
         check(parser, args)

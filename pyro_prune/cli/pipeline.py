@@ -47,19 +47,24 @@ def check_inputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
     return out
 
 
-def load_dataset(parser: argparse.ArgumentParser, spec: Dict[str, Any], flat: bool) -> Dataset:
-    """:func:`~pyro_prune.cli.sources.prepare`, a data problem exiting through ``parser.error`` with its flag."""
+def load_dataset(parser: argparse.ArgumentParser, spec: Dict[str, Any], flat: bool, device: str = "cpu") -> Dataset:
+    """:func:`~pyro_prune.cli.sources.prepare`, a data problem exiting through ``parser.error`` with its flag; the
+    inputs and targets are moved to ``device`` (the split indices and the standardization stay on the CPU, as saved).
+    """
     try:
         dataset = prepare(spec)
     except SourceError as e:
         parser.error(f"argument {e.flag}: {e}")
     if flat:
         dataset.x = {k: v.reshape(len(v), -1) for k, v in dataset.x.items()}
+    dataset.x = {k: v.to(device) for k, v in dataset.x.items()}
+    dataset.y = {k: v.to(device) for k, v in dataset.y.items()}
     return dataset
 
 
 def make_network(parser: argparse.ArgumentParser, args: Any, dataset: Dataset) -> torch.nn.Module:
-    """The network for the dataset's widths, with ``--weights`` loaded; problems exit naming the flag."""
+    """The network for the dataset's widths, with ``--weights`` loaded, on ``--device``; problems exit naming the
+    flag."""
     n_in = int(torch.tensor(dataset.x["train"].shape[1:]).prod())
     try:
         net = build_network(args.hidden, args.model, n_in, dataset.n_out, dataset.input_shape)
@@ -70,7 +75,7 @@ def make_network(parser: argparse.ArgumentParser, args: Any, dataset: Dataset) -
             load_weights(net, args.weights)
         except ValueError as e:
             parser.error(f"argument --weights: {e}")
-    return net
+    return net.to(args.device)
 
 
 def _loaders(dataset: Dataset, args: Any) -> Dict[str, Any]:
@@ -121,6 +126,7 @@ def base_report(command: str, args: Any, dataset: Dataset, net: torch.nn.Module,
         },
         "network": dict(describe(net), hidden=args.hidden, model=args.model, weights=args.weights),
         "guide": dict(post.settings, name=post.name),
+        "device": args.device,
         "warnings": training_warnings(post.history, getattr(args, "epochs", 0)),
         "scores": {},
         "seconds": {},
