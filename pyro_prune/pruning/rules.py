@@ -33,8 +33,9 @@ rebuilds a physically smaller network.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Dict, Literal, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -51,6 +52,11 @@ __all__ = [
     "GroupLogAlpha",
     "GroupSparsity",
     "GROUP_THRESHOLDS",
+    "GROUP_DEFAULTS",
+    "GroupCriterion",
+    "pooled_log_alpha",
+    "relative_group_norm",
+    "group_scores",
     "group_log_alpha",
     "apply_rule",
 ]
@@ -192,54 +198,126 @@ def _noise_to_signal(m: Marginal, rows: Optional[torch.Tensor]) -> torch.Tensor:
     return la.clamp(-LOG_ALPHA_CLIP, LOG_ALPHA_CLIP)
 
 
-def _chain_scores(groups: Dict[str, Marginal], keep_fn) -> Dict[str, torch.Tensor]:
-    """Group masks from the last layer to the first.  A layer that feeds another is scored by the pooled
-    noise-to-signal ratio of its groups' weights (:func:`_noise_to_signal`, for both priors) over the rows of the
-    units the next layer keeps: the weights into units the next layer removes are dead whatever their value.
-    A layer ``a`` feeds the next site ``b`` when ``b``'s groups are its input units (axis 1) and their number
-    equals ``a``'s output units (sequential networks, in module order)."""
+def _next_layer(groups: Dict[str, Marginal], names: List[str], i: int) -> Optional[str]:
+    """The site that layer ``names[i]`` feeds: the next site, when its groups are its input units (axis 1) and their
+    number equals ``names[i]``'s output units (sequential networks, in module order); else ``None``."""
+    if i + 1 < len(names):
+        nxt = groups[names[i + 1]]
+        if nxt.group.axis == 1 and nxt.group.num_groups == groups[names[i]].loc.shape[0]:
+            return names[i + 1]
+    return None
+
+
+def _chain_scores(groups: Dict[str, Marginal], keep_fn, score=None) -> Dict[str, torch.Tensor]:
+    """Group masks from the last layer to the first.  A layer that feeds another (:func:`_next_layer`) is scored
+    over the rows of the units the next layer keeps: the weights into units the next layer removes are dead whatever
+    their value.  ``score(marginal, rows)`` (``rows`` ``None`` where no layer follows) defaults to
+    :func:`pooled_log_alpha`; ``keep_fn(name, scores)`` returns the layer's keep mask."""
+    score = pooled_log_alpha if score is None else score
     names = list(groups)
     out: Dict[str, torch.Tensor] = {}
     for i in range(len(names) - 1, -1, -1):
-        m = groups[names[i]]
-        la = m.group.log_alpha
-        if i + 1 < len(names):
-            nxt = groups[names[i + 1]]
-            if nxt.group.axis == 1 and nxt.group.num_groups == m.loc.shape[0]:
-                la = _noise_to_signal(m, out[names[i + 1]])
-        out[names[i]] = keep_fn(names[i], la)
+        nxt = _next_layer(groups, names, i)
+        out[names[i]] = keep_fn(names[i], score(groups[names[i]], None if nxt is None else out[nxt]))
     return {n: out[n] for n in names}
 
 
-#: Default :class:`GroupLogAlpha` threshold of each group prior (read-only).
+def pooled_log_alpha(m: Marginal, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    r"""The pooled noise-to-signal ratio :math:`\log\sum_{i\in g}\mathrm{Var}\,w_i - \log\sum_{i\in g}(\mathbb E
+    w_i)^2` of each group of a weight site, ``(G,)``, over the weights into the kept ``rows`` (``None``: all rows, the
+    :class:`~pyro_prune.marginals.GroupMarginal`'s ``log_alpha``); clipped to :math:`\pm` ``LOG_ALPHA_CLIP``."""
+    return m.group.log_alpha if rows is None else _noise_to_signal(m, rows)
+
+
+def relative_group_norm(m: Marginal, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+    r"""How far each group's posterior-mean norm lies below the layer's largest, in nats, ``(G,)``:
+
+    .. math::
+
+        r_g = \log\max_h \lVert\mathbb E\,w_h\rVert - \log\lVert\mathbb E\,w_g\rVert \;\ge 0,
+
+    the norms over the weights into the kept ``rows`` (``None``: all).  Invariant to the layer's scale.  A zero norm
+    (or a layer whose every norm is zero) scores ``LOG_ALPHA_CLIP``."""
+    loc = m.loc if rows is None else m.loc[rows]
+    dims = [d for d in range(loc.dim()) if d != m.group.axis]
+    norm = loc.pow(2).sum(dims).sqrt() if dims else loc.abs()
+    r = norm.max().log() - norm.log()
+    return torch.nan_to_num(r, nan=LOG_ALPHA_CLIP).clamp(0, LOG_ALPHA_CLIP)
+
+
+@dataclass(frozen=True)
+class GroupCriterion:
+    """A group prior's default pruning criterion: keep the groups whose ``score(marginal, rows) < threshold``
+    (``rows``: the units the next layer keeps, ``None`` in the last layer or where no layer follows)."""
+
+    score: Callable[[Marginal, Optional[torch.Tensor]], torch.Tensor]
+    threshold: float
+
+
+#: The default criterion of each group prior, read by ``GroupLogAlpha()`` (read-only; pass a rule for any other):
+#: log-uniform, :func:`pooled_log_alpha` below 3; horseshoe, :func:`relative_group_norm` below :math:`\log 10`
+#: (a group whose posterior-mean norm is under a tenth of its layer's largest is removed); see :class:`GroupLogAlpha`.
+GROUP_DEFAULTS: Mapping[str, GroupCriterion] = MappingProxyType(
+    {
+        "log-uniform": GroupCriterion(pooled_log_alpha, 3.0),
+        "horseshoe": GroupCriterion(relative_group_norm, math.log(10.0)),
+    }
+)
+
+#: The pooled-:math:`\log\alpha` threshold of each group prior for ``GroupLogAlpha(threshold)`` sweeps (read-only):
+#: 3 is the log-uniform default (:data:`GROUP_DEFAULTS`); for the horseshoe, 0 is only a centre for a validation sweep,
+#: its default ``GroupLogAlpha()`` reads :func:`relative_group_norm` (no pooled threshold serves it: see
+#: :class:`GroupLogAlpha`).
 GROUP_THRESHOLDS: Mapping[str, float] = MappingProxyType({"log-uniform": 3.0, "horseshoe": 0.0})
 
 
-def _default_threshold(m: Marginal) -> float:
-    """The :data:`GROUP_THRESHOLDS` entry of a weight site's group prior."""
+def _default_criterion(m: Marginal) -> GroupCriterion:
+    """The :data:`GROUP_DEFAULTS` entry of a weight site's group prior."""
     prior = m.group.prior
-    if prior not in GROUP_THRESHOLDS:
+    if prior not in GROUP_DEFAULTS:
         raise ValueError(
-            f"no default GroupLogAlpha threshold for the group prior {prior!r} (known: {sorted(GROUP_THRESHOLDS)}); "
-            "pass one: GroupLogAlpha(threshold)"
+            f"no default GroupLogAlpha criterion for the group prior {prior!r} (known: {sorted(GROUP_DEFAULTS)}); "
+            "pass a threshold, GroupLogAlpha(threshold), or another rule"
         )
-    return GROUP_THRESHOLDS[prior]
+    return GROUP_DEFAULTS[prior]
+
+
+def _default_chain(marginals: Dict[str, Marginal]) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """``(masks, scores)`` of the default rule: each layer scored by its prior's criterion over the rows the next
+    layer keeps."""
+    groups = GroupRule._groups(marginals)
+    scores: Dict[str, torch.Tensor] = {}
+
+    def score(m: Marginal, rows: Optional[torch.Tensor]) -> torch.Tensor:
+        return _default_criterion(m).score(m, rows)
+
+    def keep(name: str, s: torch.Tensor) -> torch.Tensor:
+        scores[name] = s
+        return s < _default_criterion(groups[name]).threshold
+
+    return _chain_scores(groups, keep, score), scores
+
+
+def group_scores(marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
+    r"""``{weight site: (G,) score}`` that the default ``GroupLogAlpha()`` compares with each prior's
+    :data:`GROUP_DEFAULTS` threshold (log-uniform: the pooled :math:`\log\alpha_g`; horseshoe:
+    :func:`relative_group_norm`), in a layer that feeds another over the units the next layer keeps."""
+    scores = _default_chain(marginals)[1]
+    return {n: scores[n] for n in marginals if n in scores}
 
 
 def group_log_alpha(marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
-    """``{weight site: (G,) log alpha}`` as the default :class:`GroupLogAlpha` reads them (in a layer that feeds
-    another, the pooled noise-to-signal ratio over the weights into the units the next layer keeps at its prior's
-    default threshold), e.g. for
+    """``{weight site: (G,) pooled log alpha}`` (:func:`pooled_log_alpha`), in a layer that feeds another over the
+    units the next layer keeps under the default ``GroupLogAlpha()``, e.g. for
     :func:`pyro_prune.plots.group_log_alpha`."""
-    scores: Dict[str, torch.Tensor] = {}
     groups = GroupRule._groups(marginals)
-
-    def keep(name: str, la: torch.Tensor) -> torch.Tensor:
-        scores[name] = la
-        return la < _default_threshold(groups[name])
-
-    _chain_scores(groups, keep)
-    return {n: scores[n] for n in marginals if n in scores}
+    masks = _default_chain(marginals)[0]
+    names = list(groups)
+    out = {}
+    for i, name in enumerate(names):
+        nxt = _next_layer(groups, names, i)
+        out[name] = pooled_log_alpha(groups[name], None if nxt is None else masks[nxt])
+    return {n: out[n] for n in marginals if n in out}
 
 
 class GroupLogAlpha(GroupRule):
@@ -298,13 +376,9 @@ class GroupLogAlpha(GroupRule):
         self.threshold = None if threshold is None else check_real("threshold", threshold, allow_inf=True)
 
     def group_masks(self, marginals: Dict[str, Marginal]) -> Dict[str, torch.Tensor]:
-        groups = self._groups(marginals)
-
-        def keep(name: str, la: torch.Tensor) -> torch.Tensor:
-            t = _default_threshold(groups[name]) if self.threshold is None else self.threshold
-            return la < t
-
-        return _chain_scores(groups, keep)
+        if self.threshold is None:
+            return _default_chain(marginals)[0]
+        return _chain_scores(self._groups(marginals), lambda name, la: la < self.threshold)
 
     def __repr__(self) -> str:
         return "GroupLogAlpha()" if self.threshold is None else f"GroupLogAlpha({self.threshold:g})"
