@@ -23,19 +23,22 @@ gradients instead of averaging them would need :math:`\beta\,\mathrm{KL}/W` (non
 shard into that of the union of the shards: the factors of :func:`~pyro_prune.curvature.kfac` are means
 (:math:`A = \frac{1}{NT}\sum a a^\top`, :math:`G = \frac1N\sum g g^\top`, the diagonal :math:`\frac1N\sum`), so each
 is multiplied back by its worker's count, summed over workers and divided by the global count.
+:func:`all_reduce_sums` does the same for passes whose results are plain sums over examples: the dense GGN of
+``structure="full"``, each GGN–matrix product of ``structure="lowrank"`` and the held-out scores of
+:math:`\tau`-tuning, each with its example count and log-likelihood sum.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 
 from .curvature import Curvature, LayerFactors
 
-__all__ = ["is_distributed", "world_size", "likelihood_factor", "all_reduce_curvature"]
+__all__ = ["is_distributed", "world_size", "likelihood_factor", "all_reduce_curvature", "all_reduce_sums"]
 
 
 def is_distributed() -> bool:
@@ -63,6 +66,31 @@ def likelihood_factor(batch: int, ref: torch.Tensor, group: Optional[Any] = None
     total = torch.tensor([float(batch)], dtype=torch.float64, device=ref.device)
     dist.all_reduce(total, group=group)
     return batch * size / float(total)
+
+
+def all_reduce_sums(
+    total: torch.Tensor, count: int, log_likelihood: float, group: Optional[Any] = None
+) -> Tuple[torch.Tensor, int, float]:
+    r"""Sum a pass over this worker's shard, :math:`(\sum_{n \in \mathcal D_r} t_n,\ N_r,\ \sum_{n \in
+    \mathcal D_r} \log p_n)`, over the workers: every worker gets :math:`(\sum_n t_n, N, \sum_n \log p_n)` of the
+    union of the shards. Returns the arguments themselves when ``torch.distributed`` is not initialized.
+
+    :param total: :math:`\sum_n t_n`, a tensor (a dense GGN ``(P, P)``, a GGN–matrix product ``(P, m)``, a score
+        ``(G,)``...) of the same shape on every worker; it is not modified.
+    :param count: :math:`N_r \ge 0`, the examples this worker summed over.
+    :param log_likelihood: their log-likelihood sum (0.0 where the pass has none).
+    :returns: ``(total, count, log_likelihood)`` over all workers.
+    :raises TypeError: ``total`` is not a tensor.
+    """
+    if not torch.is_tensor(total):
+        raise TypeError(f"total must be a tensor, got {type(total).__name__}")
+    if not is_distributed():
+        return total, count, log_likelihood
+    out = total.clone()
+    dist.all_reduce(out, group=group)
+    scalars = torch.tensor([float(count), float(log_likelihood)], dtype=torch.float64, device=total.device)
+    dist.all_reduce(scalars, group=group)
+    return out, int(round(float(scalars[0]))), float(scalars[1])
 
 
 def _sum(t: Optional[torch.Tensor], weight: float, group: Optional[Any]) -> Optional[torch.Tensor]:

@@ -18,7 +18,8 @@ import torch.nn as nn
 
 import pyro_prune as pp
 import pyro_prune.model.layers as pp_layers
-from pyro_prune.distributed import all_reduce_curvature
+from pyro_prune.distributed import all_reduce_curvature, all_reduce_sums
+from pyro_prune.guides.laplace.heldout import tune_prior_precision
 from tests.helpers import assert_close
 
 pytest.importorskip("lightning")
@@ -111,6 +112,32 @@ def _laplace_summary(net, x, y):
     return out
 
 
+#: the two workers' shards of the 9 held-out examples of the tau tuning (uneven)
+VAL_SHARDS = (slice(0, 4), slice(4, 9))
+GRID = torch.logspace(-2, 3, 11, dtype=torch.float64)
+
+
+def _val_data():
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(9, 6, generator=g, dtype=torch.float64), torch.arange(9) % 3
+
+
+def _laplace_dense(net, x, y, xv, yv):
+    """``laplace_guide`` ``"full"`` and ``"lowrank"`` on ``(x, y)``: evidence at two tau, marginal std, the tau
+    maximizing the evidence, and the tau (and its scores) chosen on held-out ``(xv, yv)``."""
+    out = {}
+    for structure, rank in (("full", None), ("lowrank", 4)):  # rank 4 + oversample 10 < 53 weights: iterations
+        model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(12))
+        guide = pp.laplace_guide(model, (x, y), structure, prior_precision=1.0, rank=rank)
+        out[f"{structure}_evidence_1"] = guide.log_marginal_likelihood(1.0)
+        out[f"{structure}_evidence_3"] = guide.log_marginal_likelihood(3.0)
+        out.update({f"{structure}_{site}": m.scale for site, m in pp.marginals(guide).items()})
+        out[f"{structure}_marglik_tau"] = guide.optimize_prior_precision().clone()
+        tau, scores = tune_prior_precision(guide, (xv, yv), GRID)
+        out[f"{structure}_val_tau"], out[f"{structure}_val_scores"] = tau.clone(), torch.tensor(scores)
+    return out
+
+
 def _worker(rank: int, folder: str) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD)
@@ -127,6 +154,12 @@ def _worker(rank: int, folder: str) -> None:
             xs, ys = _curvature_data(shape)
             out[name] = all_reduce_curvature(_curvature(net, layers, xs[SHARDS[rank]], ys[SHARDS[rank]]))
             out[f"laplace_{name}"] = _laplace_summary(net, xs[SHARDS[rank]], ys[SHARDS[rank]])
+        net, _, shape = _curvature_nets()["mlp"]
+        xs, ys = _curvature_data(shape)
+        xv, yv = _val_data()
+        out["dense"] = _laplace_dense(
+            net, xs[SHARDS[rank]], ys[SHARDS[rank]], xv[VAL_SHARDS[rank]], yv[VAL_SHARDS[rank]]
+        )
         torch.save(out, os.path.join(folder, f"rank{rank}.pt"))
     finally:
         torch.distributed.destroy_process_group()
@@ -212,3 +245,51 @@ def test_laplace_guide_on_shards_equals_one_process(spawned, name):
     for rank, out in enumerate(ranks):
         for key, value in expected.items():
             assert_close(out[f"laplace_{name}"][key], value, rtol=1e-10, atol=1e-12, msg=f"{name} rank {rank} {key}:")
+
+
+@pytest.fixture(scope="module")
+def dense_reference():
+    net, _, shape = _curvature_nets()["mlp"]
+    return _laplace_dense(net, *_curvature_data(shape), *_val_data())
+
+
+@pytest.mark.parametrize("structure", ["full", "lowrank"])
+def test_dense_laplace_on_shards_equals_one_process(spawned, dense_reference, structure):
+    """``"full"`` (the dense GGN) and ``"lowrank"`` (every GGN product of the subspace iteration) are summed over the
+    workers' shards: evidence, marginals and the evidence-maximizing tau of each worker's guide equal one process's
+    on the union of the shards."""
+    ranks, _ = spawned
+    keys = [k for k in dense_reference if k.startswith(structure + "_") and "_val_" not in k]
+    assert len(keys) >= 6
+    for rank, out in enumerate(ranks):
+        for key in keys:
+            assert_close(out["dense"][key], dense_reference[key], rtol=1e-8, atol=1e-10, msg=f"rank {rank} {key}:")
+
+
+@pytest.mark.parametrize("structure", ["full", "lowrank"])
+def test_heldout_tau_on_shards_equals_one_process(spawned, dense_reference, structure):
+    """The held-out tau tuning sums its GLM log-likelihoods over the workers' shards of the validation data: each
+    worker's scores and chosen tau equal one process's on the union of the shards."""
+    ranks, _ = spawned
+    for rank, out in enumerate(ranks):
+        for key in (f"{structure}_val_scores", f"{structure}_val_tau"):
+            assert_close(out["dense"][key], dense_reference[key], rtol=1e-10, atol=1e-10, msg=f"rank {rank} {key}:")
+
+
+def test_shards_alone_differ_from_the_union(dense_reference):
+    """Teeth: one shard's guide and held-out scores differ from the union's, so the two tests above see a missing
+    reduce."""
+    net, _, shape = _curvature_nets()["mlp"]
+    x, y = _curvature_data(shape)
+    xv, yv = _val_data()
+    alone = _laplace_dense(net, x[SHARDS[0]], y[SHARDS[0]], xv[VAL_SHARDS[0]], yv[VAL_SHARDS[0]])
+    for key in ("full_evidence_1", "lowrank_evidence_1", "full_marglik_tau", "lowrank_val_scores"):
+        assert float((alone[key] - dense_reference[key]).abs().max()) > 1e-3, key
+
+
+def test_all_reduce_sums_is_identity_in_one_process():
+    t = torch.ones(3)
+    total, count, loglik = all_reduce_sums(t, 4, -1.5)
+    assert total is t and (count, loglik) == (4, -1.5)
+    with pytest.raises(TypeError, match="total must be a tensor"):
+        all_reduce_sums([1.0], 1, 0.0)

@@ -24,7 +24,7 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -37,6 +37,10 @@ from .ggn import param_jacobians
 from .recording import load_batch
 
 __all__ = ["Eigensolver", "GGNOperator", "ggn_eigh", "jacobian_products"]
+
+#: ``reduce(sum of products (P, m), examples, log-likelihood sum) -> the same over every worker`` (data
+#: parallelism: :func:`pyro_prune.distributed.all_reduce_sums`).
+Reduce = Callable[[torch.Tensor, int, float], Tuple[torch.Tensor, int, float]]
 
 
 @dataclass(frozen=True)
@@ -74,14 +78,18 @@ class GGNOperator:
     of the flat vector) as a linear operator: :meth:`matmul` is one pass over ``data``.
 
     :param data: a re-iterable ``DataLoader`` / list of ``(x, y)`` batches or one ``(x, y)`` tuple.
+    :param reduce: applied to each pass's sums before the mean is taken (default: none); under data parallelism
+        :func:`pyro_prune.distributed.all_reduce_sums` makes :math:`C` the mean GGN of the union of the workers'
+        shards, every product identical on every worker.
     :ivar num_examples: examples seen by the first pass; :ivar log_likelihood: their log-likelihood sum.
     """
 
     def __init__(self, net: nn.Module, data: Iterable, likelihood: Likelihood, masks: Mapping[str, torch.Tensor],
-                 fisher: Fisher = "exact", seed: int = 0, chunk: int = 64):  # fmt: skip
+                 fisher: Fisher = "exact", seed: int = 0, chunk: int = 64,
+                 reduce: Optional[Reduce] = None):  # fmt: skip
         likelihood.check_curvature()
         self.net, self.data, self.likelihood, self.fisher = net, data, likelihood, fisher
-        self.seed, self.chunk = seed, chunk
+        self.seed, self.chunk, self.reduce = seed, chunk, reduce
         named = dict(net.named_parameters())
         named.update(dict(net.named_buffers()))
         self.base = {k: v.detach() for k, v in named.items()}
@@ -147,6 +155,8 @@ class GGNOperator:
                     seen, loglik = seen + x.shape[0], loglik + ll
         finally:
             self.net.train(was)
+        if self.reduce is not None:
+            out, seen, loglik = self.reduce(out, seen, loglik)
         if self.num_examples is None:
             if seen == 0:
                 raise ValueError("data yielded no examples")
@@ -167,6 +177,10 @@ def ggn_eigh(
     operator: GGNOperator, rank: int, solver: Optional[Eigensolver] = None
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     r"""The top-``rank`` eigenpairs of the operator's GGN by randomized subspace iteration (module docstring).
+
+    The test matrix is drawn on the CPU from a generator seeded with ``solver.seed`` (then moved to the parameters'
+    device), so it is the same on every device and every worker: with the operator's ``reduce`` summing each
+    product over a process group, every worker runs the same iteration.
 
     :returns: eigenvalues ``(rank,)`` in decreasing order (clamped at 0) and orthonormal eigenvectors
         ``(P, rank)``, in the parameters' dtype.

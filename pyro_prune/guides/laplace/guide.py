@@ -65,7 +65,8 @@ from ...model import BayesianModel, init_from
 from ...model.likelihoods import Fisher
 from ..base import DurableGuide
 from .evidence import NoiseTerms, gaussian_log_likelihood, maximize_evidence, rescale_precisions
-from .glm import glm_covariance, glm_features, tune_prior_precision
+from .glm import glm_covariance, glm_features
+from .heldout import tune_prior_precision
 from .layer_view import make_layers, map_values, plain_net
 from .posterior import WeightPosterior, layer_taus, make_posterior
 
@@ -164,7 +165,7 @@ class LaplaceGuide(DurableGuide):
         super().__init__(InitMessenger(init_from(self._map))(model))
         self._net = plain_net(model, extra, self._map)
         self.prior_precision = tau0
-        self._num_data, self._num_seen, self._log_lik = model.likelihood.dataset_size, 0, torch.zeros(())
+        self._num_data, self._num_seen, self._log_lik = model.likelihood.dataset_size, 0, self._zeros(())
         self._noise = NoiseTerms()
         self._sampling_warned = False  # LaplaceSamplingWarning: once per guide
         if data is None:  # an empty guide, to load a state_dict into
@@ -399,7 +400,7 @@ class LaplaceGuide(DurableGuide):
         :math:`\\log\\sigma`) by L-BFGS from ``init`` (and the current :attr:`sigma_noise`), the curvature's
         eigenvalues fixed.  ``method="val"``: the scalar :math:`\\tau` of ``grid`` (default ``logspace(-4, 6, 41)``,
         then refined) with the highest log-likelihood of held-out ``val_data`` under the GLM predictive
-        (:func:`~pyro_prune.guides.laplace.glm.tune_prior_precision`).
+        (:func:`~pyro_prune.guides.laplace.heldout.tune_prior_precision`).
 
         :param structure: one :math:`\\tau` (``"scalar"``) or one per layer (``"layer"``, marglik only).
         :param sigma_noise: also tune the observation noise of a Gaussian likelihood jointly with :math:`\\tau`

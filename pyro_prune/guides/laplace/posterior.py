@@ -35,7 +35,7 @@ import torch.nn as nn
 
 from ... import curvature as cv
 from ...curvature.precision import TensorFn
-from ...distributed import all_reduce_curvature
+from ...distributed import all_reduce_curvature, all_reduce_sums
 from ...model import BayesianModel
 from ...model.likelihoods import Fisher, Likelihood
 from .layer_view import Layer, subnet_masks, whole_layers
@@ -326,6 +326,7 @@ class FullPosterior(WeightPosterior):
     def fit(self, net, data, likelihood, scale, fisher) -> tuple:
         self._check_memory(next(iter(self.map.values())).dtype)
         ggn, seen, loglik = cv.full_ggn(net, data, likelihood, self.sites, fisher=fisher)
+        ggn, seen, loglik = all_reduce_sums(ggn, seen, loglik)  # data parallel: the union of the shards
         self.precisions[self.key] = cv.Dense(ggn / seen, scale)
         self.precisions[self.key].curvature_eigenvalues()  # once per fit: the evidence then costs O(P) per tau
         return seen, loglik
@@ -432,7 +433,10 @@ class LowRankPosterior(FullPosterior):
 
     def fit(self, net, data, likelihood, scale, fisher) -> tuple:
         self._check_memory(next(iter(self.map.values())).dtype)
-        op = cv.GGNOperator(net, data, likelihood, self.sites, fisher, self.solver.seed, self.solver.chunk)
+        # data parallel: every GGN product summed over the workers' shards (the random start is seeded, so the
+        # same on every worker); without a process group all_reduce_sums is the identity
+        op = cv.GGNOperator(net, data, likelihood, self.sites, fisher, self.solver.seed, self.solver.chunk,
+                            reduce=all_reduce_sums)  # fmt: skip
         eig, vecs = cv.ggn_eigh(op, self.rank, self.solver)
         self.precisions[self.key] = cv.LowRank(eig, vecs, scale)
         return op.num_examples, op.log_likelihood
