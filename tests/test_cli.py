@@ -62,6 +62,12 @@ def test_help_shows_every_default(capsys):
     ):
         assert text in " ".join(out.split()), text
     assert main([]) == 2
+    for command in ("compress", "fit", "prune", "predict", "evaluate"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--device DEVICE" in text and "cuda:N" in text and "(default: cpu)" in text, command
+        assert ("input_shape" in text) == (command in ("compress", "fit")), command  # the --model factory's arguments
 
 
 def test_compress_embedded_end_to_end(tmp_path, capsys):

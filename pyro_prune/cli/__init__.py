@@ -2,8 +2,10 @@
 
 ``pyro-prune compress`` runs the whole pipeline (on the embedded digits when no ``--data`` is given): a network is
 pre-trained (MAP), made Bayesian with the ``--guide`` posterior, pruned with the threshold chosen on a validation
-split, scored on the test split, and written to a folder with the posterior file, the pruned network in three forms
-(plain/``torch.export``, ``torch.nn.utils.prune``, sparse CSR), ``report.json``, ``report.md`` and figures.
+split, scored on the test split, and written to a folder with the posterior file, the pruned network in its forms
+(plain ``state_dict``, ``torch.export``, TorchScript, ``torch.nn.utils.prune``, sparse CSR), ``report.json``,
+``report.md`` and figures. ``--device cuda`` trains and predicts on a GPU; the files load on the CPU. A ``--model``
+network may take inputs that are not flat (an NPZ ``x`` of shape ``(N, C, L)`` for a ``Conv1d``).
 ``fit`` stops after the posterior, ``prune`` continues from a saved one, ``predict``/``evaluate`` apply a saved
 posterior (with its input standardization) to new inputs. ``pyro-prune <command> --help`` lists every option with
 its default.
