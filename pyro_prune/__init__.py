@@ -45,7 +45,7 @@ from .model import (
     likelihoods,
 )
 from .prediction import Prediction, evaluate, predict
-from .pruning import CompressionReport, PruneResult, compact, export, prune, rules
+from .pruning import CompressionReport, PruneResult, compact, export, finetune, prune, rules
 from .pruning.export import SparseLinear, export_program, measure_speedup, to_sparse, to_torch_prune
 from .training import NonFiniteError, TrainingState
 
@@ -87,6 +87,7 @@ __all__ = [
     "marginals",
     "register_marginals",
     "prune",
+    "finetune",
     "PruneResult",
     "CompressionReport",
     "LogUniform",

@@ -3,12 +3,14 @@
 One job a module: :mod:`.rules` (what to remove), :mod:`.pruner` (``prune``: masks and the pruned network),
 :mod:`.pruned_guide` (the posterior restricted to kept weights), :mod:`.report` (the compression report),
 :mod:`.compact` with :mod:`.plan` and :mod:`.dataflow` (a physically smaller network for structured rules) and
-:mod:`.counting` (parameters, FLOPs, architecture strings).
+:mod:`.counting` (parameters, FLOPs, architecture strings), :mod:`.finetune` (a masked fine-tune of the pruned network,
+optionally distilling a teacher).
 """
 
 from . import compact, rules
+from .finetune import finetune
 from .pruned_guide import PrunedGuide
 from .pruner import PruneResult, prune
 from .report import CompressionReport, LayerReport
 
-__all__ = ["prune", "PruneResult", "CompressionReport", "LayerReport", "PrunedGuide", "rules", "compact"]
+__all__ = ["prune", "finetune", "PruneResult", "CompressionReport", "LayerReport", "PrunedGuide", "rules", "compact"]
