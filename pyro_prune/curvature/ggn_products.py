@@ -192,8 +192,9 @@ def ggn_eigh(
     if not 1 <= rank <= n:
         raise ValueError(f"rank must lie in [1, {n}] (the number of weights the posterior covers), got {rank}")
     m = min(n, rank + solver.oversample)
-    g = torch.Generator().manual_seed(solver.seed)
-    Q = _orthonormal(torch.randn(n, m, generator=g, dtype=torch.float64).to(dtype=ref.dtype, device=ref.device))
+    g = torch.Generator(device="cpu").manual_seed(solver.seed)  # the same start on every device and worker
+    start = torch.randn(n, m, generator=g, dtype=torch.float64, device="cpu")
+    Q = _orthonormal(start.to(dtype=ref.dtype, device=ref.device))
     for _ in tqdm(range(solver.iterations), disable=not solver.progress, desc="lowrank GGN", unit="pass"):
         Q = _orthonormal(operator.matmul(Q))
     T = Q.T.double() @ operator.matmul(Q).double()

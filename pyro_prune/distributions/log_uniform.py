@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 from pyro.distributions import Normal, TorchDistribution, constraints
@@ -318,22 +318,33 @@ def is_improper(fn) -> bool:
     return isinstance(fn, (ImproperLogUniform, LogUniformScaleMixture))
 
 
-def init_improper_to_zero(site: Optional[dict] = None, *, fallback: Optional[Callable] = init_to_median):
+def init_improper_to_zero(
+    site: Optional[dict] = None,
+    *,
+    fallback: Optional[Callable] = init_to_median,
+    dtype: Optional[torch.dtype] = None,
+    device: Optional[Union[str, torch.device]] = None,
+):
     """Pyro init strategy (``init_loc_fn`` of an ``AutoGuide``) for models with the improper priors of this module.
 
     Pyro's own strategies call ``site["fn"].sample()`` (``init_to_feasible`` and ``init_to_uniform`` for the value's
     shape), which an improper prior cannot do. This one initialises sites whose prior is :class:`ImproperLogUniform`
     or :class:`LogUniformScaleMixture` (also inside ``.to_event()``/``.expand()``/``.mask()``) to zeros of the
-    site's shape (the default dtype: these priors hold no tensors), and defers every other site to ``fallback``.
+    site's shape, and defers every other site to ``fallback``.  These priors hold no tensors, so the zeros are in
+    ``dtype`` on ``device`` (default: PyTorch's defaults): for a model in another dtype or on a GPU pass the
+    model's, ``init_improper_to_zero(dtype=model.dtype, device=model.device)``, or an ``AutoGuide`` built on it
+    gets parameters of the default dtype and device for those sites.
 
     :param site: a Pyro sample site (``None`` returns the strategy itself, as Pyro's strategies do).
     :param fallback: the strategy for all other sites (default Pyro's ``init_to_median``).
+    :param dtype: the dtype of the zeros (default ``torch.get_default_dtype()``).
+    :param device: the device of the zeros (default: PyTorch's default device).
     """
     if site is None:
-        return functools.partial(init_improper_to_zero, fallback=fallback)
+        return functools.partial(init_improper_to_zero, fallback=fallback, dtype=dtype, device=device)
     fn = site["fn"]
     if is_improper(fn):
-        value = torch.zeros(fn.batch_shape + fn.event_shape)
+        value = torch.zeros(fn.batch_shape + fn.event_shape, dtype=dtype, device=device)
         value._pyro_custom_init = False
         return value
     if fallback is None:

@@ -49,12 +49,13 @@ class NoiseTerms:
     is at), the MAP's sum of squared residuals and :math:`NK`, the number of observed scalars.
 
     :ivar sigma: :math:`\sigma`, a tensor of shape ``()``, or ``None`` for a likelihood without observation noise.
-    :ivar ssr: :math:`\mathrm{SSR}` over the data set (scaled to ``dataset_size``), a tensor of shape ``()``.
+    :ivar ssr: :math:`\mathrm{SSR}` over the data set (scaled to ``dataset_size``), a tensor of shape ``()`` in
+        :math:`\sigma`'s dtype and device, or ``None`` without observation noise.
     :ivar num_obs: :math:`NK`.
     """
 
     def __init__(self, sigma: Optional[torch.Tensor] = None, ssr: Optional[torch.Tensor] = None, num_obs: int = 0):
-        self.sigma, self.ssr, self.num_obs = sigma, ssr if ssr is not None else torch.zeros(()), int(num_obs)
+        self.sigma, self.ssr, self.num_obs = sigma, ssr, int(num_obs)
 
     @classmethod
     def from_fit(cls, likelihood: Likelihood, log_lik: torch.Tensor, num_data: int, y: torch.Tensor) -> NoiseTerms:
@@ -70,7 +71,7 @@ class NoiseTerms:
                    num_obs)  # fmt: skip
 
     def state(self) -> dict:
-        """A ``state_dict``-able copy (tensors and an int)."""
+        """A ``state_dict``-able copy (tensors, or ``None`` without observation noise, and an int)."""
         return {"sigma": self.sigma, "ssr": self.ssr, "num_obs": self.num_obs}
 
     @classmethod
@@ -78,13 +79,15 @@ class NoiseTerms:
         """Rebuild from :meth:`state` (``None``: a state saved before the noise terms existed: no noise)."""
         if not isinstance(state, Mapping):
             return cls()
-        sigma = state.get("sigma")
-        return cls(None if sigma is None else cast(sigma), cast(state["ssr"]), int(state["num_obs"]))
+        sigma, ssr = state.get("sigma"), state.get("ssr")
+        if sigma is None:  # no observation noise (files before 2026-11-26 hold a float32 CPU ssr of 0 here)
+            return cls()
+        return cls(cast(sigma), cast(ssr), int(state["num_obs"]))
 
     def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         """``nn.Module._apply`` for the tensors."""
         self.sigma = None if self.sigma is None else fn(self.sigma)
-        self.ssr = fn(self.ssr)
+        self.ssr = None if self.ssr is None else fn(self.ssr)
 
     def require(self) -> torch.Tensor:
         """:math:`\\sigma`, or a ``ValueError`` for a likelihood without observation noise."""

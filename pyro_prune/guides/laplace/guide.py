@@ -488,7 +488,7 @@ class LaplaceGuide(DurableGuide):
     @torch.no_grad()
     def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
         """Marginal quantiles ``{site: (len(quantiles),) + shape}``."""
-        q = check_quantiles(quantiles, self._dtype)
+        q = check_quantiles(torch.as_tensor(quantiles, device=self._device), self._dtype)
         z = dist.Normal(0.0, 1.0).icdf(q.double()).to(self._dtype)
         return {k: m.loc + z.reshape((-1,) + (1,) * m.loc.dim()) * m.scale for k, m in self.marginals().items()}
 

@@ -33,7 +33,9 @@ __all__ = ["tune_prior_precision"]
 
 
 def _check_grid(grid: Any) -> torch.Tensor:
-    grid = torch.logspace(-4, 6, 41, dtype=torch.float64) if grid is None else torch.as_tensor(grid).double()
+    # host-side numbers (each value is set on the guide as a Python float): explicitly on the CPU
+    grid = torch.logspace(-4, 6, 41, dtype=torch.float64, device="cpu") if grid is None else grid
+    grid = torch.as_tensor(grid, dtype=torch.float64, device="cpu")
     if grid.dim() != 1 or grid.numel() == 0 or not bool((grid > 0).all()) or not bool(torch.isfinite(grid).all()):
         raise ValueError("grid must be a non-empty 1-D sequence of positive finite prior precisions")
     return grid
@@ -93,7 +95,7 @@ def tune_prior_precision(guide: Any, val_data: Any, grid: Optional[torch.Tensor]
         best = max(range(len(vals)), key=vals.__getitem__)
         lo = float(grid[max(best - 1, 0)])
         hi = float(grid[min(best + 1, grid.numel() - 1)])
-        for t in torch.logspace(math.log10(lo), math.log10(hi), 11, dtype=torch.float64):
+        for t in torch.logspace(math.log10(lo), math.log10(hi), 11, dtype=torch.float64, device="cpu"):
             score(float(t))
     except Exception:
         guide.set_prior_precision(old)

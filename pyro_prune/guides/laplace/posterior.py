@@ -458,8 +458,8 @@ class LowRankPosterior(FullPosterior):
         r""":math:`J P^{-1} J^\top` by Woodbury in the rank-:math:`k` eigenbasis, with :math:`\tau` per site."""
         JJ, JU = feats
         prec = self.precisions[self.key]
-        starts = torch.tensor([0] + [int(m.sum()) for m in self.sites.values()][:-1]).cumsum(0)
-        inv = prec.prior_vector()[starts.to(prec.vecs.device)].reciprocal()  # 1 / tau of each site
+        starts = torch.tensor([0] + [int(m.sum()) for m in self.sites.values()][:-1], device=prec.vecs.device)
+        inv = prec.prior_vector()[starts.cumsum(0)].reciprocal()  # 1 / tau of each site
         return prec.glm_covariance(torch.einsum("s,sbkl->bkl", inv, JJ), torch.einsum("s,sbkr->bkr", inv, JU))
 
 
