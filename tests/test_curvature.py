@@ -311,3 +311,91 @@ def test_dense_eigenvalues_of_a_non_finite_ggn_raise():
     ggn[0, 1] = ggn[1, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="non-finite"):
         pp.curvature.Dense(ggn, 1.0, 1.0).curvature_eigenvalues()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the dense GGN: blockwise over whole layers (layer_ggn) against per-example Jacobians and jacrev of the batch
+
+
+class WideInput(nn.Module):
+    """A Linear layer on ``(B, 2, 3)`` inputs (two positions per example), then a bias-free Linear head."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.head = nn.Linear(3, 4), nn.Linear(8, 3, bias=False)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.inner(x)).flatten(1))
+
+
+def ggn_case(case):
+    """``(net, x, y, likelihood)`` of one layer_ggn test case, float64."""
+    torch.manual_seed(0)
+    if case == "conv":
+        net, x = ConvNet(True).to(D), torch.randn(11, 2, 6, 6, dtype=D)
+        return net, x, torch.randint(0, 2, (11,)), pp.Categorical(11)
+    if case == "positions":
+        return WideInput().to(D), torch.randn(11, 2, 3, dtype=D), torch.randint(0, 3, (11,)), pp.Categorical(11)
+    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 6, bias=False), nn.ReLU(), nn.Linear(6, 3)).to(D)
+    x = torch.randn(11, 4, dtype=D)
+    if case == "gaussian":
+        return net, x, torch.randn(11, 3, dtype=D), pp.Gaussian(11, scale=0.7)
+    return net, x, torch.randint(0, 3, (11,)), pp.Categorical(11)
+
+
+@pytest.mark.parametrize("case", ["mlp", "gaussian", "conv", "positions"])
+def test_layer_ggn_matches_jacobians(case, monkeypatch):
+    """``full_ggn`` over whole layers (the blockwise path: rank-one rows, packed symmetric diagonal blocks,
+    gradient rows where a layer has several positions) equals the GGN of jacrev of the whole batch and the
+    per-example-Jacobian path, to 1e-10, over two batches, in any parameter order; chunks of 7 numbers force
+    several row chunks per batch."""
+    from pyro_prune.curvature import ggn as ggn_module
+
+    monkeypatch.setattr(ggn_module, "_CHUNK_NUMBERS", 7)
+    net, x, y, lik = ggn_case(case)
+    names = [k for k, _ in net.named_parameters()]
+    assert ggn_module.whole_layers(net, {k: None for k in names}) is not None  # the blockwise path is taken
+    exact, _ = exact_ggn_blocks(net, x, lik)
+    batches = [(x[:6], y[:6]), (x[6:], y[6:])]
+    ggn, n, loglik = cv.full_ggn(net, batches, lik, {k: None for k in names})
+    assert n == 11 and ggn.shape == exact.shape
+    assert_close(ggn, exact, rtol=1e-10, atol=1e-12)
+    assert_close(loglik, float(lik.log_likelihood(net(x).detach(), y).sum()), rtol=1e-12)
+    reordered = {k: None for k in reversed(names)}
+    other, _, _ = ggn_module.jacobian_ggn(net, batches, lik, reordered)
+    assert_close(cv.full_ggn(net, batches, lik, reordered)[0], other, rtol=1e-10, atol=1e-12)
+
+
+def test_layer_ggn_sampled_fisher_equals_jacobian_path():
+    """With the same generator state, the sampled-label Fisher draws the same labels on both paths."""
+    from pyro_prune.curvature.ggn import jacobian_ggn
+
+    net, x, y, lik = ggn_case("conv")
+    params = {k: None for k, _ in net.named_parameters()}
+    ours = cv.full_ggn(net, (x, y), lik, params, fisher="mc", mc_samples=3, generator=torch.Generator().manual_seed(5))
+    ref = jacobian_ggn(net, (x, y), lik, params, fisher="mc", mc_samples=3, generator=torch.Generator().manual_seed(5))
+    assert_close(ours[0], ref[0], rtol=1e-10, atol=1e-12)
+
+
+def test_full_ggn_path_choice_and_masked_entries():
+    """Masked entries, a bias without its weight or a parameter outside Linear/Conv go through per-example
+    Jacobians; the result is the exact GGN's sub-matrix either way."""
+    from pyro_prune.curvature.ggn import whole_layers
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 5), nn.LayerNorm(5), nn.Linear(5, 3)).to(D)
+    x, y = torch.randn(9, 4, dtype=D), torch.randint(0, 3, (9,))
+    lik = pp.Categorical(9)
+    assert whole_layers(net, {"0.weight": None, "2.weight": None, "2.bias": None}) == {"0": False, "2": True}
+    assert whole_layers(net, {"0.bias": None}) is None
+    assert whole_layers(net, {"1.weight": None}) is None
+    mask = torch.rand(15, generator=torch.Generator().manual_seed(1)) < 0.5
+    assert whole_layers(net, {"2.weight": mask}) is None
+    exact, params = exact_ggn_blocks(net, x, lik)
+    offsets, pos = {}, 0
+    for k, v in params.items():
+        offsets[k] = pos
+        pos += v.numel()
+    idx = torch.cat([torch.arange(5) + offsets["1.weight"], offsets["2.weight"] + torch.nonzero(mask)[:, 0]])
+    ggn, _, _ = cv.full_ggn(net, (x, y), lik, {"1.weight": None, "2.weight": mask})
+    assert_close(ggn, exact[idx][:, idx], rtol=1e-10, atol=1e-12)

@@ -164,11 +164,11 @@ def _chunked(data, modules: Mapping[str, nn.Module], chunk_rows: int) -> Iterabl
     return _merged(batches, max(1, min(chunk_rows, (1 << 23) // (width * outputs))))
 
 
-def _batch_pass(
+def batch_gradients(
     net: nn.Module, rec: Recorder, x: torch.Tensor, y: torch.Tensor, likelihood: Likelihood, hessian: dict
 ) -> tuple:
     """One forward and one batched backward: the batch's log-likelihood sum and every layer's gradients of
-    :math:`\\langle f, L_c\\rangle` wrt its pre-activations."""
+    :math:`\\langle f, L_c\\rangle` wrt its pre-activations (also the dense GGN's pass, :mod:`.ggn`)."""
     rec.clear()
     with torch.enable_grad():
         f = net(x)
@@ -219,7 +219,7 @@ def kfac(
     with frozen(net), Recorder(modules) as rec:
         for batch in _chunked(data, modules, chunk_rows):
             x, y = load_batch(batch, ref)
-            batch_loglik, grads = _batch_pass(net, rec, x, y, likelihood, hessian)
+            batch_loglik, grads = batch_gradients(net, rec, x, y, likelihood, hessian)
             loglik += batch_loglik
             for name, g in zip(modules, grads):
                 a, g = rec.layer_rows(name, layers[name], g)
