@@ -27,12 +27,21 @@ of it, stratified). Every method starts from the same dense network of its split
   incoming rows masked too, + 20 epochs fine-tune;
 * ``reference``: the plain-PyTorch Sparse VD of ``../shared/bench/peers.py`` (its recipe copied below, because
   importing that script runs it: 200 epochs, warm-up 50), pruned by its log α ranking at each level and at
-  ``log α < 3`` (natural).
+  ``log α < 3`` (natural);
+* ``laplace-diag-snr`` and ``tyxe-mf-snr`` (each raw and ``+ft``): laplace-torch's diagonal Laplace (prior precision
+  by its marglik) and TyXe's mean-field VI (200 epochs), pruned by the marginal SNR |μ|/σ at each level and at the
+  Savage–Dickey threshold (natural), + the same 20-epoch fine-tune; run by ``bench/front_peers.py`` under the peers'
+  interpreter and brought in by ``--merge --reuse ... bench/results/front_peers.json`` (same splits, each split's
+  dense network checked identical).
 
 Accuracy, NLL, ECE with paired 95 % CIs and McNemar via ``pyro_prune.compare``; writes ``bench/results/front.json``
 (every record, per-example correctness included), ``front.md`` (the tables and the targets) and ``front.png``.
 ``--quick``: 2 splits, a few epochs (smoke). ``--resume`` continues an interrupted run from ``front.json``.
-``--report-only`` rebuilds the tables and the figure from ``front.json``. ``--reuse A.json ... --reuse-methods m ...``
+``--report-only`` rebuilds the tables and the figure from ``front.json``. The current tables::
+
+    python bench/front.py --merge --reuse bench/results/front.json bench/results/front_peers.json
+
+ ``--reuse A.json ... --reuse-methods m ...``
 reads the records of unchanged methods from earlier runs (the first file that has them on every split) after
 checking, split by split, that the dense network every method starts from is identical; their time in the run that
 computed them is added to the stated method time.
@@ -363,6 +372,7 @@ REUSABLE = {
     "dense-equal": ("dense (equal budget)",),
     "ours": ("ours@", "ours+ft@", "ours-mask+ft@", "ours+vft@", "ours+mag-mask+ft@"), "groups": ("ours-group-",),
     "magnitude": ("magnitude+ft@",), "l1-structured": ("l1-structured+ft@",), "reference": ("reference@",),
+    "laplace": ("laplace-diag-snr@", "laplace-diag-snr+ft@"), "tyxe": ("tyxe-mf-snr@", "tyxe-mf-snr+ft@"),
 }  # fmt: skip
 
 
@@ -441,7 +451,10 @@ def reused_method(name: str, entries):
 
 
 # -- report: tables, targets, figure --------------------------------------------------------------------------------
-PEERS = ("magnitude+ft", "l1-structured+ft", "reference")
+#: The peer lines at each level (``laplace-*``, ``tyxe-*``: from ``bench/front_peers.py``, where merged in); the best
+#: peer at a level is the one with the highest mean test accuracy (a choice that favours the peers).
+PEERS = ("magnitude+ft", "l1-structured+ft", "reference", "laplace-diag-snr", "laplace-diag-snr+ft", "tyxe-mf-snr",
+         "tyxe-mf-snr+ft")  # fmt: skip
 TAGS = [f"@{c}x" for c in LEVELS] + ["@natural", "@val"]
 MARGIN = 0.003  # non-inferiority margin: 0.3 pp
 
@@ -513,14 +526,15 @@ def targets(res):
 
 
 def level_labels(res, tag):
-    peers = [p + tag for p in PEERS]
+    peers = [p + tag for p in PEERS if p + tag in res]
     return ["dense", "ours*" + tag, *(v + tag for v in variants(res)), *peers]
 
 
 def natural_labels(res):
     labels = ["dense", "dense (equal budget)",
               *(v + t for t in ("@natural", "@val") for v in ("ours*", *variants(res))),
-              "ours-group-log-uniform@natural", "ours-group-horseshoe@natural", "reference@natural"]  # fmt: skip
+              "ours-group-log-uniform@natural", "ours-group-horseshoe@natural", "reference@natural",
+              *(p + "@natural" for p in PEERS[3:])]  # fmt: skip
     return [lab for lab in labels if lab in res]
 
 
@@ -540,6 +554,7 @@ def markdown(res, data, tuned=None, out=""):
              "(test sets of different splits overlap, so its p-value is optimistic). `ours*` picks, per split, one of "
              f"{', '.join(variants(res))} by validation accuracy.", "",
              f"Run: {run_meta}; {total / 60:.1f} min of method time for {k} splits{reused}.", ""]  # fmt: skip
+    lines += peers_note(res, data["meta"].get("epochs"))
     for tag in [f"@{c}x" for c in LEVELS]:
         labels = [lab for lab in level_labels(res, tag) if lab in res]
         lines += [f"## {tag[1:]}", "", protocol.comparison(res, labels, "dense").to_markdown(["accuracy", "nll"]), ""]
@@ -576,10 +591,27 @@ STYLE = {
     "ours*": ("k", "-", 2.2), "ours": ("C0", ":", 1.0), "ours+ft": ("C1", ":", 1.0), "ours-mask+ft": ("C8", ":", 1.0),
     "ours+vft": ("C9", ":", 1.0), "ours+mag-mask+ft": ("C7", ":", 1.0),
     "magnitude+ft": ("C2", "-", 1.2), "l1-structured+ft": ("C3", "-", 1.2), "reference": ("C4", "-", 1.2),
+    "laplace-diag-snr": ("tab:olive", "--", 1.0), "laplace-diag-snr+ft": ("tab:olive", "-", 1.2),
+    "tyxe-mf-snr": ("tab:brown", "--", 1.0), "tyxe-mf-snr+ft": ("tab:brown", "-", 1.2),
 }  # fmt: skip
 #: Single points at natural thresholds: label -> (color, marker).
 POINTS = {"ours*@natural": ("k", "*"), "ours*@val": ("k", "D"), "reference@natural": ("C4", "*"),
-          "ours-group-log-uniform@natural": ("C5", "P"), "ours-group-horseshoe@natural": ("C6", "X")}  # fmt: skip
+          "ours-group-log-uniform@natural": ("C5", "P"), "ours-group-horseshoe@natural": ("C6", "X"),
+          "laplace-diag-snr+ft@natural": ("tab:olive", "*"), "tyxe-mf-snr+ft@natural": ("tab:brown", "*")}  # fmt: skip
+
+
+def peers_note(res, epochs):
+    """A paragraph on the laplace-torch and TyXe lines (``bench/front_peers.py``) when they are in ``res``."""
+    if "tyxe-mf-snr@5x" not in res and "laplace-diag-snr@5x" not in res:
+        return []
+    lam = [r["prior_precision"] for r in res.get("laplace-diag-snr@5x", [])]
+    ep = {r["epochs"] for r in res.get("tyxe-mf-snr@5x", [])}
+    lam_text = f"λ {min(lam):.3g}–{max(lam):.3g} over the splits" if lam else "not run"
+    return ["Peers pruning from marginals (`bench/front_peers.py`, peers' interpreter; pruned by |μ|/σ, natural = "
+            "the Savage–Dickey ratio, `+ft` = the same 20-epoch masked fine-tune): `laplace-diag-snr`, laplace-torch's "
+            f"diagonal Laplace of the dense network, prior precision by its marglik ({lam_text}); `tyxe-mf-snr`, "
+            f"TyXe mean-field VI (N(0, 1) prior, local reparameterization) for {sorted(ep)} epochs (ours: {epochs}; "
+            "**a smaller budget**), no KL warm-up.", ""]  # fmt: skip
 
 
 def partial_tables(data):
