@@ -179,8 +179,8 @@ def test_prunes_exactly_the_irrelevant_inputs(kind):
     model = pp.bayesianize(net, pp.GroupPrior(kind, tau0=1e-2), pp.Categorical(dataset_size=len(x)))
     guide = pp.AutoGroupSparse(model)
     pp.fit(model, guide, (x, y), epochs=300, lr=3e-2, progress=False)
-    # the default rule reads, for both priors, the pooled noise-to-signal ratio of each input's weights (into the
-    # hidden units the next layer keeps), against each prior's threshold: 3 for log-uniform, 0 for the horseshoe
+    # the default rule reads each prior's criterion over the weights into the hidden units the next layer keeps:
+    # log-uniform, the pooled noise-to-signal ratio < 3; horseshoe, the norm of E w_g within a factor 10 of the largest
     keep = pp.rules.GroupLogAlpha().group_masks(guide.marginals())["0.weight"]
     assert keep.tolist() == [True] * 3 + [False] * 5
     acc = (pp.predict(model, guide, x, num_samples=20).labels == y).float().mean()

@@ -274,7 +274,7 @@ def test_group_log_alpha_ignores_weights_into_removed_units():
         # both priors: layer a re-scored over the rows of kept units 0, 1, where inputs 0 and 2 carry signal (the
         # log-uniform scale's own log alpha, 5 for every group, is not what the rule reads in a layer that feeds one)
         assert masks["a.weight"].tolist() == [True, False, True], prior
-        scores = rules.group_log_alpha(margs)["a.weight"]
+        scores = rules.group_log_alpha(margs, 3.0)["a.weight"]
         assert_close(scores, torch.tensor([math.log(0.02 / 2), 10.0, math.log(0.02 / 2)]), rtol=1e-5, atol=1e-6)
 
 
@@ -285,11 +285,16 @@ def test_group_log_alpha_scores_are_what_the_rule_thresholds():
     net = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 2))
     model, guide = group_trained(net, x, y, "horseshoe", epochs=10)
     margs = guide.marginals()
-    scores = rules.group_log_alpha(margs)
-    masks = rules.GroupLogAlpha(3.0).group_masks(margs)
-    assert list(scores) == ["0.weight", "2.weight", "4.weight"]
+    for t in (3.0, 0.0):
+        scores = rules.group_log_alpha(margs, t)
+        masks = rules.GroupLogAlpha(t).group_masks(margs)
+        assert list(scores) == ["0.weight", "2.weight", "4.weight"]
+        for k in scores:
+            assert torch.equal(masks[k], scores[k] < t)
+    # the default rule: the horseshoe's relative norm, chained; group_scores are what it thresholds
+    scores, masks = rules.group_scores(margs), rules.GroupLogAlpha().group_masks(margs)
     for k in scores:
-        assert torch.equal(masks[k], scores[k] < 3.0)
+        assert torch.equal(masks[k], scores[k] < math.log(10.0))
 
 
 def test_float_scores_from_a_rule_are_rejected_not_cast_to_bool():

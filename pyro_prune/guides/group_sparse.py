@@ -42,7 +42,7 @@ signal score :math:`-2.5 \ldots -1.4` under both priors and the others :math:`\g
 :math:`\ge 5.5` (log-uniform); :math:`\log\alpha_z` had kept a second unit at :math:`-10.9` (pooled: 5.5), whose
 removal leaves the training accuracy at 1.0. The priors'
 scores in the layers that feed another still differ (:class:`~pyro_prune.rules.GroupLogAlpha`), hence its
-per-prior default threshold.
+per-prior default criterion (the horseshoe's reads the posterior-mean norm).
 
 Training uses the local reparameterization trick through the group-scaled layers ([1] §3): a scale
 :math:`z` is drawn per example and then, for a Linear layer, :math:`h = (x \odot z)\tilde\mu^\top +
