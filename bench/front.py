@@ -591,13 +591,13 @@ STYLE = {
     "ours*": ("k", "-", 2.2), "ours": ("C0", ":", 1.0), "ours+ft": ("C1", ":", 1.0), "ours-mask+ft": ("C8", ":", 1.0),
     "ours+vft": ("C9", ":", 1.0), "ours+mag-mask+ft": ("C7", ":", 1.0),
     "magnitude+ft": ("C2", "-", 1.2), "l1-structured+ft": ("C3", "-", 1.2), "reference": ("C4", "-", 1.2),
-    "laplace-diag-snr": ("tab:olive", "--", 1.0), "laplace-diag-snr+ft": ("tab:olive", "-", 1.2),
-    "tyxe-mf-snr": ("tab:brown", "--", 1.0), "tyxe-mf-snr+ft": ("tab:brown", "-", 1.2),
+    "laplace-diag-snr": ("darkgoldenrod", "--", 1.0), "laplace-diag-snr+ft": ("darkgoldenrod", "-", 1.2),
+    "tyxe-mf-snr": ("teal", "--", 1.0), "tyxe-mf-snr+ft": ("teal", "-", 1.2),
 }  # fmt: skip
 #: Single points at natural thresholds: label -> (color, marker).
 POINTS = {"ours*@natural": ("k", "*"), "ours*@val": ("k", "D"), "reference@natural": ("C4", "*"),
           "ours-group-log-uniform@natural": ("C5", "P"), "ours-group-horseshoe@natural": ("C6", "X"),
-          "laplace-diag-snr+ft@natural": ("tab:olive", "*"), "tyxe-mf-snr+ft@natural": ("tab:brown", "*")}  # fmt: skip
+          "laplace-diag-snr+ft@natural": ("darkgoldenrod", "*"), "tyxe-mf-snr+ft@natural": ("teal", "*")}  # fmt: skip
 
 
 def peers_note(res, epochs):
