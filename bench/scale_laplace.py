@@ -182,7 +182,7 @@ def markdown(res: dict) -> str:
         f"| peak RSS after predict MiB | {f(o['peak_rss_mib'], 0)} | {f(t['peak_rss_mib'], 0)} | — |",
         f"| curvature held after fit MiB | {res['curvature_mib']['ours']:.1f} | {res['curvature_mib']['theirs']:.1f} "
         "| — |",
-        f"| GLM-probit predict, examples/s | {f(o['predict_examples_per_s'], 1)} | {f(t['predict_examples_per_s'], 1)} "
+        f"| GLM-probit predict, examples/s | {f(o['predict_examples_per_s'], 2)} | {f(t['predict_examples_per_s'], 2)} "
         f"| — |",
         "",
         f"Predict: ours on {c['predict_examples']:,} examples, laplace-torch on {c['theirs_predict_examples']:,} of "
