@@ -107,18 +107,12 @@ VI = {
 }
 #: known device leaks in files this test's author does not own (strict: the test fails once they are fixed, so the
 #: marker is removed with the fix)
-_BAYESIANIZE_199 = pytest.mark.xfail(
-    strict=True, reason="model/bayesianize.py:199 Normal(torch.zeros((), dtype=w.dtype), 1.0) has no device="
-)
 _GGN_188 = pytest.mark.xfail(
     strict=True, reason="curvature/ggn.py:188/190 torch.arange(...) without device= (_flat_positions)"
 )
-_CHECK_QUANTILES = pytest.mark.xfail(
-    strict=True, reason="_checks/__init__.py:94 check_quantiles: torch.as_tensor(quantiles, dtype) has no device="
-)
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=_BAYESIANIZE_199 if c != "sparse_vd" else ()) for c in VI])
+@pytest.mark.parametrize("case", list(VI))
 def test_vi_pipeline_keeps_float64_on_the_data_device(case):
     assert torch.get_default_dtype() == torch.float32
     with ForeignDefaultDevice():
@@ -134,7 +128,6 @@ def test_laplace_pipeline_keeps_float64_on_the_data_device(structure):
     assert _leaks(out, CPU) == []
 
 
-@_CHECK_QUANTILES
 def test_quantiles_of_sparse_vd_on_the_data_device():
     x, y = _data(CPU)
     model = pp.bayesianize(_net(CPU), prior=pp.LogUniform(), likelihood=pp.Categorical(40))

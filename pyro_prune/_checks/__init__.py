@@ -89,9 +89,12 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     return value
 
 
-def check_quantiles(quantiles: Any, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """``quantiles`` as a 1-D tensor of levels in (0, 1) (every guide's ``quantiles()``); NaN is rejected."""
-    q = torch.as_tensor(quantiles, dtype=dtype)
+def check_quantiles(
+    quantiles: Any, dtype: Optional[torch.dtype] = None, device: Optional[torch.device] = None
+) -> torch.Tensor:
+    """``quantiles`` as a 1-D tensor of levels in (0, 1) (every guide's ``quantiles()``), in ``dtype`` on ``device``
+    (the guide's); NaN is rejected."""
+    q = torch.as_tensor(quantiles, dtype=dtype, device=device)
     if q.dim() != 1 or not bool(((q > 0) & (q < 1)).all()):
         raise ValueError(f"quantiles must be a 1-D sequence in (0, 1), got {quantiles!r}")
     return q

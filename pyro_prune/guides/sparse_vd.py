@@ -193,9 +193,10 @@ class AutoSparseVD(LocalReparamGuide):
     @torch.no_grad()
     def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
         """Marginal quantiles ``{site: tensor (len(quantiles),) + shape}``."""
-        q = check_quantiles(quantiles)
+        names = self._site_names()
+        q = check_quantiles(quantiles, device=self._params(names[0])[0].device if names else None)
         out = {}
-        for name in self._site_names():
+        for name in names:
             loc, log_sigma2 = self._params(name)
             qq = q.to(loc).reshape((-1,) + (1,) * loc.dim())
             out[name] = dist.Normal(loc, (0.5 * log_sigma2).exp()).icdf(qq).detach()

@@ -194,8 +194,9 @@ class AutoSubnetwork(DurableGuide):
     @torch.no_grad()
     def quantiles(self, quantiles: Union[Sequence[float], torch.Tensor], *args, **kwargs) -> Dict[str, torch.Tensor]:
         """Marginal quantiles ``{site: (len(quantiles),) + shape}`` (point estimates: the value itself)."""
-        q = check_quantiles(quantiles, self.loc.dtype if self.prototype_trace is not None else None)
-        z = dist.Normal(0.0, 1.0).icdf(q.double()).to(self.loc.dtype)
+        ready = self.prototype_trace is not None
+        q = check_quantiles(quantiles, self.loc.dtype if ready else None, self.loc.device if ready else None)
+        z = dist.Normal(0.0, 1.0).icdf(q.double()).to(self.loc)
         return {k: m.loc + z.reshape((-1,) + (1,) * m.loc.dim()) * m.scale for k, m in self.marginals().items()}
 
     def site_masks(self) -> Dict[str, torch.Tensor]:

@@ -196,7 +196,7 @@ def _group_layer_priors(prior: GroupPrior, mname: str, module: nn.Module, full: 
     if getattr(module, "groups", 1) != 1:
         raise ValueError(f"GroupPrior does not support grouped convolutions (module {mname!r})")
     w = module.weight
-    priors = {"weight": fit_prior(dist.Normal(torch.zeros((), dtype=w.dtype), 1.0), full["weight"], w)}
+    priors = {"weight": fit_prior(dist.Normal(torch.zeros((), dtype=w.dtype, device=w.device), 1.0), full["weight"], w)}
     if module.bias is not None:
         priors["bias"] = fit_prior(prior.bias, full["bias"], module.bias)
     axis = 1 if isinstance(module, nn.Linear) else 0

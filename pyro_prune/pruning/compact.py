@@ -91,7 +91,9 @@ def select_inputs(net: nn.Module, index: torch.Tensor) -> fx.GraphModule:
     :returns: the network of the original input width (``net`` is its submodule ``net``, not copied).
     """
     root = nn.Module()
-    root.register_buffer("input_index", torch.as_tensor(index, dtype=torch.long).detach().clone())
+    params = list(net.parameters())
+    device = params[0].device if params else None  # the network's (a buffer moves with .to() after this)
+    root.register_buffer("input_index", torch.as_tensor(index, dtype=torch.long, device=device).detach().clone())
     root.add_module("net", net)
     graph = fx.Graph()
     x = graph.placeholder("x")

@@ -51,7 +51,9 @@ class _Flow:
 
 
 def plan_cuts(graph: fx.Graph, modules: Dict[str, nn.Module], masks: Dict[str, torch.Tensor]) -> _Plan:
-    """Find the producer -> consumer links of the traced network and plan every cut."""
+    """Find the producer -> consumer links of the traced network and plan every cut (the plan is host-side: masks
+    from a guide on another device are read from CPU copies)."""
+    masks = {k: m.detach().cpu() for k, m in masks.items()}
     flow = _trace_links(graph, modules)
     plan = _Plan()
     for link in flow.links.values():
