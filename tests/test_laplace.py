@@ -338,7 +338,7 @@ def test_bad_arguments():
 def test_validation_tuning_picks_the_best_grid_point():
     net, model, x, y = classifier(n=60)
     g = pp.laplace_guide(model, (x[:40], y[:40]), prior_precision=1.0)
-    tau, scores = pp.guides.laplace.glm.tune_prior_precision(g, (x[40:], y[40:]), grid=[0.01, 1.0, 100.0])
+    tau, scores = pp.guides.laplace.heldout.tune_prior_precision(g, (x[40:], y[40:]), grid=[0.01, 1.0, 100.0])
     assert float(tau) == max(scores, key=lambda s: s[1])[0]
     # the score is the held-out GLM probit log-likelihood
     g.set_prior_precision(float(tau))
@@ -352,7 +352,7 @@ def test_validation_tuning_picks_the_best_grid_point():
     with pytest.raises(ValueError, match="val_data"):
         g.optimize_prior_precision(method="val")
     with pytest.raises(ValueError, match="grid"):
-        pp.guides.laplace.glm.tune_prior_precision(g, (x[40:], y[40:]), grid=[-1.0])
+        pp.guides.laplace.heldout.tune_prior_precision(g, (x[40:], y[40:]), grid=[-1.0])
 
 
 def test_chunked_prediction_and_mc_fisher():

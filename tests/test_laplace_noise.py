@@ -155,7 +155,7 @@ def test_tuned_sigma_drives_the_predictives_and_survives_state_dict_and_save(tmp
         mc = pp.predict(model, g, x, num_samples=8, method="mc")
     assert_close(mc.aleatoric_std, sigma.expand(len(x)), rtol=1e-12)
     # held-out tuning scores with the guide's sigma: the GLM log-likelihood under N(f, var + sigma^2)
-    tau, scores = pp.guides.laplace.glm.tune_prior_precision(g, (x, y), grid=[float(g.prior_precision)])
+    tau, scores = pp.guides.laplace.heldout.tune_prior_precision(g, (x, y), grid=[float(g.prior_precision)])
     expected = dist.Normal(glm.mean, glm.std).log_prob(y).mean()
     assert_close(torch.tensor(scores[0][1], dtype=D), expected, rtol=1e-10)
     # the state_dict keeps sigma, the residuals and the rescaled curvature

@@ -150,7 +150,7 @@ def test_toy_likelihood_runs_laplace_and_glm_predictive():
     # the held-out GLM score uses the toy's glm_distribution: the exact posterior predictive density
     ll = pp.guides.laplace.glm.glm_log_likelihood(model.likelihood, f, fcov, y[:5])
     assert_close(ll, dist.Normal(xs @ mean, (var + sigma**2).sqrt()).log_prob(y[:5]), rtol=1e-9)
-    tau_val, _ = pp.guides.laplace.glm.tune_prior_precision(g, (X[:20], y[:20]), grid=[0.1, 3.0, 100.0])
+    tau_val, _ = pp.guides.laplace.heldout.tune_prior_precision(g, (X[:20], y[:20]), grid=[0.1, 3.0, 100.0])
     assert float(tau_val) > 0
 
 
