@@ -20,6 +20,8 @@ of it, stratified). Every method starts from the same dense network of its split
   the same ELBO with local reparameterization (:func:`variational_finetune`), scored as its mean network;
 * ``ours+mag-mask+ft`` (levels below the natural compression only): the weights the posterior keeps at its natural
   threshold plus the largest dense weights up to the level's count, on the dense weights, + 20 epochs fine-tune;
+* ``ours-mf`` (and ``+ft``, ``+kd``; levels only): this library's ``AutoMeanFieldNormal`` (N(0, 1) prior, the TyXe
+  line's method on our fused path) pruned by SNR (:func:`ours_mf_method`);
 * ``ours-β<b>`` (``--front-betas``; none by default) and its variants: the same with the KL weighted by β < 1
   (``fit(kl_weight=β)``); ``--tune`` runs the quick validation protocol over ``--betas`` (``front.tune.json``);
 * ``ours*``: per split, the variant of ours with the highest validation accuracy;
@@ -235,6 +237,30 @@ def ours_method(args, beta: float = 1.0, tags=None):
     return run
 
 
+def ours_mf_method(args):
+    """``AutoMeanFieldNormal`` (this library's mean-field Gaussian guide on ``fit``'s fused local-reparameterization
+    path; N(0, 1) prior and σ₀ = e⁻⁵ as the TyXe line) trained ``--mf-epochs`` epochs with ours' warm-up, pruned by
+    ``Sparsity`` (its log α ranking is the SNR ranking) at each level: raw, ``+ft`` and ``+kd``."""
+
+    def run(split, cache):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(split.index)
+        model = pp.bayesianize(cache["dense"], pyro.distributions.Normal(0.0, 1.0), pp.Categorical(split.dataset_size))
+        guide = pp.AutoMeanFieldNormal(model, init_scale=math.exp(-5))
+        pp.fit(model, guide, split.loader(seed=9), epochs=args.mf_epochs, lr=args.lr, kl_warmup=args.warmup,
+               progress=False)  # fmt: skip
+        out = {}
+        for c in LEVELS:
+            res = pp.prune(model, guide, rules.Sparsity(1 - 1 / c))
+            comp, masks = res.report.compression, _ordered_masks(res.module, res.masks)
+            out[f"ours-mf@{c}x"] = scored(res.module, split, comp)
+            out[f"ours-mf+ft@{c}x"] = scored(masked_finetune(res.module, masks, split), split, comp)
+            out[f"ours-mf+kd@{c}x"] = scored(kd_finetune(res.module, masks, split, cache["dense"]), split, comp)
+        return out
+
+    return run
+
+
 def filled_mask(dense: nn.Module, natural, n_keep: int):
     """The weights the posterior keeps at its natural threshold (``natural``, masks in layer order) plus the largest
     dense weights (global L1) up to ``n_keep`` in all; ``None`` when the natural mask already holds ``n_keep``."""
@@ -400,7 +426,8 @@ def reference_method(args):
 REUSABLE = {
     "dense-equal": ("dense (equal budget)",),
     "ours": ("ours@", "ours+ft@", "ours+kd@", "ours-mask+ft@", "ours+vft@", "ours+mag-mask+ft@"),
-    "groups": ("ours-group-",), "magnitude": ("magnitude+ft@", "magnitude+kd@"),
+    "ours-mf": ("ours-mf@", "ours-mf+ft@", "ours-mf+kd@"), "groups": ("ours-group-",),
+    "magnitude": ("magnitude+ft@", "magnitude+kd@"),
     "l1-structured": ("l1-structured+ft@",),
     "reference": ("reference@", "reference+ft@", "reference+kd@"),
     "laplace": ("laplace-diag-snr@", "laplace-diag-snr+ft@"), "tyxe": ("tyxe-mf-snr@", "tyxe-mf-snr+ft@"),
@@ -717,7 +744,7 @@ def report(out):
 
 
 # -- main -----------------------------------------------------------------------------------------------------------
-METHODS = ("dense", "ours", "groups", "magnitude", "l1-structured", "reference")
+METHODS = ("dense", "ours", "ours-mf", "groups", "magnitude", "l1-structured", "reference")
 
 
 def parse_args(argv=None):
@@ -728,6 +755,7 @@ def parse_args(argv=None):
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--group-epochs", type=int, default=200)
+    ap.add_argument("--mf-epochs", type=int, default=300, help="AutoMeanFieldNormal epochs (ours-mf)")
     ap.add_argument("--ref-epochs", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: small ops on shared cores)")
     ap.add_argument("--skip", nargs="*", default=[], choices=METHODS, help="methods not run (on the splits left)")
@@ -844,7 +872,8 @@ def build_methods(args):
     fresh = {"ours": ours_method(args)} if "ours" not in reuse else {}
     fresh.update({ours_label(b): ours_method(args, b) for b in args.front_betas})
     fresh.update({
-        "groups": groups_method(args), "magnitude": magnitude_method(args), "l1-structured": structured_method(args),
+        "ours-mf": ours_mf_method(args), "groups": groups_method(args),
+        "magnitude": magnitude_method(args), "l1-structured": structured_method(args),
         "reference": reference_method(args),
     })  # fmt: skip
     methods.update({k: v for k, v in fresh.items() if k not in reuse and k not in args.skip})
