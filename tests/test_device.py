@@ -107,9 +107,6 @@ VI = {
 }
 #: known device leaks in files this test's author does not own (strict: the test fails once they are fixed, so the
 #: marker is removed with the fix)
-_GGN_188 = pytest.mark.xfail(
-    strict=True, reason="curvature/ggn.py:188/190 torch.arange(...) without device= (_flat_positions)"
-)
 
 
 @pytest.mark.parametrize("case", list(VI))
@@ -120,7 +117,7 @@ def test_vi_pipeline_keeps_float64_on_the_data_device(case):
     assert _leaks(out, CPU) == []
 
 
-@pytest.mark.parametrize("structure", ["kron", "diag", pytest.param("full", marks=_GGN_188), "lowrank"])
+@pytest.mark.parametrize("structure", ["kron", "diag", "full", "lowrank"])
 def test_laplace_pipeline_keeps_float64_on_the_data_device(structure):
     assert torch.get_default_dtype() == torch.float32
     with ForeignDefaultDevice():

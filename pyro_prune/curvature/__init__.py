@@ -5,7 +5,8 @@ Computed here, consumed by the Laplace guides; this package never imports a guid
 * :mod:`~pyro_prune.curvature.precision`: the :class:`Precision` interface, :class:`Kron`, :class:`Diag`,
   :class:`Dense`;
 * :mod:`~pyro_prune.curvature.kfac`: KFAC factors and the exact diagonal GGN (:func:`kfac`);
-* :mod:`~pyro_prune.curvature.ggn`: Jacobians and the dense GGN (:func:`full_ggn`);
+* :mod:`~pyro_prune.curvature.ggn`: Jacobians and the dense GGN (:func:`full_ggn`: blockwise :func:`layer_ggn` over
+  whole layers, :func:`jacobian_ggn` otherwise);
 * :mod:`~pyro_prune.curvature.ggn_products`: GGN–matrix products through Jacobian–vector products
   (:class:`GGNOperator`) and the GGN's top eigenpairs (:func:`ggn_eigh`, :class:`Eigensolver`);
 * :mod:`~pyro_prune.curvature.lowrank`: the low-rank precision :class:`LowRank`;
@@ -13,7 +14,7 @@ Computed here, consumed by the Laplace guides; this package never imports a guid
 * :mod:`~pyro_prune.curvature.recording`: the module hooks both passes share.
 """
 
-from .ggn import dense_bytes, full_ggn, output_jacobians, param_jacobians
+from .ggn import dense_bytes, full_ggn, jacobian_ggn, layer_ggn, output_jacobians, param_jacobians
 from .ggn_products import Eigensolver, GGNOperator, ggn_eigh, jacobian_products
 from .hessians import Fisher, flatten_output, hessian_sqrt, noise_scale, output_hessian
 from .kfac import Curvature, LayerFactors, kfac
@@ -39,6 +40,8 @@ __all__ = [
     "Fisher",
     "kfac",
     "full_ggn",
+    "layer_ggn",
+    "jacobian_ggn",
     "hessian_sqrt",
     "output_hessian",
     "noise_scale",

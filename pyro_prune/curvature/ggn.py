@@ -185,9 +185,9 @@ def _flat_positions(net: nn.Module, layers: Mapping[str, bool], order: List[str]
     for module, bias in layers.items():
         w = net.get_submodule(module).weight
         prefix = f"{module}." if module else ""
-        idx = offsets[prefix + "weight"] + torch.arange(w.numel()).reshape(w.shape[0], -1)
+        idx = offsets[prefix + "weight"] + torch.arange(w.numel(), device=w.device).reshape(w.shape[0], -1)
         if bias:
-            idx = torch.cat([idx, offsets[prefix + "bias"] + torch.arange(w.shape[0]).unsqueeze(1)], 1)
+            idx = torch.cat([idx, offsets[prefix + "bias"] + torch.arange(w.shape[0], device=w.device).unsqueeze(1)], 1)
         parts.append(idx.reshape(-1))
     return torch.cat(parts)
 
