@@ -174,3 +174,14 @@ def test_vi_pipeline_on_cuda(case):
     cuda = torch.device("cuda", torch.cuda.current_device())
     pyro.set_rng_seed(0)
     assert _leaks(_vi_pipeline(cuda, *VI[case]), cuda) == []
+
+
+@pytest.mark.parametrize("kind", ["log-uniform", "horseshoe"])
+def test_quantiles_of_group_sparse_on_the_data_device(kind):
+    x, y = _data(CPU)
+    model = pp.bayesianize(_net(CPU), prior=pp.GroupPrior(kind, tau0=1.0), likelihood=pp.Categorical(40))
+    guide = pp.AutoGroupSparse(model)
+    guide(x, y)
+    with ForeignDefaultDevice():
+        out = guide.quantiles([0.1, 0.9])
+    assert _leaks(out, CPU) == []

@@ -497,7 +497,7 @@ class AutoGroupSparse(LocalReparamGuide):
         :math:`\\int \\mathcal N(w;\\, z\\tilde\\mu, z^2\\tilde\\sigma^2)\\, q(z)\\, dz`, by quadrature over :math:`z`
         (deterministic; :mod:`~pyro_prune.guides.scale_mixture`)."""
         self._require_setup()
-        q = check_quantiles(quantiles)
+        q = check_quantiles(quantiles, device=next(self.parameters()).device)
         out = self._weight_quantiles(q)
         for name in self._bias_sites:
             loc = self._param(self._key(name, "loc")).detach()

@@ -37,8 +37,8 @@ CHUNK = 8192
 
 def gauss_legendre(n: int) -> Tuple[torch.Tensor, torch.Tensor]:
     r"""Nodes in :math:`(0, 1)` and weights (summing to 1) of the :math:`n`-point Gauss--Legendre rule for
-    :math:`\int_0^1 f(p)\,dp` (Golub--Welsch), float64."""
-    k = torch.arange(1, n, dtype=torch.float64)
+    :math:`\int_0^1 f(p)\,dp` (Golub--Welsch), float64, computed on the CPU (the callers move them)."""
+    k = torch.arange(1, n, dtype=torch.float64, device="cpu")
     off = k / (4 * k * k - 1).sqrt()
     nodes, vecs = torch.linalg.eigh(torch.diag(off, 1) + torch.diag(off, -1))
     weights = vecs[0].pow(2)
@@ -50,7 +50,7 @@ def _nodes(loc: torch.Tensor, scale: torch.Tensor, split_at_zero: bool) -> Tuple
     probability space, split at :math:`x = 0` (``split_at_zero``; at the median otherwise): Gauss--Legendre on each
     side of the split, whose integrand is smooth (the conditional CDFs jump only where the variable crosses 0).
     Tails are reached through ``ndtri`` of small probabilities on both sides, so no node is infinite."""
-    p, w = gauss_legendre(NUM_NODES // 2)
+    p, w = (t.to(loc.device) for t in gauss_legendre(NUM_NODES // 2))
     neg = torch.special.ndtr(-loc / scale) if split_at_zero else torch.full_like(loc, 0.5)
     pos = torch.special.ndtr(loc / scale) if split_at_zero else torch.full_like(loc, 0.5)
     below = loc[:, None] + scale[:, None] * torch.special.ndtri(neg[:, None] * p)
@@ -102,7 +102,7 @@ def scale_mixture_quantiles(
     out = []
     for sl in (slice(i, i + CHUNK) for i in range(0, loc.numel(), CHUNK)):
         out.append(_chunk_quantiles(loc[sl], sd[sl], z_loc[sl], z_scale[sl], log_normal, q))
-    return torch.cat(out, -1) if out else torch.zeros(q.numel(), 0, dtype=torch.float64)
+    return torch.cat(out, -1) if out else torch.zeros(q.numel(), 0, dtype=torch.float64, device=q.device)
 
 
 def _chunk_quantiles(loc, sd, z_loc, z_scale, log_normal, q) -> torch.Tensor:
