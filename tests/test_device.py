@@ -185,3 +185,16 @@ def test_quantiles_of_group_sparse_on_the_data_device(kind):
     with ForeignDefaultDevice():
         out = guide.quantiles([0.1, 0.9])
     assert _leaks(out, CPU) == []
+
+
+def test_a_learned_noise_scale_takes_the_networks_dtype_without_changing_the_users_likelihood():
+    x = torch.randn(10, 6, dtype=torch.float64)
+    y = torch.randn(10, dtype=torch.float64)
+    net = nn.Sequential(nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+    lik = pp.Gaussian(scale="learned", dataset_size=10)
+    model = pp.bayesianize(net, prior=dist.Normal(0.0, 1.0), likelihood=lik)
+    guide = pp.AutoMeanFieldNormal(model)
+    pp.fit(model, guide, (x, y), epochs=2, progress=False)
+    assert model.likelihood.scale.dtype == torch.float64
+    assert _leaks(model.state_dict(), CPU) == []
+    assert all(p.dtype == torch.float32 for p in lik.parameters())  # the user's object is untouched

@@ -287,6 +287,11 @@ def _build_model(
     params = dict(template.named_parameters())
     initial = {name: params[name].detach().clone() for name in found.sites}
     group = isinstance(prior, GroupPrior)
+    ref = params[next(iter(found.sites))]
+    if any(p.is_floating_point() and (p.dtype, p.device) != (ref.dtype, ref.device) for p in likelihood.parameters()):
+        # a learned noise scale is created in the default dtype on the CPU: give the model's copy the network's
+        # (a copy, so the user's likelihood object is not changed)
+        likelihood = copy.deepcopy(likelihood).to(device=ref.device, dtype=ref.dtype)
     return BayesianModel(
         net,
         likelihood,
