@@ -19,8 +19,11 @@ The Sparse VD reference layer is ``bench.common.LinearSVDO`` (peers.py's, copied
 would run it).
 
 Measurements are interleaved over ``--rounds`` rounds and the median epoch time is kept.
+``--device`` (default ``cuda`` when available, else ``cpu``) puts every network and batch on that device (the
+batches are moved as they are drawn, in the loader's order; CUDA work is synchronized before each epoch's clock
+stops), so the same ratios are reported for a GPU; the JSON records the device.
 Usage: ``python bench/speed.py [--rounds 3] [--epochs 3] [--sparse-epochs 15] [--only-sparse] [--only-group]
-[--out ...]``.
+[--device cpu|cuda|cuda:N] [--out ...]``.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ class LinearGroupBC(nn.Module):
         self.b_ls2 = nn.Parameter(torch.full((o,), -8.0))
 
     def forward(self, x):
-        z = self.z_mu + (0.5 * self.z_ls2).exp() * torch.randn(x.shape[0], self.z_mu.numel())
+        z = self.z_mu + (0.5 * self.z_ls2).exp() * torch.randn(x.shape[0], self.z_mu.numel(), device=x.device)
         xz = x * z
         mu = F.linear(xz, self.w_mu, self.b_mu)
         var = F.linear(xz * xz, self.w_ls2.exp(), self.b_ls2.exp())
@@ -80,6 +83,26 @@ class LinearGroupBC(nn.Module):
         return kl_z + kl_w + 0.5 * (self.b_ls2.exp() + self.b_mu**2 - 1 - self.b_ls2).sum()
 
 
+class DeviceLoader:
+    """``loader``'s batches moved to ``device`` as they are drawn (same order; ``len`` and ``dataset`` kept)."""
+
+    def __init__(self, loader, device: torch.device):
+        self.loader, self.device, self.dataset = loader, device, loader.dataset
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield x.to(self.device), y.to(self.device)
+
+    def __len__(self):
+        return len(self.loader)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that a clock read afterwards has seen it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def reference_epoch(svd, opt, loader, n, beta=1.0):
     """One training epoch of the reference (peers.py's loop); returns the seconds it took."""
     t = time.perf_counter()
@@ -88,6 +111,15 @@ def reference_epoch(svd, opt, loader, n, beta=1.0):
         loss = F.cross_entropy(svd(xb), yb) * n + beta * sum(m.kl() for m in svd if hasattr(m, "kl"))
         (loss / n).backward()
         opt.step()
+    synchronize(loader.device)
+    return time.perf_counter() - t
+
+
+def timed_dense_epoch(net, opt, loader) -> float:
+    """:func:`bench.common.dense_epoch` with the device synchronized before the clock stops."""
+    t = time.perf_counter()
+    dense_epoch(net, opt, loader)
+    synchronize(loader.device)
     return time.perf_counter() - t
 
 
@@ -95,17 +127,18 @@ def interleaved_ratios(split, loader, epochs, make_guide, prior, layer=LinearSVD
     """Per-epoch ratios ``(ours / reference, ours / dense)``: one reference epoch (a net of ``layer`` s) and one
     dense epoch after each ``fit`` epoch (a callback), the first epoch dropped (warm-up)."""
     n = split.dataset_size
-    svd = nn.Sequential(layer(64, 300), nn.ReLU(), layer(300, 100), nn.ReLU(), layer(100, 10))
+    dev = loader.device
+    svd = nn.Sequential(layer(64, 300), nn.ReLU(), layer(300, 100), nn.ReLU(), layer(100, 10)).to(dev)
     sopt = torch.optim.Adam(svd.parameters(), lr=1e-3)
-    net = mlp()
+    net = mlp().to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     ref, dense = [], []
 
     def between(epoch, record, model, guide):
         ref.append(reference_epoch(svd, sopt, loader, n))
-        dense.append(dense_epoch(net, opt, loader))
+        dense.append(timed_dense_epoch(net, opt, loader))
 
-    model = pp.bayesianize(mlp(), prior, pp.Categorical(n))
+    model = pp.bayesianize(mlp().to(dev), prior, pp.Categorical(n))
     history = pp.fit(model, make_guide(model), loader, epochs=epochs, progress=False, callbacks=[between])
     ours = history["seconds"]
     return [a / b for a, b in zip(ours[1:], ref[1:])], [a / b for a, b in zip(ours[1:], dense[1:])]
@@ -120,7 +153,7 @@ def summary(values):
 
 def fit_epoch_seconds(split, loader, epochs, **kw):
     pyro.clear_param_store()
-    model = pp.bayesianize(mlp(), dist.Normal(0.0, 1.0), pp.Categorical(split.dataset_size))
+    model = pp.bayesianize(mlp().to(loader.device), dist.Normal(0.0, 1.0), pp.Categorical(split.dataset_size))
     guide = AutoNormal(model, init_scale=1e-3)
     history = pp.fit(model, guide, loader, epochs=epochs, progress=False, **kw)
     return statistics.median(history["seconds"])  # one epoch, without the one-time guide setup
@@ -133,12 +166,15 @@ def main(argv=None):
     ap.add_argument("--sparse-epochs", type=int, default=15, help="fit epochs per round of the interleaved ratios")
     ap.add_argument("--only-sparse", action="store_true", help="only the interleaved ratios (no AutoNormal/Renyi)")
     ap.add_argument("--only-group", action="store_true", help="only the AutoGroupSparse ratios (implies --only-sparse)")
+    default_device = "cuda" if torch.cuda.is_available() else "cpu"
+    ap.add_argument("--device", default=default_device, help="where the networks and batches live")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "speed.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     pyro.set_rng_seed(0)
     split = pp.data.load_digits()
     loader, _ = split.loaders(batch_size=64, seed=0)
+    loader = DeviceLoader(loader, torch.device(args.device))
 
     pairs = {"sparse_vd": ([], []), "mean_field": ([], []), "group": ([], [])}
     runs = (("sparse_vd", pp.AutoSparseVD, pp.LogUniform(), LinearSVDO),
@@ -159,14 +195,14 @@ def main(argv=None):
     for k, v in interleaved.items():
         print(f"{k:<26} {v}")
     if args.only_sparse or args.only_group:
-        write_json({"interleaved": interleaved, "torch": torch.__version__}, args.out)
+        write_json({"interleaved": interleaved, "device": args.device, "torch": torch.__version__}, args.out)
         return interleaved
     times = {k: [] for k in ("dense", "autonormal", "renyi_k1", "renyi_k8")}
-    net = mlp()
+    net = mlp().to(loader.device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    dense_epoch(net, opt, loader)  # warm-up
+    timed_dense_epoch(net, opt, loader)  # warm-up
     for _ in range(args.rounds):
-        times["dense"].append(statistics.mean(dense_epoch(net, opt, loader) for _ in range(args.epochs)))
+        times["dense"].append(statistics.mean(timed_dense_epoch(net, opt, loader) for _ in range(args.epochs)))
         times["autonormal"].append(fit_epoch_seconds(split, loader, args.epochs))
         times["renyi_k1"].append(fit_epoch_seconds(split, loader, args.epochs, alpha=0.5, num_particles=1))
         times["renyi_k8"].append(fit_epoch_seconds(split, loader, args.epochs, alpha=0.5, num_particles=8))
@@ -184,6 +220,7 @@ def main(argv=None):
             "mean_field_vs_dense": "<= 3.0",
             "peers": "Pyro AutoNormal 5.7x dense, RenyiELBO K=4 unvectorized 3.4x",
         },
+        "device": args.device,
         "torch": torch.__version__,
         "pyro": pyro.__version__,
     }
