@@ -46,7 +46,15 @@ from .model import (
 )
 from .prediction import Prediction, evaluate, predict
 from .pruning import CompressionReport, PruneResult, compact, export, finetune, prune, rules
-from .pruning.export import SparseLinear, export_program, measure_speedup, to_sparse, to_torch_prune
+from .pruning.export import (
+    ScriptExport,
+    SparseLinear,
+    export_program,
+    measure_speedup,
+    to_sparse,
+    to_torch_prune,
+    to_torchscript,
+)
 from .training import NonFiniteError, TrainingState
 
 # ``pp.groups`` is the historical name of the group-prior module.
@@ -112,6 +120,8 @@ __all__ = [
     "SparseLinear",
     "measure_speedup",
     "export_program",
+    "to_torchscript",
+    "ScriptExport",
     "groups",
     "group_prior",
     "subnet",
