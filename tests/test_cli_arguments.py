@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from pyro_prune.cli import main
+from pyro_prune.cli.guides import candidate_rules
+from pyro_prune.pruning.rules import GroupLogAlpha
 
 
 def _no_training(*args, **kwargs):
@@ -83,3 +85,10 @@ def test_apply_commands_check_their_inputs(files, capsys):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_group_candidates_include_each_priors_default_criterion():
+    for name in ("group-log-uniform", "group-horseshoe"):
+        cands = candidate_rules(name)
+        assert any(isinstance(r, GroupLogAlpha) and r.threshold is None for r in cands), name
+        assert sum(isinstance(r, GroupLogAlpha) and r.threshold is not None for r in cands) == 8

@@ -139,12 +139,15 @@ def build_posterior(name: str, net: nn.Module, dataset: Any, loaders: Dict[str, 
 
 
 def candidate_rules(name: str) -> List[Any]:
-    """The rules tried on the validation split, from the least to the most pruning."""
+    """The rules tried on the validation split (the selection takes the most compression that qualifies): for the
+    group guides, the prior's default ``GroupLogAlpha()`` (``rules.GROUP_DEFAULTS``) and a sweep of pooled thresholds
+    around ``rules.GROUP_THRESHOLDS``; for sparse VD a log α sweep; else sparsity levels."""
     if name == "sparse-vd":
         return [rules.LogAlpha(t) for t in (8.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0, -1.0)]
     if name.startswith("group-"):
-        t0 = rules.GROUP_THRESHOLDS[name[len("group-") :]]
-        return [rules.GroupLogAlpha(t0 + d) for d in (4.0, 3.0, 2.0, 1.0, 0.0, -1.0, -2.0, -3.0)]
+        t0 = rules.GROUP_THRESHOLDS[name[len("group-") :]]  # the prior's default criterion, then a pooled sweep
+        sweep = [rules.GroupLogAlpha(t0 + d) for d in (4.0, 3.0, 2.0, 1.0, 0.0, -1.0, -2.0, -3.0)]
+        return [rules.GroupLogAlpha(), *sweep]
     return [rules.Sparsity(s) for s in SPARSITIES]
 
 
