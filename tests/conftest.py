@@ -16,4 +16,3 @@ def _clean_pyro_state():
     pyro.enable_validation(True)
     yield
     pyro.clear_param_store()
-
