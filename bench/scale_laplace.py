@@ -38,16 +38,10 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
-from bench.common import run_stamp, write_json  # noqa: E402
+from bench.common import run_stamp, timed, write_json  # noqa: E402
 from bench.scale import BATCH, make_data, make_net  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
 
 
 def peak_mib() -> float:
