@@ -7,6 +7,7 @@ here, independently, by the same library functions on the concatenated data.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 
@@ -138,18 +139,26 @@ def _laplace_dense(net, x, y, xv, yv):
     return out
 
 
+def _ddp_gradients(x: torch.Tensor, y: torch.Tensor, rank: int) -> dict:
+    """Each case's gradients under DDP; the DDP wrappers are released when this returns, before the process group
+    is destroyed."""
+    out = {}
+    for case, (kind, options, sizes) in CASES.items():
+        ddp = torch.nn.parallel.DistributedDataParallel(_Loss(_module(kind, options)))
+        rows = _rows(sizes, rank)
+        ddp(x[rows], y[rows]).backward()
+        out[case] = _grads(ddp.module)
+        del ddp
+    return out
+
+
 def _worker(rank: int, folder: str) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=WORLD)
     try:
         pp_layers._noise_like = _noise
         x, y = _data()
-        out = {}
-        for case, (kind, options, sizes) in CASES.items():
-            ddp = torch.nn.parallel.DistributedDataParallel(_Loss(_module(kind, options)))
-            rows = _rows(sizes, rank)
-            ddp(x[rows], y[rows]).backward()
-            out[case] = _grads(ddp.module)
+        out = _ddp_gradients(x, y, rank)
         for name, (net, layers, shape) in _curvature_nets().items():
             xs, ys = _curvature_data(shape)
             out[name] = all_reduce_curvature(_curvature(net, layers, xs[SHARDS[rank]], ys[SHARDS[rank]]))
@@ -162,7 +171,8 @@ def _worker(rank: int, folder: str) -> None:
         )
         torch.save(out, os.path.join(folder, f"rank{rank}.pt"))
     finally:
-        torch.distributed.destroy_process_group()
+        gc.collect()  # no DDP Reducer may outlive the process group (its destructor would join gloo's threads
+        torch.distributed.destroy_process_group()  # while holding the GIL they wait for: a deadlock)
 
 
 @pytest.fixture(scope="module")
