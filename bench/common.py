@@ -19,9 +19,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
+import statistics
+import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import pyro.distributions as dist
 import torch
@@ -116,6 +119,45 @@ def held_out_map(x: torch.Tensor, y: torch.Tensor, fraction: float = 0.8, seed: 
 def run_stamp() -> Dict[str, Any]:
     """When and under which load a run started: ``{"date": "YYYY-mm-dd HH:MM UTC", "load_average_1min": float}``."""
     return dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), load_average_1min=round(os.getloadavg()[0], 2))
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB (``ru_maxrss``), rounded to 0.1."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def spread(values: Sequence[float], digits: Optional[int] = None) -> List[float]:
+    """``[median, min, max]`` of ``values`` (rounded to ``digits`` when given)."""
+    out = [statistics.median(values), min(values), max(values)]
+    return out if digits is None else [round(v, digits) for v in out]
+
+
+def run_worker_script(script: str, args: Sequence[str]) -> Dict[str, Any]:
+    """Run ``script`` with ``args`` in a fresh subprocess of this interpreter (``PYTHONPATH=.``); its last stdout line
+    parsed as JSON, with the 1-minute load average read just before it started (``load_1min_before``)."""
+    cmd = [sys.executable, os.path.abspath(script), *args]
+    load = round(os.getloadavg()[0], 2)
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH="."))
+    return dict(load_1min_before=load, **json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def interleaved_rounds(rounds: int, run_side: Callable[[str, float], Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """``rounds`` rounds of ``run_side("ours", tau)`` and ``run_side("theirs", tau)``, the first side alternating
+    (ours first in even rounds), with ``tau`` taken from ours' result (``"tau"``, deterministic: the same in every
+    round; 1.0 before ours' first run); each row holds both results, ``"first"`` and ``"fit_ratio"`` (ours ÷
+    theirs ``fit_s``), and is printed."""
+    tau, out = 1.0, []
+    for r in range(rounds):
+        order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
+        row: Dict[str, Any] = {"first": order[0]}
+        for side in order:
+            row[side] = run_side(side, tau)
+            if side == "ours":
+                tau = row["ours"]["tau"]
+        row["fit_ratio"] = row["ours"]["fit_s"] / row["theirs"]["fit_s"]
+        print(f"round {r + 1}: {row}", flush=True)
+        out.append(row)
+    return out
 
 
 def write_json(obj: Any, path: str) -> None:

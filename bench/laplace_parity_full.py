@@ -24,9 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +33,17 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
-from bench.common import run_stamp, scores, tensor_loader, timed, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    interleaved_rounds,
+    peak_rss_mib,
+    run_stamp,
+    run_worker_script,
+    scores,
+    spread,
+    tensor_loader,
+    timed,
+    write_json,
+)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -47,10 +54,6 @@ def load_blob(path: str):
     net = nn.Sequential(nn.Linear(64, 100), nn.ReLU(), nn.Linear(100, 10))
     net.load_state_dict(blob["state"])
     return net.eval(), blob["train"], blob["test"]
-
-
-def peak_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def ours_worker(path: str) -> dict:
@@ -64,7 +67,7 @@ def ours_worker(path: str) -> dict:
     guide, fit_s = timed(lambda: pp.laplace_guide(model, tl, "full", prior_precision=1.0))
     tau, tune_s = timed(lambda: float(guide.optimize_prior_precision()))
     probs, predict_s = timed(lambda: pp.predict(model, guide, test[0]).probs)
-    peak = peak_mib()
+    peak = peak_rss_mib()
     params = {k: None for k, _ in net.named_parameters()}
     _, ggn_s = timed(lambda: pp.curvature.full_ggn(net, tl, pp.Categorical(len(train[0])), params))
     return dict(
@@ -86,7 +89,7 @@ def theirs_worker(path: str, tau: float) -> dict:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         probs, predict_s = timed(lambda: la(test[0], pred_type="glm", link_approx="probit"))
-    peak = peak_mib()
+    peak = peak_rss_mib()
     return dict(
         fit_s=fit_s, one_evidence_s=eval_s, predict_s=predict_s, peak_rss_mib=peak, tau=tau, evidence_at_tau=at_tau,
         evidence_at_1=float(la.log_marginal_likelihood(torch.tensor(1.0))), **scores(probs, test[1]),
@@ -95,26 +98,19 @@ def theirs_worker(path: str, tau: float) -> dict:
 
 def run_worker(side: str, path: str, tau: float, threads: int) -> dict:
     """One fresh subprocess of this script (the same interpreter) fitting one library; its result dict."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--blob", path, "--tau", repr(tau)]
-    cmd += ["--threads", str(threads)]
-    load = round(os.getloadavg()[0], 2)
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH="."))
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    return dict(load_1min_before=load, **res)
-
-
-def spread(values) -> list:
-    """``[median, min, max]``, rounded."""
-    return [round(statistics.median(values), 3), round(min(values), 3), round(max(values), 3)]
+    return run_worker_script(
+        __file__, ["--worker", side, "--blob", path, "--tau", repr(tau), "--threads", str(threads)]
+    )
 
 
 def summarize(rounds: list) -> dict:
     out = {}
     for side in ("ours", "theirs"):
         keys = [k for k, v in rounds[0][side].items() if k.endswith("_s") or k == "peak_rss_mib"]
-        out[side] = {k: spread([r[side][k] for r in rounds]) for k in keys}
-    out["fit_ratio_ours_over_theirs"] = spread([r["fit_ratio"] for r in rounds])
-    out["predict_ratio_ours_over_theirs"] = spread([r["ours"]["predict_s"] / r["theirs"]["predict_s"] for r in rounds])
+        out[side] = {k: spread([r[side][k] for r in rounds], 3) for k in keys}
+    out["fit_ratio_ours_over_theirs"] = spread([r["fit_ratio"] for r in rounds], 3)
+    ratios = [r["ours"]["predict_s"] / r["theirs"]["predict_s"] for r in rounds]
+    out["predict_ratio_ours_over_theirs"] = spread(ratios, 3)
     return out
 
 
@@ -166,17 +162,7 @@ def main(rounds: int, threads: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "map.pt")
         torch.save(dict(state=net.state_dict(), train=train, test=test), path)
-        tau, results = 1.0, []
-        for r in range(rounds):
-            order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
-            row: dict = {"first": order[0]}
-            for side in order:
-                row[side] = run_worker(side, path, tau, threads)
-                if side == "ours":
-                    tau = row["ours"]["tau"]  # deterministic: the same in every round
-            row["fit_ratio"] = row["ours"]["fit_s"] / row["theirs"]["fit_s"]
-            print(f"round {r + 1}: {row}", flush=True)
-            results.append(row)
+        results = interleaved_rounds(rounds, lambda side, tau: run_worker(side, path, tau, threads))
     last = results[-1]
     o, t = last["ours"], last["theirs"]
     rel = lambda a, b: abs(a - b) / abs(b)  # noqa: E731

@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,14 +35,18 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
-from bench.common import run_stamp, timed, write_json  # noqa: E402
+from bench.common import (  # noqa: E402
+    interleaved_rounds,
+    peak_rss_mib,
+    run_stamp,
+    run_worker_script,
+    spread,
+    timed,
+    write_json,
+)
 from bench.scale import BATCH, make_data, make_net  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-
-def peak_mib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def tensor_bytes(obj) -> int:
@@ -76,7 +77,7 @@ def ours_worker(path: str, tau: float) -> dict:
     n = len(loader.dataset)
     model = pp.bayesianize(net, dist.Normal(0.0, 1.0), pp.Categorical(n))
     guide, fit_s = timed(lambda: pp.laplace_guide(model, loader, "kron", prior_precision=1.0))
-    rss_fit = peak_mib()
+    rss_fit = peak_rss_mib()
     curvature = tensor_bytes([p.state() for p in guide.posteriors.values()])
     at_1 = float(guide.log_marginal_likelihood(1.0))
     at_tau, eval_s = timed(lambda: float(guide.log_marginal_likelihood(tau)))
@@ -84,7 +85,7 @@ def ours_worker(path: str, tau: float) -> dict:
     _, predict_s = timed(lambda: pp.predict(model, guide, x_pred).probs)
     return dict(
         fit_s=fit_s, one_evidence_s=eval_s, tune_s=tune_s, predict_s=predict_s, predict_examples=len(x_pred),
-        peak_rss_fit_mib=rss_fit, peak_rss_mib=peak_mib(), curvature_bytes=curvature, tau=tuned,
+        peak_rss_fit_mib=rss_fit, peak_rss_mib=peak_rss_mib(), curvature_bytes=curvature, tau=tuned,
         evidence_at_1=at_1, evidence_at_tau=at_tau,
     )  # fmt: skip
 
@@ -95,7 +96,7 @@ def theirs_worker(path: str, tau: float, chunk: int, examples: int) -> dict:
     net, loader, x_pred = load_blob(path)
     la = Laplace(net, "classification", subset_of_weights="all", hessian_structure="kron")
     _, fit_s = timed(lambda: la.fit(loader))
-    rss_fit = peak_mib()
+    rss_fit = peak_rss_mib()
     curvature = tensor_bytes([getattr(la.H, k, None) for k in ("eigenvectors", "eigenvalues", "kfacs")])
     at_1 = float(la.log_marginal_likelihood(torch.tensor(1.0)))
     at_tau, eval_s = timed(lambda: float(la.log_marginal_likelihood(torch.tensor(tau))))
@@ -110,21 +111,19 @@ def theirs_worker(path: str, tau: float, chunk: int, examples: int) -> dict:
     _, predict_s = timed(predict)
     return dict(
         fit_s=fit_s, one_evidence_s=eval_s, predict_s=predict_s, predict_examples=len(x_pred),
-        peak_rss_fit_mib=rss_fit, peak_rss_mib=peak_mib(), curvature_bytes=curvature, tau=tau,
+        peak_rss_fit_mib=rss_fit, peak_rss_mib=peak_rss_mib(), curvature_bytes=curvature, tau=tau,
         evidence_at_1=at_1, evidence_at_tau=at_tau,
     )  # fmt: skip
 
 
 def run_worker(side: str, path: str, tau: float, args) -> dict:
     """One fresh subprocess of this script (the same interpreter) for one library; its result dict."""
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, "--blob", path, "--tau", repr(tau)]
-    cmd += ["--threads", str(args.threads), "--theirs-chunk", str(args.theirs_chunk)]
-    cmd += ["--theirs-predict-examples", str(args.theirs_predict_examples)]
-    load = round(os.getloadavg()[0], 2)
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH="."))
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_worker_script(__file__, [
+        "--worker", side, "--blob", path, "--tau", repr(tau), "--threads", str(args.threads),
+        "--theirs-chunk", str(args.theirs_chunk), "--theirs-predict-examples", str(args.theirs_predict_examples),
+    ])  # fmt: skip
     res["predict_examples_per_s"] = res["predict_examples"] / res["predict_s"]
-    return dict(load_1min_before=load, **res)
+    return res
 
 
 def train_map(x, y, steps: int) -> nn.Module:
@@ -137,11 +136,6 @@ def train_map(x, y, steps: int) -> nn.Module:
         nn.functional.cross_entropy(net(x[i]), y[i]).backward()
         opt.step()
     return net.eval()
-
-
-def spread(values) -> list:
-    """``[median, min, max]``."""
-    return [statistics.median(values), min(values), max(values)]
 
 
 def summarize(rounds: list) -> dict:
@@ -207,17 +201,7 @@ def main(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "map.pt")
         torch.save(dict(state=net.state_dict(), x=xf, y=yf, x_pred=xp), path)
-        tau, rounds = 1.0, []
-        for r in range(args.rounds):
-            order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
-            row: dict = {"first": order[0]}
-            for side in order:
-                row[side] = run_worker(side, path, tau, args)
-                if side == "ours":
-                    tau = row["ours"]["tau"]  # deterministic: the same every round
-            row["fit_ratio"] = row["ours"]["fit_s"] / row["theirs"]["fit_s"]
-            print(f"round {r + 1}: {row}", flush=True)
-            rounds.append(row)
+        rounds = interleaved_rounds(args.rounds, lambda side, tau: run_worker(side, path, tau, args))
     o, t = rounds[-1]["ours"], rounds[-1]["theirs"]
     rel = lambda a, b: abs(a - b) / abs(b)  # noqa: E731
     command = "PYTHONPATH=. /work/peers/bin/python bench/scale_laplace.py " + " ".join(sys.argv[1:])
