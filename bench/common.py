@@ -37,9 +37,10 @@ import pyro_prune as pp
 SCORE_KEYS: Tuple[str, ...] = ("accuracy", "nll", "ece")
 
 
-def mlp() -> nn.Sequential:
-    """The digits MLP 64-300-100-10 (ReLU) of ``../shared/TARGETS.md``, freshly initialised from torch's RNG."""
-    return nn.Sequential(nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+def mlp(in_features: int = 64) -> nn.Sequential:
+    """The digits MLP 64-300-100-10 (ReLU) of ``../shared/TARGETS.md`` (``in_features``-300-100-10 for another
+    flat input, e.g. 40 for mnist1d), freshly initialised from torch's RNG."""
+    return nn.Sequential(nn.Linear(in_features, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
 
 
 def tensor_loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 64, shuffle: bool = False):

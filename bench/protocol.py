@@ -23,7 +23,7 @@ import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -80,19 +80,47 @@ def digits_splits(k: int = 10, val_fraction: float = 0.2, seed: int = 0) -> List
 
 
 def mnist1d_splits(
-    k: int = 10, n_train: int = 4000, n_test: int = 10000, val_fraction: float = 0.2, seed: int = 0
+    k: int = 10,
+    n_train: int = 4000,
+    n_test: int = 10000,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    flatten: bool = False,
 ) -> List[Split]:
     """``k`` mnist1d data sets from the package's local generator (``pp.data.load_mnist1d``, generator seed
     ``seed + i``), ``n_train`` training and ``n_test`` test signals each, validation carved from training. (The
-    package standardizes each generated set as a whole.)
+    package standardizes each generated set as a whole.) Inputs are ``(N, 1, 40)``, or ``(N, 40)`` with ``flatten``
+    (for an MLP).
 
     :raises ImportError: without the optional ``mnist1d`` package.
     """
     n = n_train + n_test
-    return [
-        carve_validation(pp.data.load_mnist1d(num_samples=n, seed=seed + i, train_split=n_train / n), i, val_fraction)
-        for i in range(k)
-    ]
+    out = []
+    for i in range(k):
+        data = pp.data.load_mnist1d(num_samples=n, seed=seed + i, train_split=n_train / n)
+        s = carve_validation(data, i, val_fraction)
+        if flatten:
+            s.x_train, s.x_val, s.x_test = s.x_train.flatten(1), s.x_val.flatten(1), s.x_test.flatten(1)
+        out.append(s)
+    return out
+
+
+#: ``--data`` of the scripts that compare accuracy: ``name -> (splits(k) with flat inputs, input features)``.
+DATASETS: Dict[str, Tuple[Callable[[int], List[Split]], int]] = {
+    "digits": (digits_splits, 64),
+    "mnist1d": (lambda k: mnist1d_splits(k, flatten=True), 40),
+}
+
+
+def flat_splits(data: str, k: int) -> Tuple[List[Split], int]:
+    """The ``k`` paired splits of :data:`DATASETS` entry ``data`` and their number of input features.
+
+    :raises ValueError: for an unknown ``data``.
+    """
+    if data not in DATASETS:
+        raise ValueError(f"data must be one of {sorted(DATASETS)}, got {data!r}")
+    make, d_in = DATASETS[data]
+    return make(k), d_in
 
 
 # -- records -------------------------------------------------------------------------------------------------------
