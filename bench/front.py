@@ -700,6 +700,8 @@ def markdown(res, data, tuned=None, out=""):
         tune_table({"splits": data["splits"]}, lambda lab: lab.startswith("ours") and "group" not in lab),
         "",
     ]
+    if not all(f"ours*@{c}x" in res for c in LEVELS) or "reference@natural" not in res:
+        return "\n".join(lines + ["(no targets: this run has no ours or no reference line; see `--merge`)"]) + "\n"
     lines += ["## targets (../shared/TARGETS.md), ours = ours*", "",
               "| target | level | evidence (95 % CI) | verdict |", "| --- | --- | --- | --- |"]  # fmt: skip
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in targets(res)]
