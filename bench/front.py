@@ -20,6 +20,8 @@ of it, stratified). Every method starts from the same dense network of its split
   the same ELBO with local reparameterization (:func:`variational_finetune`), scored as its mean network;
 * ``ours+mag-mask+ft`` (levels below the natural compression only): the weights the posterior keeps at its natural
   threshold plus the largest dense weights up to the level's count, on the dense weights, + 20 epochs fine-tune;
+* ``ours-pb`` (and every variant above): the same with the biases as point estimates (a ``bayesianize`` prior
+  for the weights only, :func:`weights_only`), as Molchanov et al.'s Sparse VD and the reference keep them;
 * ``ours-mf`` (and ``+ft``, ``+kd``; levels only): this library's ``AutoMeanFieldNormal`` (N(0, 1) prior, the TyXe
   line's method on our fused path) pruned by SNR (:func:`ours_mf_method`);
 * ``ours-β<b>`` (``--front-betas``; none by default) and its variants: the same with the KL weighted by β < 1
@@ -146,13 +148,16 @@ class MaskedSVDO(LinearSVDO):
         return molchanov_kl(self.log_alpha()[self.mask.bool()])
 
 
-def variational_finetune(guide, masks, split, beta: float, epochs: int = FINETUNE) -> nn.Module:
-    r"""The pruned posterior (AutoSparseVD's :math:`\theta, \log\sigma^2` on the kept weights, biases at their means)
-    trained ``epochs`` more epochs on the tempered ELBO :math:`\sum_n \log p(y_n|x_n, w) - \beta\,KL` (local
-    reparameterization, Molchanov's KL over the kept weights, Adam 1e-3); returns its masked mean network."""
+def variational_finetune(guide, masks, split, beta: float, epochs: int = FINETUNE, biases=None) -> nn.Module:
+    r"""The pruned posterior (AutoSparseVD's :math:`\theta, \log\sigma^2` on the kept weights, biases at their means,
+    or ``biases`` where they are point estimates) trained ``epochs`` more epochs on the tempered ELBO
+    :math:`\sum_n \log p(y_n|x_n, w) - \beta\,KL` (local reparameterization, Molchanov's KL over the kept weights,
+    Adam 1e-3); returns its masked mean network."""
     marg = pp.marginals(guide)
-    layers = [MaskedSVDO(marg[f"{i}.weight"].loc, 2 * marg[f"{i}.weight"].scale.clamp_min(1e-20).log(),
-                         marg[f"{i}.bias"].loc, mask) for i, mask in zip((0, 2, 4), masks)]  # fmt: skip
+    if biases is None:
+        biases = [marg[f"{i}.bias"].loc for i in (0, 2, 4)]
+    layers = [MaskedSVDO(marg[f"{i}.weight"].loc, 2 * marg[f"{i}.weight"].scale.clamp_min(1e-20).log(), b, mask)
+              for i, b, mask in zip((0, 2, 4), biases, masks)]  # fmt: skip
     svd = nn.Sequential(layers[0], nn.ReLU(), layers[1], nn.ReLU(), layers[2])
     opt = torch.optim.Adam(svd.parameters(), lr=1e-3)
     n = split.dataset_size
@@ -200,14 +205,26 @@ def ours_label(beta: float) -> str:
     return "ours" if beta == 1.0 else f"ours-β{beta:g}"
 
 
-def ours_method(args, beta: float = 1.0, tags=None):
-    """AutoSparseVD trained on the ELBO with KL weight ``beta`` (``fit(kl_weight=beta)``), pruned at every tag."""
-    name = ours_label(beta)
+def weights_only(prior):
+    """A ``bayesianize`` prior for the weights only: biases stay point estimates (as in Molchanov et al.)."""
+
+    def spec(name, module, param):
+        return prior if name.endswith("weight") else None
+
+    return spec
+
+
+def ours_method(args, beta: float = 1.0, tags=None, point_bias: bool = False):
+    """AutoSparseVD trained on the ELBO with KL weight ``beta`` (``fit(kl_weight=beta)``), pruned at every tag; with
+    ``point_bias`` (label ``ours-pb``) the biases are point estimates, not sample sites."""
+    name = ours_label(beta) + ("-pb" if point_bias else "")
 
     def run(split, cache):
         pyro.clear_param_store()
         pyro.set_rng_seed(split.index)
-        model = pp.bayesianize(cache["dense"], pp.distributions.LogUniform(), pp.Categorical(split.dataset_size))
+        prior = pp.distributions.LogUniform()
+        prior = weights_only(prior) if point_bias else prior
+        model = pp.bayesianize(cache["dense"], prior, pp.Categorical(split.dataset_size))
         guide = pp.AutoSparseVD(model)
         pp.fit(model, guide, split.loader(seed=3), epochs=args.epochs, lr=args.lr, kl_warmup=args.warmup,
                kl_weight=beta, progress=False)  # fmt: skip
@@ -227,7 +244,9 @@ def ours_method(args, beta: float = 1.0, tags=None):
             out[name + "+ft" + tag] = scored(masked_finetune(res.module, masks, split), split, comp)
             out[name + "+kd" + tag] = scored(kd_finetune(res.module, masks, split, cache["dense"]), split, comp)
             out[name + "-mask+ft" + tag] = scored(masked_finetune(cache["dense"], masks, split), split, comp)
-            out[name + "+vft" + tag] = scored(variational_finetune(guide, masks, split, beta), split, comp)
+            biases = [la.bias.detach() for la in linears(res.module)] if point_bias else None
+            vft = variational_finetune(guide, masks, split, beta, biases=biases)
+            out[name + "+vft" + tag] = scored(vft, split, comp)
             if tag.endswith("x") and tag != "@natural":
                 fill = filled_mask(cache["dense"], natural, round(n_weights(res.module) / comp))
                 if fill is not None:
@@ -486,6 +505,8 @@ def reference_method(args):
 REUSABLE = {
     "dense-equal": ("dense (equal budget)",),
     "ours": ("ours@", "ours+ft@", "ours+kd@", "ours-mask+ft@", "ours+vft@", "ours+mag-mask+ft@"),
+    "ours-pb": tuple(p.replace("ours", "ours-pb", 1) for p in ("ours@", "ours+ft@", "ours+kd@", "ours-mask+ft@",
+                                                               "ours+vft@", "ours+mag-mask+ft@")),
     "ours-mf": ("ours-mf@", "ours-mf+ft@", "ours-mf+kd@"), "groups": ("ours-group-",),
     "magnitude": ("magnitude+ft@", "magnitude+kd@"),
     "gradual": ("magnitude-gradual@",),
@@ -711,6 +732,7 @@ def markdown(res, data, tuned=None, out=""):
 #: Line style of each method family in the figure: (color, line style, line width).
 STYLE = {
     "ours*": ("k", "-", 2.2), "ours+ft": ("C0", ":", 1.2), "ours+kd": ("C1", "-", 1.4),
+    "ours-pb+kd": ("C1", "--", 1.4),
     "ours-mf+kd": ("C9", "-", 1.4),
     "magnitude+ft": ("C2", "-", 1.2), "magnitude-gradual": ("C8", "-", 1.2),
     "l1-structured+ft": ("C3", "-", 1.2), "reference+kd": ("C4", "-", 1.2),
@@ -822,7 +844,7 @@ def report(out):
 
 
 # -- main -----------------------------------------------------------------------------------------------------------
-METHODS = ("dense", "ours", "ours-mf", "groups", "magnitude", "gradual", "l1-structured", "reference")
+METHODS = ("dense", "ours", "ours-pb", "ours-mf", "groups", "magnitude", "gradual", "l1-structured", "reference")
 
 
 def parse_args(argv=None):
@@ -959,6 +981,7 @@ def build_methods(args):
     methods.update({f"{m} (reused)": reused_method(m, entries) for m in REUSABLE if m in reuse})
     fresh = {"ours": ours_method(args)} if "ours" not in reuse else {}
     fresh.update({ours_label(b): ours_method(args, b) for b in args.front_betas})
+    fresh["ours-pb"] = ours_method(args, point_bias=True)
     fresh.update({
         "ours-mf": ours_mf_method(args), "groups": groups_method(args),
         "magnitude": magnitude_method(args), "gradual": gradual_method(args),
