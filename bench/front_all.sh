@@ -11,8 +11,8 @@
 #
 # Environment: PYTHON (default python), PEERS_PYTHON (default /work/peers/bin/python: torch, pyro-ppl, laplace-torch,
 # tyxe, mnist1d for --data mnist1d), SPLITS (default 10), PARTS (default 2), WORK (the parts' folder, default a
-# fresh temporary one). Runtime on 2 cores (this release's runs; each .md states its method time): mnist1d 72 min
-# (273 min of method time; 72 min wall for the four runs at once), digits about 136 min of method time.
+# fresh temporary one). Runtime (this release's runs; each .md states its method time): mnist1d 273 min of method
+# time (89 min of wall time on 2 cores), digits 136 min of method time.
 set -euo pipefail
 data=${1:-digits}
 py=${PYTHON:-python}
