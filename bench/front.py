@@ -21,7 +21,7 @@ of it, stratified). Every method starts from the same dense network of its split
 * ``ours+mag-mask+ft`` (levels below the natural compression only): the weights the posterior keeps at its natural
   threshold plus the largest dense weights up to the level's count, on the dense weights, + 20 epochs fine-tune;
 * ``ours-pb`` (and every variant above): the same with the biases as point estimates (a ``bayesianize`` prior
-  for the weights only, :func:`weights_only`), as Molchanov et al.'s Sparse VD and the reference keep them;
+  for the weights only, ``pp.WeightsOnly``), as Molchanov et al.'s Sparse VD and the reference keep them;
 * ``ours-mf`` (and ``+ft``, ``+kd``; levels only): this library's ``AutoMeanFieldNormal`` (N(0, 1) prior, the TyXe
   line's method on our fused path) pruned by SNR (:func:`ours_mf_method`);
 * ``ours-β<b>`` (``--front-betas``; none by default) and its variants: the same with the KL weighted by β < 1
@@ -205,15 +205,6 @@ def ours_label(beta: float) -> str:
     return "ours" if beta == 1.0 else f"ours-β{beta:g}"
 
 
-def weights_only(prior):
-    """A ``bayesianize`` prior for the weights only: biases stay point estimates (as in Molchanov et al.)."""
-
-    def spec(name, module, param):
-        return prior if name.endswith("weight") else None
-
-    return spec
-
-
 def ours_method(args, beta: float = 1.0, tags=None, point_bias: bool = False):
     """AutoSparseVD trained on the ELBO with KL weight ``beta`` (``fit(kl_weight=beta)``), pruned at every tag; with
     ``point_bias`` (label ``ours-pb``) the biases are point estimates, not sample sites."""
@@ -223,7 +214,7 @@ def ours_method(args, beta: float = 1.0, tags=None, point_bias: bool = False):
         pyro.clear_param_store()
         pyro.set_rng_seed(split.index)
         prior = pp.distributions.LogUniform()
-        prior = weights_only(prior) if point_bias else prior
+        prior = pp.WeightsOnly(prior) if point_bias else prior
         model = pp.bayesianize(cache["dense"], prior, pp.Categorical(split.dataset_size))
         guide = pp.AutoSparseVD(model)
         pp.fit(model, guide, split.loader(seed=3), epochs=args.epochs, lr=args.lr, kl_warmup=args.warmup,

@@ -1,5 +1,6 @@
 """bayesianize: sites, priors, point estimates, errors, vectorized use with Pyro inference."""
 
+import pickle
 import threading
 from collections import OrderedDict
 
@@ -448,3 +449,37 @@ def test_group_prior_layers_and_model_record_their_groups():
     assert len(model.scale_sites) == 8
     plain = pp.bayesianize(mlp(), dist.Normal(0.0, 1.0), pp.Categorical(10))
     assert plain.group_prior is None and plain.group_sites == {} and plain.scale_sites == ()
+
+
+def test_weights_only_prior_covers_layer_weights_and_keeps_biases_as_point_estimates():
+    from pyro_prune.model.bayesian_layers import LAYER_TYPES
+    from pyro_prune.model.priors import WEIGHT_LAYERS
+
+    assert set(WEIGHT_LAYERS) == set(LAYER_TYPES)  # the layers bayesianize converts, no drift
+    prior = pp.WeightsOnly(dist.Laplace(0.0, 0.5))
+    model = pp.bayesianize(CustomNet(), prior, pp.Categorical(50))
+    assert list(model.sites) == ["conv.weight", "fc.weight"]  # not LayerNorm's weight, no bias
+    assert {"conv.bias", "fc.bias", "norm.weight", "norm.bias"} <= set(model.point_estimates)
+    sites = sample_sites(model, torch.randn(4, 1, 6))
+    assert isinstance(sites["fc.weight"]["fn"].base_dist, dist.Laplace)
+    assert sites["conv.weight"]["fn"].event_shape == (3, 1, 3)
+    back = pickle.loads(pickle.dumps(prior))
+    assert isinstance(back, pp.WeightsOnly) and back.prior.scale == 0.5
+    assert "Laplace" in repr(prior)
+    with pytest.raises(TypeError, match="prior must be"):
+        pp.WeightsOnly(lambda *a: None)
+
+
+def test_weights_only_sparse_vd_trains_point_biases_on_the_fused_path():
+    torch.manual_seed(0)
+    net = mlp()
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    model = pp.bayesianize(net, pp.WeightsOnly(pp.LogUniform()), pp.Categorical(32))
+    guide = pp.AutoSparseVD(model)
+    pp.fit(model, guide, [(x, y)], epochs=3, progress=False)
+    assert set(guide.log_alpha()) == {"0.weight", "2.weight"}
+    trained = dict(model.named_parameters())
+    assert not torch.equal(trained["net.0.bias"].detach(), net[0].bias)  # the point biases were optimized
+    pruned = pp.prune(model, guide, pp.rules.LogAlpha(3.0)).module
+    assert torch.equal(pruned[0].bias, trained["net.0.bias"].detach())
+    pickle.loads(pickle.dumps(model))

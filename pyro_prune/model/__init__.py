@@ -16,6 +16,7 @@ from .bayesian_model import BayesianModel, SiteInfo
 from .bayesianize import bayesianize, init_from
 from .group_prior import GroupPrior
 from .likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
+from .priors import WeightsOnly
 
 __all__ = [
     "bayesianize",
@@ -23,6 +24,7 @@ __all__ = [
     "SiteInfo",
     "init_from",
     "GroupPrior",
+    "WeightsOnly",
     "Likelihood",
     "Categorical",
     "Bernoulli",
