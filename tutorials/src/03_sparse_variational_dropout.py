@@ -104,6 +104,11 @@ print(f"dense: {n_weights} weights, validation accuracy {dense_val['accuracy']:.
 # approximation). The fused local-reparameterization path samples pre-activations instead of weights, which is both
 # cheaper and lower-variance. The KL weight is ramped from 0 to 1 over `kl_warmup` epochs, so the
 # network first fits the data, then sheds weights. A callback snapshots $\log\alpha$ during training.
+#
+# A bare prior covers every `Linear`/`Conv` weight *and bias*. Molchanov et al. keep the biases as point estimates;
+# `pp.bayesianize(net, prior=pp.WeightsOnly(pp.LogUniform()), ...)` does that. On the benchmark front
+# (`bench/front.py`, 10 paired splits) it was 1.9 pp more accurate at 5× on mnist1d (10,000 test signals a split)
+# and 0.2–0.3 pp on the digits (within the noise). This tutorial keeps the default.
 
 # %%
 def train_sparse_vd(alpha=1.0, num_particles=1, seed=0, alpha_on="joint"):
