@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import math
 import os
@@ -96,6 +95,13 @@ def kept_weights(net: nn.Module) -> int:
     return sum(int((m.weight != 0).sum()) for m in linears(net))
 
 
+def apply_masks(net: nn.Module, masks) -> None:
+    """Zero, in place, the weights of every Linear of ``net`` outside its mask (list of masks, one per Linear)."""
+    with torch.no_grad():
+        for layer, mask in zip(linears(net), masks):
+            layer.weight.mul_(mask)
+
+
 def masked_finetune(net: nn.Module, masks, split, epochs: int = FINETUNE) -> nn.Module:
     """A copy of ``net`` with ``masks`` (list of weight masks, one per Linear) fixed, trained ``epochs`` epochs."""
     m = copy.deepcopy(net).train()
@@ -112,9 +118,7 @@ def kd_finetune(net: nn.Module, masks, split, teacher: nn.Module, epochs: int = 
     """``net`` with ``masks`` applied, fine-tuned as :func:`masked_finetune` (same epochs, lr, batches and seed) by
     ``pp.finetune`` with the split's dense network as the teacher (distillation, T = 2, λ = 0.7, its defaults)."""
     m = copy.deepcopy(net)
-    with torch.no_grad():
-        for layer, mask in zip(linears(m), masks):
-            layer.weight.mul_(mask)
+    apply_masks(m, masks)
     torch.manual_seed(20_000 + split.index)
     return pp.finetune(m, split.loader(seed=2), epochs=epochs, teacher=teacher.eval())
 
@@ -148,14 +152,13 @@ class MaskedSVDO(LinearSVDO):
         return molchanov_kl(self.log_alpha()[self.mask.bool()])
 
 
-def variational_finetune(guide, masks, split, beta: float, epochs: int = FINETUNE, biases=None) -> nn.Module:
-    r"""The pruned posterior (AutoSparseVD's :math:`\theta, \log\sigma^2` on the kept weights, biases at their means,
-    or ``biases`` where they are point estimates) trained ``epochs`` more epochs on the tempered ELBO
-    :math:`\sum_n \log p(y_n|x_n, w) - \beta\,KL` (local reparameterization, Molchanov's KL over the kept weights,
-    Adam 1e-3); returns its masked mean network."""
+def variational_finetune(guide, pruned: nn.Module, masks, split, beta: float, epochs: int = FINETUNE) -> nn.Module:
+    r"""The pruned posterior (AutoSparseVD's :math:`\theta, \log\sigma^2` on the kept weights, the biases of the
+    pruned network ``pruned``: their posterior means, or the point estimates) trained ``epochs`` more epochs on the
+    tempered ELBO :math:`\sum_n \log p(y_n|x_n, w) - \beta\,KL` (local reparameterization, Molchanov's KL over the
+    kept weights, Adam 1e-3); returns its masked mean network."""
     marg = pp.marginals(guide)
-    if biases is None:
-        biases = [marg[f"{i}.bias"].loc for i in (0, 2, 4)]
+    biases = [la.bias for la in linears(pruned)]
     layers = [MaskedSVDO(marg[f"{i}.weight"].loc, 2 * marg[f"{i}.weight"].scale.clamp_min(1e-20).log(), b, mask)
               for i, b, mask in zip((0, 2, 4), biases, masks)]  # fmt: skip
     svd = nn.Sequential(layers[0], nn.ReLU(), layers[1], nn.ReLU(), layers[2])
@@ -235,8 +238,7 @@ def ours_method(args, beta: float = 1.0, tags=None, point_bias: bool = False):
             out[name + "+ft" + tag] = scored(masked_finetune(res.module, masks, split), split, comp)
             out[name + "+kd" + tag] = scored(kd_finetune(res.module, masks, split, cache["dense"]), split, comp)
             out[name + "-mask+ft" + tag] = scored(masked_finetune(cache["dense"], masks, split), split, comp)
-            biases = [la.bias.detach() for la in linears(res.module)] if point_bias else None
-            vft = variational_finetune(guide, masks, split, beta, biases=biases)
+            vft = variational_finetune(guide, res.module, masks, split, beta)
             out[name + "+vft" + tag] = scored(vft, split, comp)
             if tag.endswith("x") and tag != "@natural":
                 fill = filled_mask(cache["dense"], natural, round(n_weights(res.module) / comp))
@@ -362,15 +364,11 @@ def gradual_magnitude(dense: nn.Module, split, c: float) -> nn.Module:
             opt.zero_grad()
             F.cross_entropy(net(xb), yb).backward()
             opt.step()
-            with torch.no_grad():
-                for la, m in zip(linears(net), masks):
-                    la.weight.mul_(m)
+            apply_masks(net, masks)
         if epoch <= GRADUAL_PRUNE:
             n_keep = max(1, round(total * (1 - cubic_sparsity(epoch, 1 - 1 / c))))
             masks = global_magnitude_masks(net, masks, n_keep)
-            with torch.no_grad():
-                for la, m in zip(linears(net), masks):
-                    la.weight.mul_(m)
+            apply_masks(net, masks)
     return net.eval()
 
 
@@ -885,7 +883,7 @@ def parse_args(argv=None):
     if args.out is None:
         stem = "front" if args.data == "digits" else f"front_{args.data}"
         args.out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", stem)
-    args.make_net = functools.partial(mlp, protocol.DATASETS[args.data][1])
+    args.make_net = protocol.net_factory(args.data)
     if args.quick:
         args.splits, args.dense_epochs, args.epochs, args.warmup, args.group_epochs, args.ref_epochs = 2, 5, 6, 2, 4, 4
         args.tune_splits = 2
@@ -903,14 +901,14 @@ def tune(args):
     methods.update({ours_label(b): ours_method(args, b, TUNE_TAGS) for b in args.betas})
     meta = dict(betas=args.betas, epochs=args.epochs, warmup=args.warmup, splits=args.tune_splits)
     path = args.out + ".tune.json"
-    data = protocol.run(protocol.flat_splits(args.data, args.tune_splits)[0], methods, path, meta, args.resume)
+    data = protocol.run(protocol.flat_splits(args.data, args.tune_splits), methods, path, meta, args.resume)
     print(tune_table(data))
 
 
 def curve(args):
     """Training length: split 0, ours (``--epochs``, warm-up ``--warmup``) with the validation accuracy and NLL of
     the unpruned and the natural-threshold (``LogAlpha(3)``) mean network every 50 epochs; ``<out>.curve.json``."""
-    split = protocol.flat_splits(args.data, 1)[0][0]
+    split = protocol.flat_splits(args.data, 1)[0]
     dense = protocol.train_dense_baseline(args.make_net, split, args.dense_epochs)
     pyro.clear_param_store()
     pyro.set_rng_seed(split.index)
@@ -1001,7 +999,7 @@ def main(argv=None):
         if seconds:
             meta["reused_seconds"] = seconds  # the reused methods' time in the runs that computed them
         t = time.perf_counter()
-        splits = protocol.flat_splits(args.data, args.splits)[0][args.first_split :]
+        splits = protocol.flat_splits(args.data, args.splits)[args.first_split :]
         data = protocol.run(splits, methods, args.out + ".json", meta, args.resume)
         print(f"front: {len(data['splits'])} splits in {time.perf_counter() - t:.0f} s")
     report(args.out)

@@ -177,8 +177,9 @@ def tyxe_method(args):
 def dense_method(args):
     """``front.py``'s ``dense`` (without the equal-budget line): the network every peer starts from."""
 
+    make_net = protocol.net_factory(args.data)
+
     def run(split, cache):
-        make_net = functools.partial(mlp, protocol.DATASETS[args.data][1])
         cache["dense"] = dense = protocol.train_dense_baseline(make_net, split, args.dense_epochs)
         return {"dense": front.scored(dense, split, 1.0, epochs=args.dense_epochs)}
 
@@ -235,7 +236,7 @@ def main(argv=None):
         meta.update(torch=torch.__version__, pyro=pyro.__version__, laplace_torch=version("laplace-torch"),
                     tyxe=version("tyxe"), levels=list(front.LEVELS), stamp=common.run_stamp())  # fmt: skip
         t = time.perf_counter()
-        splits = protocol.flat_splits(args.data, args.splits)[0]
+        splits = protocol.flat_splits(args.data, args.splits)
         data = protocol.run(splits, methods, args.out + ".json", meta, args.resume)
         print(f"front_peers: {len(data['splits'])} splits in {time.perf_counter() - t:.0f} s", flush=True)
     text = markdown(protocol.load_checkpoint(args.out + ".json"))

@@ -19,6 +19,7 @@ compare accuracy:
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import os
 import time
@@ -31,7 +32,7 @@ import torch.nn as nn
 from sklearn.model_selection import train_test_split
 
 import pyro_prune as pp
-from bench.common import train_dense, write_json
+from bench.common import mlp, train_dense, write_json
 from pyro_prune import compare
 
 Record = Dict[str, object]
@@ -112,15 +113,27 @@ DATASETS: Dict[str, Tuple[Callable[[int], List[Split]], int]] = {
 }
 
 
-def flat_splits(data: str, k: int) -> Tuple[List[Split], int]:
-    """The ``k`` paired splits of :data:`DATASETS` entry ``data`` and their number of input features.
+def _dataset(data: str) -> Tuple[Callable[[int], List[Split]], int]:
+    if data not in DATASETS:
+        raise ValueError(f"data must be one of {sorted(DATASETS)}, got {data!r}")
+    return DATASETS[data]
+
+
+def flat_splits(data: str, k: int) -> List[Split]:
+    """The ``k`` paired splits of :data:`DATASETS` entry ``data``, inputs flat.
 
     :raises ValueError: for an unknown ``data``.
     """
-    if data not in DATASETS:
-        raise ValueError(f"data must be one of {sorted(DATASETS)}, got {data!r}")
-    make, d_in = DATASETS[data]
-    return make(k), d_in
+    return _dataset(data)[0](k)
+
+
+def net_factory(data: str) -> Callable[[], nn.Module]:
+    """``mlp`` (``bench.common``) sized for :data:`DATASETS` entry ``data``'s inputs: the network every method of the
+    front starts from.
+
+    :raises ValueError: for an unknown ``data``.
+    """
+    return functools.partial(mlp, _dataset(data)[1])
 
 
 # -- records -------------------------------------------------------------------------------------------------------
